@@ -1,0 +1,275 @@
+//! The head: series in memory with compressed chunks, indexed by postings.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::chunk::{self, SAMPLES_PER_CHUNK, XorAppender};
+use crate::postings::{Postings, SeriesId};
+use crate::{Labels, Matcher, Sample, SampleError, Timestamp};
+
+/// Limits on what the head accepts; each rejection is counted and explained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Series held in memory at most.
+    pub max_series: usize,
+    /// Labels per series at most (including `__name__`).
+    pub max_label_count: usize,
+    /// Bytes in a label name at most.
+    pub max_label_name_len: usize,
+    /// Bytes in a label value at most.
+    pub max_label_value_len: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits { max_series: 5_000_000, max_label_count: 64, max_label_name_len: 1024, max_label_value_len: 4096 }
+    }
+}
+
+impl HeadLimits {
+    /// Checks a label set against the per-series limits; the message names the offending label.
+    pub fn check(&self, labels: &Labels) -> Result<(), String> {
+        if labels.is_empty() {
+            return Err("series has no labels".into());
+        }
+        if labels.len() > self.max_label_count {
+            return Err(format!("series {labels} has {} labels, over the limit of {}", labels.len(), self.max_label_count));
+        }
+        for label in labels.iter() {
+            if label.name.len() > self.max_label_name_len {
+                return Err(format!("label name {:?} is longer than {} bytes", label.name, self.max_label_name_len));
+            }
+            if label.value.len() > self.max_label_value_len {
+                return Err(format!(
+                    "value of label {:?} is {} bytes, over the limit of {}",
+                    label.name,
+                    label.value.len(),
+                    self.max_label_value_len
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A series with the samples a query asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// The series' labels.
+    pub labels: Labels,
+    /// Samples in time order, within the queried range.
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Debug)]
+struct ClosedChunk {
+    min_t: Timestamp,
+    max_t: Timestamp,
+    bytes: Box<[u8]>,
+}
+
+#[derive(Debug)]
+pub(crate) struct MemSeries {
+    labels: Labels,
+    closed: Vec<ClosedChunk>,
+    open: XorAppender,
+    /// Samples that arrived behind `max_t` within the out-of-order window.
+    out_of_order: Option<Box<BTreeMap<Timestamp, u64>>>,
+}
+
+impl MemSeries {
+    fn new(labels: Labels) -> Self {
+        MemSeries { labels, closed: Vec::new(), open: XorAppender::default(), out_of_order: None }
+    }
+
+    /// Time of the newest in-order sample, `None` for a series without samples.
+    fn max_time(&self) -> Option<Timestamp> {
+        if !self.open.is_empty() {
+            return Some(self.open.max_time());
+        }
+        self.closed.last().map(|chunk| chunk.max_t)
+    }
+
+    /// The stored value bits at `t`, if any.
+    fn value_at(&self, t: Timestamp) -> Option<u64> {
+        if let Some(bits) = self.out_of_order.as_ref().and_then(|ooo| ooo.get(&t)) {
+            return Some(*bits);
+        }
+        let open_bytes;
+        let chunks = self
+            .closed
+            .iter()
+            .filter(|chunk| chunk.min_t <= t && t <= chunk.max_t)
+            .map(|chunk| &chunk.bytes[..])
+            .chain(if !self.open.is_empty() && self.open.min_time() <= t && t <= self.open.max_time() {
+                open_bytes = self.open.bytes();
+                Some(&open_bytes[..])
+            } else {
+                None
+            });
+        for bytes in chunks {
+            let found = chunk::iter(bytes).ok()?.filter_map(Result::ok).find(|sample| sample.t == t);
+            if let Some(sample) = found {
+                return Some(sample.v.to_bits());
+            }
+        }
+        None
+    }
+
+    /// Decides what a new sample does: `Ok(true)` stores it, `Ok(false)` is an identical duplicate.
+    /// `pending_max` is the newest time among samples of this batch already accepted for this series.
+    fn check(&self, sample: Sample, pending_max: Option<Timestamp>, window_ms: i64) -> Result<bool, SampleError> {
+        let max_t = match (self.max_time(), pending_max) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => match a.or(b) {
+                Some(t) => t,
+                None => return Ok(true),
+            },
+        };
+        if sample.t > max_t {
+            return Ok(true);
+        }
+        if let Some(stored) = self.value_at(sample.t) {
+            return if stored == sample.v.to_bits() { Ok(false) } else { Err(SampleError::DuplicateTimestamp) };
+        }
+        if sample.t < max_t.saturating_sub(window_ms) {
+            return Err(SampleError::OutOfOrder);
+        }
+        Ok(true)
+    }
+
+    /// Stores a sample that passed [`check`](Self::check) (or comes from the WAL, where it did).
+    fn apply(&mut self, sample: Sample) {
+        if self.max_time().is_some_and(|max_t| sample.t <= max_t) {
+            self.out_of_order.get_or_insert_with(Default::default).insert(sample.t, sample.v.to_bits());
+            return;
+        }
+        if self.open.len() >= SAMPLES_PER_CHUNK {
+            let full = std::mem::take(&mut self.open);
+            self.closed.push(ClosedChunk {
+                min_t: full.min_time(),
+                max_t: full.max_time(),
+                bytes: full.bytes().into_boxed_slice(),
+            });
+        }
+        self.open.append(sample.t, sample.v);
+    }
+
+    fn samples(&self, mint: Timestamp, maxt: Timestamp) -> Vec<Sample> {
+        let mut out = Vec::new();
+        let in_range = |chunk_min: Timestamp, chunk_max: Timestamp| chunk_min <= maxt && chunk_max >= mint;
+        for chunk in self.closed.iter().filter(|chunk| in_range(chunk.min_t, chunk.max_t)) {
+            decode_into(&chunk.bytes, mint, maxt, &mut out);
+        }
+        if !self.open.is_empty() && in_range(self.open.min_time(), self.open.max_time()) {
+            decode_into(&self.open.bytes(), mint, maxt, &mut out);
+        }
+        if let Some(ooo) = &self.out_of_order {
+            let before = out.len();
+            out.extend(ooo.range(mint..=maxt).map(|(t, bits)| Sample { t: *t, v: f64::from_bits(*bits) }));
+            if out.len() > before {
+                out.sort_by_key(|sample| sample.t);
+            }
+        }
+        out
+    }
+}
+
+fn decode_into(bytes: &[u8], mint: Timestamp, maxt: Timestamp, out: &mut Vec<Sample>) {
+    let Ok(samples) = chunk::iter(bytes) else {
+        debug_assert!(false, "head chunks are written by this process");
+        return;
+    };
+    for sample in samples.map_while(Result::ok) {
+        if sample.t > maxt {
+            break;
+        }
+        if sample.t >= mint {
+            out.push(sample);
+        }
+    }
+}
+
+/// In-memory series and their index.
+#[derive(Debug, Default)]
+pub(crate) struct Head {
+    series: Vec<MemSeries>,
+    by_labels: HashMap<Labels, SeriesId>,
+    postings: Postings,
+}
+
+impl Head {
+    pub(crate) fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    pub(crate) fn lookup(&self, labels: &Labels) -> Option<SeriesId> {
+        self.by_labels.get(labels).copied()
+    }
+
+    /// The id the next created series will get.
+    pub(crate) fn next_id(&self) -> SeriesId {
+        self.series.len() as SeriesId
+    }
+
+    /// Creates a series with the next id, which must be `id` (WAL replay checks that ids line up).
+    pub(crate) fn create(&mut self, id: SeriesId, labels: Labels) -> bool {
+        if id != self.next_id() || self.by_labels.contains_key(&labels) {
+            return false;
+        }
+        self.postings.add(id, &labels);
+        self.by_labels.insert(labels.clone(), id);
+        self.series.push(MemSeries::new(labels));
+        true
+    }
+
+    pub(crate) fn check(
+        &self,
+        id: Option<SeriesId>,
+        sample: Sample,
+        pending_max: Option<Timestamp>,
+        window_ms: i64,
+    ) -> Result<bool, SampleError> {
+        match id.and_then(|id| self.series.get(id as usize)) {
+            Some(series) => series.check(sample, pending_max, window_ms),
+            None => Ok(pending_max.is_none_or(|max| sample.t > max)),
+        }
+    }
+
+    /// Stores a sample for an existing series; false for an unknown id.
+    pub(crate) fn apply(&mut self, id: SeriesId, sample: Sample) -> bool {
+        match self.series.get_mut(id as usize) {
+            Some(series) => {
+                series.apply(sample);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<Series> {
+        let ids = self.postings.select(matchers, |id| &self.series[id as usize].labels);
+        let mut out: Vec<Series> = ids
+            .into_iter()
+            .filter_map(|id| {
+                let series = &self.series[id as usize];
+                let samples = series.samples(mint, maxt);
+                (!samples.is_empty()).then(|| Series { labels: series.labels.clone(), samples })
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+
+    pub(crate) fn matching_labels(&self, matchers: &[Matcher]) -> Vec<&Labels> {
+        let ids = self.postings.select(matchers, |id| &self.series[id as usize].labels);
+        ids.into_iter().map(|id| &self.series[id as usize].labels).collect()
+    }
+
+    pub(crate) fn label_names(&self) -> impl Iterator<Item = &str> {
+        self.postings.label_names()
+    }
+
+    pub(crate) fn label_values(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.postings.label_values(name)
+    }
+}

@@ -1,0 +1,113 @@
+//! Label sets: a series' identity.
+
+use std::fmt;
+
+use crate::Error;
+
+/// The label that holds the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// One name/value pair.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label {
+    /// Label name.
+    pub name: String,
+    /// Label value, never empty in a stored set (an empty value means "absent").
+    pub value: String,
+}
+
+/// A label set sorted by name with unique names and no empty values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Labels(Vec<Label>);
+
+impl Labels {
+    /// Builds a set from pairs: sorts them, drops empty values, rejects empty or repeated names.
+    pub fn new<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Result<Self, Error> {
+        let mut labels: Vec<Label> = pairs
+            .into_iter()
+            .map(|(name, value)| Label { name: name.into(), value: value.into() })
+            .filter(|label| !label.value.is_empty())
+            .collect();
+        labels.sort();
+        for pair in labels.windows(2) {
+            if pair[0].name == pair[1].name {
+                return Err(Error::InvalidSeries(format!("duplicate label name {:?}", pair[0].name)));
+            }
+        }
+        if labels.iter().any(|label| label.name.is_empty()) {
+            return Err(Error::InvalidSeries("empty label name".into()));
+        }
+        Ok(Labels(labels))
+    }
+
+    /// Builds a set from pairs already known to be valid; panics in debug builds if they are not.
+    pub fn from_sorted_unchecked(labels: Vec<Label>) -> Self {
+        debug_assert!(labels.windows(2).all(|p| p[0].name < p[1].name));
+        Labels(labels)
+    }
+
+    /// The value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|label| label.name.as_str().cmp(name))
+            .ok()
+            .map(|index| self.0[index].value.as_str())
+    }
+
+    /// The metric name, if any.
+    pub fn metric_name(&self) -> Option<&str> {
+        self.get(METRIC_NAME)
+    }
+
+    /// The labels in name order.
+    pub fn iter(&self) -> impl Iterator<Item = &Label> {
+        self.0.iter()
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True for the empty set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.metric_name().unwrap_or("");
+        write!(f, "{name}{{")?;
+        let mut first = true;
+        for label in self.0.iter().filter(|label| label.name != METRIC_NAME) {
+            if !first {
+                write!(f, ", ")?;
+            }
+            first = false;
+            write!(f, "{}={:?}", label.name, label.value)?;
+        }
+        write!(f, "}}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorts_and_drops_empty_values() {
+        let labels = Labels::new([("job", "node"), ("__name__", "up"), ("zone", "")]).unwrap();
+        let names: Vec<_> = labels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["__name__", "job"]);
+        assert_eq!(labels.get("job"), Some("node"));
+        assert_eq!(labels.get("zone"), None);
+        assert_eq!(labels.to_string(), r#"up{job="node"}"#);
+    }
+
+    #[test]
+    fn rejects_duplicate_names() {
+        let err = Labels::new([("a", "1"), ("a", "2")]).unwrap_err();
+        assert!(err.to_string().contains("duplicate label name \"a\""), "{err}");
+    }
+}

@@ -1,0 +1,72 @@
+//! Vigil's metric storage: series, compressed chunks, an inverted index and a write-ahead log.
+//!
+//! The entry point is [`Db`]: [`Db::open`] replays the WAL under a data directory and serves appends
+//! ([`Appender`]) and reads ([`Queryable`]); [`Db::in_memory`] is the same engine without a WAL, for
+//! tests of the crates above. This crate knows nothing about HTTP, wire protocols or PromQL.
+
+mod bitstream;
+pub mod chunk;
+mod db;
+mod error;
+mod head;
+mod labels;
+mod matcher;
+mod postings;
+mod varint;
+pub mod wal;
+
+pub use db::{AppendSummary, Db, DbOptions, OpenReport, RejectedSample};
+pub use error::{Error, SampleError};
+pub use head::{HeadLimits, Series};
+pub use labels::{Label, Labels, METRIC_NAME};
+pub use matcher::{MatchOp, Matcher};
+pub use wal::WalSync;
+
+/// Milliseconds since the Unix epoch, the time unit of every sample.
+pub type Timestamp = i64;
+
+/// Bit pattern of Prometheus's staleness marker, a NaN that means "this series ended here".
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// True when `value` is the staleness marker (not just any NaN).
+pub fn is_stale_marker(value: f64) -> bool {
+    value.to_bits() == STALE_NAN_BITS
+}
+
+/// One float sample of a series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Milliseconds since the Unix epoch.
+    pub t: Timestamp,
+    /// The value; NaN bit patterns (the staleness marker among them) are kept exactly.
+    pub v: f64,
+}
+
+/// Samples for one series, the unit of a batch append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    /// The series' identity.
+    pub labels: Labels,
+    /// Samples in any order; the store sorts them out per its out-of-order rules.
+    pub samples: Vec<Sample>,
+}
+
+/// What ingestion writes through: a batch of samples, durable once `append` returns `Ok`.
+pub trait Appender: Send + Sync {
+    /// Appends a batch; individual samples may be rejected (reported in the summary) while the rest land.
+    fn append(&self, batch: &[SeriesSamples]) -> Result<AppendSummary, Error>;
+}
+
+/// What queries read through.
+pub trait Queryable: Send + Sync {
+    /// Series matching every matcher that have samples in `[mint, maxt]`, with those samples.
+    fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, Error>;
+    /// Label names of series matching `matchers` (all series when empty), sorted, at most `limit`.
+    fn label_names(&self, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<String>, Error>;
+    /// Values of label `name` over series matching `matchers`, sorted, at most `limit`.
+    fn label_values(&self, name: &str, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<String>, Error>;
+    /// Label sets of series matching `matchers`, sorted, at most `limit`.
+    fn series_labels(&self, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<Labels>, Error>;
+    /// Number of series in memory.
+    fn series_count(&self) -> usize;
+}
