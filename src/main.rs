@@ -1,1 +1,90 @@
-fn main() {}
+//! The `vigil` binary: the only place that reads flags, environment and the config file.
+
+mod cli;
+mod config;
+mod http;
+mod local_agent;
+mod server;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, LogFormat};
+use crate::config::FileConfig;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Version => {
+            println!("vigil {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Server(args) => {
+            let file = FileConfig::load_optional(args.config.as_deref())?;
+            init_logging(&cli, &file)?;
+            let config = config::server_config(args, &file)?;
+            runtime()?.block_on(server::run(config, None))
+        }
+        Command::Up(args) => {
+            let file = FileConfig::load_optional(args.server.config.as_deref())?;
+            init_logging(&cli, &file)?;
+            let config = config::server_config(&args.server, &file)?;
+            let agent = config::local_agent_config(args, &file)?;
+            runtime()?.block_on(server::run(config, Some(agent)))
+        }
+        Command::Agent(_) => anyhow::bail!(
+            "the standalone agent (OTLP shipping, container metrics, log tailing) is not built yet; `vigil up` runs a local agent for host metrics"
+        ),
+        Command::Top(_) => anyhow::bail!("`vigil top` is not built yet"),
+        Command::Import(_) => anyhow::bail!("`vigil import` is not built yet"),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logging(cli: &Cli, file: &FileConfig) -> anyhow::Result<()> {
+    let format = cli
+        .log_format
+        .or(file.log.format)
+        .unwrap_or(LogFormat::Human);
+    let level = cli
+        .log_level
+        .clone()
+        .or_else(|| file.log.level.clone())
+        .unwrap_or_else(|| "info".into());
+    let filter =
+        EnvFilter::try_new(&level).with_context(|| format!("invalid log level {level:?}"))?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+    Ok(())
+}

@@ -1,1 +1,32 @@
-//! placeholder
+//! Vigil's node agent: reads the node's own files (under a configurable root) and turns them into points.
+//!
+//! The agent knows nothing about storage: it produces [`Point`]s, and its caller ships or stores them.
+
+mod error;
+pub mod host;
+
+pub use error::AgentError;
+
+/// One metric value read from the node, with Prometheus naming.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Metric name (`node_load1`).
+    pub name: String,
+    /// Labels other than the name, in any order.
+    pub labels: Vec<(String, String)>,
+    /// The value.
+    pub value: f64,
+}
+
+impl Point {
+    fn new(name: impl Into<String>, labels: &[(&str, &str)], value: f64) -> Self {
+        Point {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            value,
+        }
+    }
+}

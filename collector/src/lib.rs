@@ -1,1 +1,51 @@
-//! placeholder
+//! Vigil's ingestion edge: decodes wire protocols and hands samples to storage.
+//!
+//! Each receiver is an axum handler over a sink trait ([`vigil_tsdb::Appender`] for metrics), so it can
+//! be tested without a real store. Receivers validate and limit what they accept; nothing is acknowledged
+//! before the sink returns, and the sink returns only once the data is durable.
+
+mod error;
+pub mod remote_write;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::post;
+pub use error::IngestError;
+use vigil_tsdb::Appender;
+
+/// Limits applied while decoding.
+#[derive(Debug, Clone)]
+pub struct IngestLimits {
+    /// Bytes a request body may expand to after decompression.
+    pub max_decompressed_bytes: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits {
+            max_decompressed_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Shared state of the receivers.
+#[derive(Clone)]
+pub struct Ingest {
+    metrics: Arc<dyn Appender>,
+    limits: IngestLimits,
+}
+
+impl Ingest {
+    /// Receivers writing metrics to `metrics`.
+    pub fn new(metrics: Arc<dyn Appender>, limits: IngestLimits) -> Self {
+        Ingest { metrics, limits }
+    }
+
+    /// Routes served on the main HTTP listener: `/api/v1/write`.
+    pub fn http_routes(&self) -> Router {
+        Router::new()
+            .route("/api/v1/write", post(remote_write::handle))
+            .with_state(self.clone())
+    }
+}

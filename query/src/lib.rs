@@ -1,1 +1,21 @@
-//! placeholder
+//! Vigil's query side: the Prometheus HTTP API over any [`vigil_tsdb::Queryable`].
+//!
+//! This crate reads storage and never writes to it. Handlers are plain axum routes built by [`prometheus::routes`].
+
+mod error;
+mod params;
+pub mod prometheus;
+mod selector;
+
+pub use error::QueryError;
+pub use params::{parse_duration_seconds, parse_time_seconds};
+pub use selector::parse_selector;
+
+/// Version and build facts served by `status/buildinfo`.
+#[derive(Debug, Clone)]
+pub struct BuildInfo {
+    /// Release version.
+    pub version: String,
+    /// Source revision, when known.
+    pub revision: String,
+}

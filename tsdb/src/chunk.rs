@@ -71,7 +71,10 @@ impl XorAppender {
 
     /// Appends a sample; `t` must be greater than the previous sample's.
     pub fn append(&mut self, t: Timestamp, v: f64) {
-        debug_assert!(self.count == 0 || t > self.last_t, "samples must be appended in time order");
+        debug_assert!(
+            self.count == 0 || t > self.last_t,
+            "samples must be appended in time order"
+        );
         let value_bits = v.to_bits();
         match self.count {
             0 => {
@@ -185,7 +188,9 @@ pub enum ChunkError {
 
 /// Number of samples a chunk holds, from its header.
 pub fn sample_count(chunk: &[u8]) -> usize {
-    chunk.get(1..HEADER_LEN).map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    chunk
+        .get(1..HEADER_LEN)
+        .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])))
 }
 
 /// Decodes every sample of a chunk.
@@ -234,7 +239,10 @@ pub struct XorIterator<'a> {
 
 impl XorIterator<'_> {
     fn truncated(&self) -> ChunkError {
-        ChunkError::Truncated { decoded: self.decoded, expected: self.expected }
+        ChunkError::Truncated {
+            decoded: self.decoded,
+            expected: self.expected,
+        }
     }
 
     fn read_varint_bytes(&mut self, signed: bool) -> Option<i64> {
@@ -247,7 +255,11 @@ impl XorIterator<'_> {
             }
         }
         let mut pos = 0;
-        if signed { varint(&buf, &mut pos) } else { uvarint(&buf, &mut pos).map(|v| v as i64) }
+        if signed {
+            varint(&buf, &mut pos)
+        } else {
+            uvarint(&buf, &mut pos).map(|v| v as i64)
+        }
     }
 
     fn next_sample(&mut self) -> Option<Sample> {
@@ -273,7 +285,10 @@ impl XorIterator<'_> {
                 self.read_value()?;
             }
         }
-        Some(Sample { t: self.t, v: f64::from_bits(self.value_bits) })
+        Some(Sample {
+            t: self.t,
+            v: f64::from_bits(self.value_bits),
+        })
     }
 
     fn read_delta_of_delta(&mut self) -> Option<i64> {
@@ -349,15 +364,26 @@ mod tests {
     use crate::STALE_NAN_BITS;
 
     fn same(a: &[Sample], b: &[Sample]) -> bool {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.t == y.t && x.v.to_bits() == y.v.to_bits())
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x.t == y.t && x.v.to_bits() == y.v.to_bits())
     }
 
     #[test]
     fn regular_series_compress_well() {
-        let samples: Vec<Sample> =
-            (0..120).map(|i| Sample { t: 1_700_000_000_000 + i * 15_000, v: (i / 10) as f64 }).collect();
+        let samples: Vec<Sample> = (0..120)
+            .map(|i| Sample {
+                t: 1_700_000_000_000 + i * 15_000,
+                v: (i / 10) as f64,
+            })
+            .collect();
         let bytes = encode(&samples);
-        assert!(bytes.len() < 120 * 2, "{} bytes for 120 regular samples", bytes.len());
+        assert!(
+            bytes.len() < 120 * 2,
+            "{} bytes for 120 regular samples",
+            bytes.len()
+        );
         assert!(same(&decode(&bytes).unwrap(), &samples));
     }
 
@@ -365,7 +391,10 @@ mod tests {
     fn staleness_marker_survives_bit_exact() {
         let samples = [
             Sample { t: 1, v: 1.0 },
-            Sample { t: 2, v: f64::from_bits(STALE_NAN_BITS) },
+            Sample {
+                t: 2,
+                v: f64::from_bits(STALE_NAN_BITS),
+            },
             Sample { t: 3, v: f64::NAN },
         ];
         let decoded = decode(&encode(&samples)).unwrap();
@@ -375,15 +404,26 @@ mod tests {
 
     #[test]
     fn truncated_chunk_is_an_error() {
-        let samples: Vec<Sample> = (0..10).map(|i| Sample { t: i * 1000, v: i as f64 * 1.5 }).collect();
+        let samples: Vec<Sample> = (0..10)
+            .map(|i| Sample {
+                t: i * 1000,
+                v: i as f64 * 1.5,
+            })
+            .collect();
         let bytes = encode(&samples);
         let err = decode(&bytes[..bytes.len() - 3]).unwrap_err();
-        assert!(matches!(err, ChunkError::Truncated { expected: 10, .. }), "{err}");
+        assert!(
+            matches!(err, ChunkError::Truncated { expected: 10, .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_encoding_is_an_error() {
-        assert_eq!(decode(&[9, 0, 0]).unwrap_err(), ChunkError::UnknownEncoding(9));
+        assert_eq!(
+            decode(&[9, 0, 0]).unwrap_err(),
+            ChunkError::UnknownEncoding(9)
+        );
     }
 
     fn arb_samples() -> impl Strategy<Value = Vec<Sample>> {
@@ -394,16 +434,20 @@ mod tests {
             Just(f64::INFINITY),
         ];
         let step = prop_oneof![1i64..100_000, Just(15_000), 1i64..(1 << 40)];
-        (any::<i32>(), prop::collection::vec((step, value), 0..SAMPLES_PER_CHUNK)).prop_map(|(start, steps)| {
-            let mut t = i64::from(start);
-            steps
-                .into_iter()
-                .map(|(step, v)| {
-                    t += step;
-                    Sample { t, v }
-                })
-                .collect()
-        })
+        (
+            any::<i32>(),
+            prop::collection::vec((step, value), 0..SAMPLES_PER_CHUNK),
+        )
+            .prop_map(|(start, steps)| {
+                let mut t = i64::from(start);
+                steps
+                    .into_iter()
+                    .map(|(step, v)| {
+                        t += step;
+                        Sample { t, v }
+                    })
+                    .collect()
+            })
     }
 
     proptest! {

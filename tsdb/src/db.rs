@@ -11,8 +11,8 @@ use crate::postings::SeriesId;
 use crate::varint::{put_uvarint, put_varint, uvarint, varint};
 use crate::wal::{self, Wal, WalSync};
 use crate::{
-    Appender, Error, HeadLimits, Label, Labels, Matcher, Queryable, Sample, SampleError, Series, SeriesSamples,
-    Timestamp,
+    Appender, Error, HeadLimits, Label, Labels, Matcher, Queryable, Sample, SampleError, Series,
+    SeriesSamples, Timestamp,
 };
 
 const RECORD_SERIES: u8 = 1;
@@ -96,7 +96,12 @@ struct Plan {
 impl Db {
     /// A database held only in memory (no WAL): the in-memory implementation for tests.
     pub fn in_memory(options: DbOptions) -> Self {
-        Db { head: RwLock::new(Head::default()), wal: None, options, dir: None }
+        Db {
+            head: RwLock::new(Head::default()),
+            wal: None,
+            options,
+            dir: None,
+        }
     }
 
     /// Opens (or creates) the database under `dir`, replaying its WAL.
@@ -130,7 +135,12 @@ impl Db {
             });
         }
         let wal = Wal::open(&wal_dir, options.wal_sync, options.wal_segment_size)?;
-        let db = Db { head: RwLock::new(head), wal: Some(wal), options, dir: Some(dir.to_owned()) };
+        let db = Db {
+            head: RwLock::new(head),
+            wal: Some(wal),
+            options,
+            dir: Some(dir.to_owned()),
+        };
         Ok((db, report))
     }
 
@@ -155,7 +165,12 @@ impl Db {
                 Some(id) => id,
                 None => {
                     if let Err(reason) = self.admit_series(head, labels, plan.new_series.len()) {
-                        reject_all(&mut plan.summary, labels, &samples, SampleError::SeriesRejected(reason));
+                        reject_all(
+                            &mut plan.summary,
+                            labels,
+                            &samples,
+                            SampleError::SeriesRejected(reason),
+                        );
                         continue;
                     }
                     let id = next_id;
@@ -171,9 +186,18 @@ impl Db {
             for sample in samples {
                 let verdict = match pending {
                     Some(previous) if previous.t == sample.t => {
-                        if previous.v.to_bits() == sample.v.to_bits() { Ok(false) } else { Err(SampleError::DuplicateTimestamp) }
+                        if previous.v.to_bits() == sample.v.to_bits() {
+                            Ok(false)
+                        } else {
+                            Err(SampleError::DuplicateTimestamp)
+                        }
                     }
-                    _ => head.check(existing, sample, pending.map(|p| p.t), self.options.out_of_order_window_ms),
+                    _ => head.check(
+                        existing,
+                        sample,
+                        pending.map(|p| p.t),
+                        self.options.out_of_order_window_ms,
+                    ),
                 };
                 match verdict {
                     Ok(store) => {
@@ -183,18 +207,30 @@ impl Db {
                             pending = Some(sample);
                         }
                     }
-                    Err(error) => plan.summary.rejected.push(RejectedSample { labels: labels.clone(), sample, error }),
+                    Err(error) => plan.summary.rejected.push(RejectedSample {
+                        labels: labels.clone(),
+                        sample,
+                        error,
+                    }),
                 }
             }
         }
         plan
     }
 
-    fn admit_series(&self, head: &Head, labels: &Labels, already_planned: usize) -> Result<(), String> {
+    fn admit_series(
+        &self,
+        head: &Head,
+        labels: &Labels,
+        already_planned: usize,
+    ) -> Result<(), String> {
         self.options.limits.check(labels)?;
         if head.series_count() + already_planned >= self.options.limits.max_series {
             metrics::counter!("vigil_tsdb_limit_hits_total", "limit" => "max_series").increment(1);
-            return Err(format!("series limit of {} reached", self.options.limits.max_series));
+            return Err(format!(
+                "series limit of {} reached",
+                self.options.limits.max_series
+            ));
         }
         Ok(())
     }
@@ -215,9 +251,18 @@ fn group_by_series(batch: &[SeriesSamples]) -> Vec<(&Labels, Vec<Sample>)> {
     order
 }
 
-fn reject_all(summary: &mut AppendSummary, labels: &Labels, samples: &[Sample], error: SampleError) {
+fn reject_all(
+    summary: &mut AppendSummary,
+    labels: &Labels,
+    samples: &[Sample],
+    error: SampleError,
+) {
     for sample in samples {
-        summary.rejected.push(RejectedSample { labels: labels.clone(), sample: *sample, error: error.clone() });
+        summary.rejected.push(RejectedSample {
+            labels: labels.clone(),
+            sample: *sample,
+            error: error.clone(),
+        });
     }
 }
 
@@ -282,7 +327,13 @@ fn replay_samples(head: &mut Head, payload: &[u8]) -> Option<u64> {
         let t = varint(payload, &mut pos)?;
         let bits = u64::from_le_bytes(payload.get(pos..pos + 8)?.try_into().ok()?);
         pos += 8;
-        if head.apply(id, Sample { t, v: f64::from_bits(bits) }) {
+        if head.apply(
+            id,
+            Sample {
+                t,
+                v: f64::from_bits(bits),
+            },
+        ) {
             count += 1;
         }
     }
@@ -315,7 +366,8 @@ impl Appender for Db {
             wal.commit(sequence)?;
         }
         metrics::counter!("vigil_tsdb_samples_appended_total").increment(summary.accepted as u64);
-        metrics::counter!("vigil_tsdb_series_created_total").increment(summary.series_created as u64);
+        metrics::counter!("vigil_tsdb_series_created_total")
+            .increment(summary.series_created as u64);
         for rejected in &summary.rejected {
             let reason = match rejected.error {
                 SampleError::DuplicateTimestamp => "duplicate_timestamp",
@@ -338,31 +390,65 @@ fn truncate_sorted(mut values: Vec<String>, limit: Option<usize>) -> Vec<String>
 }
 
 impl Queryable for Db {
-    fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, Error> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Series>, Error> {
         Ok(self.head.read().select(matchers, mint, maxt))
     }
 
-    fn label_names(&self, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<String>, Error> {
+    fn label_names(
+        &self,
+        matchers: &[Matcher],
+        limit: Option<usize>,
+    ) -> Result<Vec<String>, Error> {
         let head = self.head.read();
         if matchers.is_empty() {
-            return Ok(truncate_sorted(head.label_names().map(str::to_owned).collect(), limit));
+            return Ok(truncate_sorted(
+                head.label_names().map(str::to_owned).collect(),
+                limit,
+            ));
         }
-        let names = head.matching_labels(matchers).into_iter().flat_map(|labels| labels.iter().map(|l| l.name.clone()));
+        let names = head
+            .matching_labels(matchers)
+            .into_iter()
+            .flat_map(|labels| labels.iter().map(|l| l.name.clone()));
         Ok(truncate_sorted(names.collect(), limit))
     }
 
-    fn label_values(&self, name: &str, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<String>, Error> {
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        limit: Option<usize>,
+    ) -> Result<Vec<String>, Error> {
         let head = self.head.read();
         if matchers.is_empty() {
-            return Ok(truncate_sorted(head.label_values(name).map(str::to_owned).collect(), limit));
+            return Ok(truncate_sorted(
+                head.label_values(name).map(str::to_owned).collect(),
+                limit,
+            ));
         }
-        let values = head.matching_labels(matchers).into_iter().filter_map(|labels| labels.get(name).map(str::to_owned));
+        let values = head
+            .matching_labels(matchers)
+            .into_iter()
+            .filter_map(|labels| labels.get(name).map(str::to_owned));
         Ok(truncate_sorted(values.collect(), limit))
     }
 
-    fn series_labels(&self, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<Labels>, Error> {
+    fn series_labels(
+        &self,
+        matchers: &[Matcher],
+        limit: Option<usize>,
+    ) -> Result<Vec<Labels>, Error> {
         let head = self.head.read();
-        let mut all: Vec<Labels> = head.matching_labels(matchers).into_iter().cloned().collect();
+        let mut all: Vec<Labels> = head
+            .matching_labels(matchers)
+            .into_iter()
+            .cloned()
+            .collect();
         all.sort();
         if let Some(limit) = limit {
             all.truncate(limit);

@@ -22,16 +22,24 @@ pub struct Labels(Vec<Label>);
 
 impl Labels {
     /// Builds a set from pairs: sorts them, drops empty values, rejects empty or repeated names.
-    pub fn new<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Result<Self, Error> {
+    pub fn new<N: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Result<Self, Error> {
         let mut labels: Vec<Label> = pairs
             .into_iter()
-            .map(|(name, value)| Label { name: name.into(), value: value.into() })
+            .map(|(name, value)| Label {
+                name: name.into(),
+                value: value.into(),
+            })
             .filter(|label| !label.value.is_empty())
             .collect();
         labels.sort();
         for pair in labels.windows(2) {
             if pair[0].name == pair[1].name {
-                return Err(Error::InvalidSeries(format!("duplicate label name {:?}", pair[0].name)));
+                return Err(Error::InvalidSeries(format!(
+                    "duplicate label name {:?}",
+                    pair[0].name
+                )));
             }
         }
         if labels.iter().any(|label| label.name.is_empty()) {
@@ -108,6 +116,9 @@ mod tests {
     #[test]
     fn rejects_duplicate_names() {
         let err = Labels::new([("a", "1"), ("a", "2")]).unwrap_err();
-        assert!(err.to_string().contains("duplicate label name \"a\""), "{err}");
+        assert!(
+            err.to_string().contains("duplicate label name \"a\""),
+            "{err}"
+        );
     }
 }

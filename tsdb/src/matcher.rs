@@ -33,22 +33,39 @@ pub struct Matcher {
 
 impl Matcher {
     /// Builds a matcher, compiling the regex for `=~` and `!~`.
-    pub fn new(op: MatchOp, name: impl Into<String>, value: impl Into<String>) -> Result<Self, Error> {
+    pub fn new(
+        op: MatchOp,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, Error> {
         let value = value.into();
         let (regex, literals) = match op {
             MatchOp::Regex | MatchOp::NotRegex => {
                 let anchored = format!("^(?s:{value})$");
-                let regex = Regex::new(&anchored).map_err(|e| Error::InvalidMatcher(format!("{value:?}: {e}")))?;
+                let regex = Regex::new(&anchored)
+                    .map_err(|e| Error::InvalidMatcher(format!("{value:?}: {e}")))?;
                 (Some(regex), literal_alternation(&value))
             }
             MatchOp::Equal | MatchOp::NotEqual => (None, None),
         };
-        Ok(Matcher { name: name.into(), op, value, regex, literals })
+        Ok(Matcher {
+            name: name.into(),
+            op,
+            value,
+            regex,
+            literals,
+        })
     }
 
     /// Shorthand for an `=` matcher.
     pub fn equal(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Matcher { name: name.into(), op: MatchOp::Equal, value: value.into(), regex: None, literals: None }
+        Matcher {
+            name: name.into(),
+            op: MatchOp::Equal,
+            value: value.into(),
+            regex: None,
+            literals: None,
+        }
     }
 
     /// True when `value` ("" for an absent label) satisfies the matcher.
@@ -65,7 +82,9 @@ impl Matcher {
         if let Some(literals) = &self.literals {
             return literals.iter().any(|literal| literal == value);
         }
-        self.regex.as_ref().is_some_and(|regex| regex.is_match(value))
+        self.regex
+            .as_ref()
+            .is_some_and(|regex| regex.is_match(value))
     }
 
     /// For a positive matcher whose matching values are a known finite set, that set; lets the index
@@ -73,7 +92,10 @@ impl Matcher {
     pub(crate) fn exact_values(&self) -> Option<Vec<&str>> {
         match self.op {
             MatchOp::Equal => Some(vec![self.value.as_str()]),
-            MatchOp::Regex => self.literals.as_ref().map(|l| l.iter().map(String::as_str).collect()),
+            MatchOp::Regex => self
+                .literals
+                .as_ref()
+                .map(|l| l.iter().map(String::as_str).collect()),
             _ => None,
         }
     }
@@ -83,11 +105,17 @@ impl Matcher {
         if self.op != MatchOp::Regex {
             return None;
         }
-        let end = self.value.find(|c: char| is_regex_meta(c)).unwrap_or(self.value.len());
+        let end = self
+            .value
+            .find(|c: char| is_regex_meta(c))
+            .unwrap_or(self.value.len());
         let prefix = &self.value[..end];
         // A quantifier right after the prefix applies to its last character, so that one is not fixed.
         let next = self.value[end..].chars().next();
-        if matches!(next, Some('?' | '*' | '{')) || prefix.is_empty() || self.value[end..].starts_with('|') {
+        if matches!(next, Some('?' | '*' | '{'))
+            || prefix.is_empty()
+            || self.value[end..].starts_with('|')
+        {
             return None;
         }
         if self.value.contains('|') {
@@ -98,13 +126,19 @@ impl Matcher {
 }
 
 fn is_regex_meta(c: char) -> bool {
-    matches!(c, '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$')
+    matches!(
+        c,
+        '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$'
+    )
 }
 
 /// `a|b|c` with no metacharacters → `["a", "b", "c"]`.
 fn literal_alternation(source: &str) -> Option<Vec<String>> {
     let alternatives: Vec<&str> = source.split('|').collect();
-    if alternatives.iter().any(|alt| alt.chars().any(is_regex_meta)) {
+    if alternatives
+        .iter()
+        .any(|alt| alt.chars().any(is_regex_meta))
+    {
         return None;
     }
     Some(alternatives.into_iter().map(str::to_owned).collect())
@@ -129,12 +163,22 @@ mod tests {
         assert_eq!(m.exact_values(), Some(vec!["api", "web"]));
         assert!(m.matches("web"));
         assert!(!m.matches("webx"));
-        assert!(Matcher::new(MatchOp::Regex, "job", "api.*").unwrap().exact_values().is_none());
+        assert!(
+            Matcher::new(MatchOp::Regex, "job", "api.*")
+                .unwrap()
+                .exact_values()
+                .is_none()
+        );
     }
 
     #[test]
     fn prefixes_are_found_only_when_fixed() {
-        let prefix = |re: &str| Matcher::new(MatchOp::Regex, "n", re).unwrap().literal_prefix().map(str::to_owned);
+        let prefix = |re: &str| {
+            Matcher::new(MatchOp::Regex, "n", re)
+                .unwrap()
+                .literal_prefix()
+                .map(str::to_owned)
+        };
         assert_eq!(prefix("node_.*").as_deref(), Some("node_"));
         assert_eq!(prefix("nodes?"), None);
         assert_eq!(prefix(".*x"), None);

@@ -31,12 +31,19 @@ impl Postings {
 
     /// All values of `name`, sorted.
     pub(crate) fn label_values(&self, name: &str) -> impl Iterator<Item = &str> {
-        self.by_label.get(name).into_iter().flat_map(|values| values.keys().map(String::as_str))
+        self.by_label
+            .get(name)
+            .into_iter()
+            .flat_map(|values| values.keys().map(String::as_str))
     }
 
     /// Ids of the series matching every matcher, sorted. `labels_of` reads a series' labels, used to
     /// filter a small candidate set instead of computing a large negative set.
-    pub(crate) fn select<'a>(&self, matchers: &[Matcher], labels_of: impl Fn(SeriesId) -> &'a Labels) -> Vec<SeriesId> {
+    pub(crate) fn select<'a>(
+        &self,
+        matchers: &[Matcher],
+        labels_of: impl Fn(SeriesId) -> &'a Labels,
+    ) -> Vec<SeriesId> {
         let (positive, empty_matching): (Vec<&Matcher>, Vec<&Matcher>) =
             matchers.iter().partition(|matcher| !matcher.matches(""));
         let mut candidates: Option<Vec<SeriesId>> = None;
@@ -58,7 +65,9 @@ impl Postings {
             .into_iter()
             .filter(|id| {
                 let labels = labels_of(*id);
-                empty_matching.iter().all(|matcher| matcher.matches(labels.get(&matcher.name).unwrap_or("")))
+                empty_matching
+                    .iter()
+                    .all(|matcher| matcher.matches(labels.get(&matcher.name).unwrap_or("")))
             })
             .collect()
     }
@@ -72,10 +81,21 @@ impl Postings {
         if let Some(exact) = matcher.exact_values() {
             lists.extend(exact.into_iter().filter_map(|value| values.get(value)));
         } else if let Some(prefix) = matcher.literal_prefix() {
-            let in_range = values.range(prefix.to_owned()..).take_while(|(value, _)| value.starts_with(prefix));
-            lists.extend(in_range.filter(|(value, _)| matcher.matches(value)).map(|(_, ids)| ids));
+            let in_range = values
+                .range(prefix.to_owned()..)
+                .take_while(|(value, _)| value.starts_with(prefix));
+            lists.extend(
+                in_range
+                    .filter(|(value, _)| matcher.matches(value))
+                    .map(|(_, ids)| ids),
+            );
         } else {
-            lists.extend(values.iter().filter(|(value, _)| matcher.matches(value)).map(|(_, ids)| ids));
+            lists.extend(
+                values
+                    .iter()
+                    .filter(|(value, _)| matcher.matches(value))
+                    .map(|(_, ids)| ids),
+            );
         }
         union(&lists)
     }
@@ -103,7 +123,8 @@ fn union(lists: &[&Vec<SeriesId>]) -> Vec<SeriesId> {
         [] => Vec::new(),
         [only] => (*only).clone(),
         _ => {
-            let mut out: Vec<SeriesId> = lists.iter().flat_map(|list| list.iter().copied()).collect();
+            let mut out: Vec<SeriesId> =
+                lists.iter().flat_map(|list| list.iter().copied()).collect();
             out.sort_unstable();
             out.dedup();
             out
@@ -120,7 +141,12 @@ mod tests {
         let series = vec![
             Labels::new([("__name__", "up"), ("job", "api")]).unwrap(),
             Labels::new([("__name__", "up"), ("job", "web"), ("env", "prod")]).unwrap(),
-            Labels::new([("__name__", "http_requests_total"), ("job", "api"), ("env", "dev")]).unwrap(),
+            Labels::new([
+                ("__name__", "http_requests_total"),
+                ("job", "api"),
+                ("env", "dev"),
+            ])
+            .unwrap(),
         ];
         let mut postings = Postings::default();
         for (id, labels) in series.iter().enumerate() {
@@ -131,21 +157,38 @@ mod tests {
 
     fn select(matchers: &[(&str, MatchOp, &str)]) -> Vec<SeriesId> {
         let (postings, series) = index();
-        let matchers: Vec<Matcher> =
-            matchers.iter().map(|(name, op, value)| Matcher::new(*op, *name, *value).unwrap()).collect();
+        let matchers: Vec<Matcher> = matchers
+            .iter()
+            .map(|(name, op, value)| Matcher::new(*op, *name, *value).unwrap())
+            .collect();
         postings.select(&matchers, |id| &series[id as usize])
     }
 
     #[test]
     fn all_operators() {
         assert_eq!(select(&[("__name__", MatchOp::Equal, "up")]), [0, 1]);
-        assert_eq!(select(&[("__name__", MatchOp::Equal, "up"), ("job", MatchOp::NotEqual, "api")]), [1]);
+        assert_eq!(
+            select(&[
+                ("__name__", MatchOp::Equal, "up"),
+                ("job", MatchOp::NotEqual, "api")
+            ]),
+            [1]
+        );
         assert_eq!(select(&[("job", MatchOp::Regex, "a.*")]), [0, 2]);
-        assert_eq!(select(&[("job", MatchOp::Regex, "api|web"), ("env", MatchOp::NotRegex, "p.*")]), [0, 2]);
+        assert_eq!(
+            select(&[
+                ("job", MatchOp::Regex, "api|web"),
+                ("env", MatchOp::NotRegex, "p.*")
+            ]),
+            [0, 2]
+        );
         // An empty-matching matcher also selects series without the label.
         assert_eq!(select(&[("env", MatchOp::Equal, "")]), [0]);
         assert_eq!(select(&[("env", MatchOp::NotEqual, "")]), [1, 2]);
-        assert_eq!(select(&[("nope", MatchOp::Equal, "x")]), Vec::<SeriesId>::new());
+        assert_eq!(
+            select(&[("nope", MatchOp::Equal, "x")]),
+            Vec::<SeriesId>::new()
+        );
     }
 
     #[test]

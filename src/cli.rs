@@ -1,0 +1,144 @@
+//! Command-line flags. Every flag also reads a `VIGIL_*` environment variable; flags win over env,
+//! env over the config file (merged in `config`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Metrics, logs and traces for Kubernetes in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, about)]
+pub struct Cli {
+    /// Log output: human-readable lines or one JSON object per event.
+    #[arg(long, global = true, env = "VIGIL_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `vigil=debug,info`.
+    #[arg(long, global = true, env = "VIGIL_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// All in one: the server plus an agent observing this machine.
+    Up(UpArgs),
+    /// The server: ingestion, storage, query APIs and UI.
+    Server(ServerArgs),
+    /// The node agent (DaemonSet), shipping to a server over OTLP.
+    Agent(AgentArgs),
+    /// Resource usage of nodes and pods, like `kubectl top`.
+    Top(TopArgs),
+    /// Offline backfill into a data directory.
+    Import(ImportArgs),
+    /// Prints the version.
+    Version,
+}
+
+/// Flags of `server` (and `up`).
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// YAML config file; flags and env override it.
+    #[arg(long, env = "VIGIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where data is stored [default: ./vigil-data].
+    #[arg(long, env = "VIGIL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The one HTTP listener: UI, query APIs, remote write, Loki push [default: 0.0.0.0:9090].
+    #[arg(long, env = "VIGIL_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// OTLP gRPC listener [default: 0.0.0.0:4317].
+    #[arg(long, env = "VIGIL_OTLP_GRPC_ADDR")]
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    /// OTLP HTTP listener [default: 0.0.0.0:4318].
+    #[arg(long, env = "VIGIL_OTLP_HTTP_ADDR")]
+    pub otlp_http_addr: Option<SocketAddr>,
+    /// PEM certificate chain; with --tls-key-file, every listener speaks TLS.
+    #[arg(long, env = "VIGIL_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for --tls-cert-file.
+    #[arg(long, env = "VIGIL_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Bearer token required by the ingestion endpoints.
+    #[arg(long, env = "VIGIL_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
+    /// Bearer token required by the query APIs and /metrics.
+    #[arg(long, env = "VIGIL_QUERY_TOKEN", hide_env_values = true)]
+    pub query_token: Option<String>,
+    /// Bearer token required by the admin endpoints.
+    #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Largest request body accepted, e.g. `32MiB` [default: 32MiB].
+    #[arg(long, env = "VIGIL_MAX_BODY_SIZE")]
+    pub max_body_size: Option<String>,
+    /// WAL fsync policy: `always`, `never` or an interval like `1s` [default: always].
+    #[arg(long, env = "VIGIL_WAL_FSYNC")]
+    pub wal_fsync: Option<String>,
+}
+
+/// Flags of `up`: the server's, plus what the local agent reads.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Name this machine reports as [default: the hostname].
+    #[arg(long, env = "VIGIL_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Prefix for /proc, /sys and /var/log [default: /].
+    #[arg(long, env = "VIGIL_ROOT")]
+    pub root: Option<PathBuf>,
+}
+
+/// Flags of `agent`.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// YAML config file; flags and env override it.
+    #[arg(long, env = "VIGIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Server URL the agent ships OTLP to.
+    #[arg(long, env = "VIGIL_SERVER")]
+    pub server: Option<String>,
+    /// Prefix for /proc, /sys and /var/log [default: /].
+    #[arg(long, env = "VIGIL_ROOT")]
+    pub root: Option<PathBuf>,
+    /// Name this node reports as [default: the hostname].
+    #[arg(long, env = "VIGIL_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Where checkpoints and the disk buffer live [default: ./vigil-agent-state].
+    #[arg(long, env = "VIGIL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Flags of `top`.
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    /// `nodes` or `pods`.
+    pub resource: String,
+    /// Vigil server URL.
+    #[arg(long, env = "VIGIL_SERVER", default_value = "http://127.0.0.1:9090")]
+    pub server: String,
+}
+
+/// Flags of `import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// Input format: `openmetrics`.
+    pub format: String,
+    /// Input file.
+    pub file: PathBuf,
+    /// Data directory to fill.
+    #[arg(long, env = "VIGIL_DATA_DIR")]
+    pub data_dir: PathBuf,
+}

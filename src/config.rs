@@ -1,0 +1,392 @@
+//! The config file, and its merge with flags and env (flags > env > file > defaults).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use vigil_tsdb::{DbOptions, HeadLimits, WalSync};
+
+use crate::cli::{LogFormat, ServerArgs, UpArgs};
+
+/// The YAML config file. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// Logging.
+    pub log: LogSection,
+    /// The server (`server` and `up`).
+    pub server: ServerSection,
+    /// The agent (`agent`, and the local agent of `up`).
+    pub agent: AgentSection,
+}
+
+/// `log:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `human` or `json`.
+    pub format: Option<LogFormat>,
+    /// Filter such as `info`.
+    pub level: Option<String>,
+}
+
+/// `server:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub data_dir: Option<PathBuf>,
+    pub http_addr: Option<SocketAddr>,
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    pub otlp_http_addr: Option<SocketAddr>,
+    pub tls: TlsSection,
+    pub auth: AuthSection,
+    pub limits: LimitsSection,
+    pub storage: StorageSection,
+}
+
+/// `server.tls:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// `server.auth:` bearer tokens; a scope without a token is open.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub ingest_token: Option<String>,
+    pub query_token: Option<String>,
+    pub admin_token: Option<String>,
+}
+
+/// `server.limits:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest request body, e.g. `32MiB`.
+    pub max_body_size: Option<String>,
+    /// Largest size a compressed body may expand to.
+    pub max_decompressed_size: Option<String>,
+    /// Series held at most.
+    pub max_series: Option<usize>,
+    /// Labels per series at most.
+    pub max_label_count: Option<usize>,
+    /// Bytes per label value at most.
+    pub max_label_value_length: Option<usize>,
+}
+
+/// `server.storage:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// `always`, `never` or an interval such as `1s`.
+    pub wal_fsync: Option<String>,
+    /// How far behind a series' newest sample a sample may arrive, e.g. `10m`.
+    pub out_of_order_window: Option<String>,
+}
+
+/// `agent:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    pub server: Option<String>,
+    pub root: Option<PathBuf>,
+    pub node_name: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    /// Collection interval, e.g. `15s`.
+    pub interval: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads and validates a config file; errors name the file, and serde's message names the key and line.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        if text.trim().is_empty() {
+            return Ok(FileConfig::default());
+        }
+        Ok(serde_yaml::from_str(text)?)
+    }
+
+    /// The file named by `--config`, or an empty config.
+    pub fn load_optional(path: Option<&Path>) -> anyhow::Result<Self> {
+        path.map_or_else(|| Ok(FileConfig::default()), Self::load)
+    }
+}
+
+/// Bearer tokens by scope.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub ingest: Option<String>,
+    pub query: Option<String>,
+    pub admin: Option<String>,
+}
+
+/// Everything the server needs, resolved.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub tokens: Tokens,
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub db: DbOptions,
+}
+
+/// What the local agent of `vigil up` reads.
+#[derive(Debug, Clone)]
+pub struct LocalAgentConfig {
+    pub node_name: String,
+    pub root: PathBuf,
+    pub interval: Duration,
+}
+
+/// Parses `32MiB`, `512KiB`, `1GB`, `1048576`.
+pub fn parse_size(raw: &str) -> anyhow::Result<usize> {
+    let text = raw.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .with_context(|| format!("invalid size {raw:?}"))?;
+    let multiplier: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        other => bail!(
+            "invalid size {raw:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+        ),
+    };
+    number
+        .checked_mul(multiplier)
+        .with_context(|| format!("size {raw:?} is too large"))
+}
+
+/// Parses a Prometheus-style duration such as `15s` or `1h30m`.
+pub fn parse_duration(raw: &str) -> anyhow::Result<Duration> {
+    let seconds = vigil_query::parse_duration_seconds(raw).map_err(anyhow::Error::msg)?;
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_wal_sync(raw: &str) -> anyhow::Result<WalSync> {
+    match raw {
+        "always" => Ok(WalSync::Always),
+        "never" => Ok(WalSync::Never),
+        interval => parse_duration(interval)
+            .map(WalSync::Interval)
+            .with_context(|| {
+                format!("invalid wal_fsync {raw:?}: use always, never or an interval like 1s")
+            }),
+    }
+}
+
+/// Merges flags (env already folded in by clap) over the file over defaults.
+pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<ServerConfig> {
+    let section = &file.server;
+    let tls = match (
+        args.tls_cert_file
+            .clone()
+            .or_else(|| section.tls.cert_file.clone()),
+        args.tls_key_file
+            .clone()
+            .or_else(|| section.tls.key_file.clone()),
+    ) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => bail!(
+            "TLS needs both a certificate and a key file (--tls-cert-file and --tls-key-file)"
+        ),
+    };
+    let max_body = args
+        .max_body_size
+        .as_deref()
+        .or(section.limits.max_body_size.as_deref())
+        .unwrap_or("32MiB");
+    let max_decompressed = section
+        .limits
+        .max_decompressed_size
+        .as_deref()
+        .unwrap_or("256MiB");
+    let wal_sync = args
+        .wal_fsync
+        .as_deref()
+        .or(section.storage.wal_fsync.as_deref())
+        .unwrap_or("always");
+    let mut db = DbOptions {
+        wal_sync: parse_wal_sync(wal_sync)?,
+        ..DbOptions::default()
+    };
+    if let Some(window) = &section.storage.out_of_order_window {
+        db.out_of_order_window_ms = parse_duration(window)?.as_millis() as i64;
+    }
+    let defaults = HeadLimits::default();
+    db.limits = HeadLimits {
+        max_series: section.limits.max_series.unwrap_or(defaults.max_series),
+        max_label_count: section
+            .limits
+            .max_label_count
+            .unwrap_or(defaults.max_label_count),
+        max_label_value_len: section
+            .limits
+            .max_label_value_length
+            .unwrap_or(defaults.max_label_value_len),
+        ..defaults
+    };
+    Ok(ServerConfig {
+        data_dir: args
+            .data_dir
+            .clone()
+            .or_else(|| section.data_dir.clone())
+            .unwrap_or_else(|| "vigil-data".into()),
+        http_addr: args
+            .http_addr
+            .or(section.http_addr)
+            .unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
+        otlp_grpc_addr: args
+            .otlp_grpc_addr
+            .or(section.otlp_grpc_addr)
+            .unwrap_or_else(|| ([0, 0, 0, 0], 4317).into()),
+        otlp_http_addr: args
+            .otlp_http_addr
+            .or(section.otlp_http_addr)
+            .unwrap_or_else(|| ([0, 0, 0, 0], 4318).into()),
+        tls,
+        tokens: Tokens {
+            ingest: args
+                .ingest_token
+                .clone()
+                .or_else(|| section.auth.ingest_token.clone()),
+            query: args
+                .query_token
+                .clone()
+                .or_else(|| section.auth.query_token.clone()),
+            admin: args
+                .admin_token
+                .clone()
+                .or_else(|| section.auth.admin_token.clone()),
+        },
+        max_body_bytes: parse_size(max_body)?,
+        max_decompressed_bytes: parse_size(max_decompressed)?,
+        db,
+    })
+}
+
+/// The local agent's settings for `vigil up`.
+pub fn local_agent_config(args: &UpArgs, file: &FileConfig) -> anyhow::Result<LocalAgentConfig> {
+    let section = &file.agent;
+    let root = args
+        .root
+        .clone()
+        .or_else(|| section.root.clone())
+        .unwrap_or_else(|| "/".into());
+    let node_name = match args.node_name.clone().or_else(|| section.node_name.clone()) {
+        Some(name) => name,
+        None => std::fs::read_to_string(root.join("proc/sys/kernel/hostname"))
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into()),
+    };
+    let interval = parse_duration(section.interval.as_deref().unwrap_or("15s"))?;
+    if interval.is_zero() {
+        bail!("agent.interval must be greater than zero");
+    }
+    Ok(LocalAgentConfig {
+        node_name,
+        root,
+        interval,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    const EXAMPLE: &str = include_str!("../vigil.example.yaml");
+
+    fn server_args(argv: &[&str]) -> ServerArgs {
+        let mut full = vec!["vigil", "server"];
+        full.extend_from_slice(argv);
+        match Cli::parse_from(full).command {
+            Command::Server(args) => args,
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn example_config_parses_into_the_documented_values() {
+        let file = FileConfig::parse(EXAMPLE).unwrap();
+        let config = server_config(&server_args(&[]), &file).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/vigil"));
+        assert_eq!(config.http_addr, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(config.max_body_bytes, 32 << 20);
+        assert_eq!(config.db.wal_sync, WalSync::Always);
+        assert_eq!(config.db.out_of_order_window_ms, 600_000);
+        assert_eq!(config.db.limits.max_series, 2_000_000);
+        assert_eq!(file.log.format, Some(LogFormat::Json));
+        assert_eq!(file.agent.interval.as_deref(), Some("15s"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let error = FileConfig::parse("server:\n  http_adress: 0.0.0.0:1\n").unwrap_err();
+        let message = format!("{error:#}");
+        assert!(message.contains("unknown field `http_adress`"), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file =
+            FileConfig::parse("server:\n  data_dir: /from/file\n  http_addr: 127.0.0.1:1111\n")
+                .unwrap();
+        let config =
+            server_config(&server_args(&["--http-addr", "127.0.0.1:2222"]), &file).unwrap();
+        assert_eq!(config.http_addr.port(), 2222);
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+    }
+
+    #[test]
+    fn sizes_durations_and_fsync_policies() {
+        assert_eq!(parse_size("32MiB").unwrap(), 32 << 20);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(format!("{:#}", parse_size("3 parsecs").unwrap_err()).contains("unknown unit"));
+        assert_eq!(
+            parse_wal_sync("2s").unwrap(),
+            WalSync::Interval(Duration::from_secs(2))
+        );
+        assert!(parse_wal_sync("sometimes").is_err());
+    }
+
+    #[test]
+    fn half_a_tls_configuration_is_an_error() {
+        let error = server_config(
+            &server_args(&["--tls-cert-file", "c.pem"]),
+            &FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("both a certificate and a key"),
+            "{error}"
+        );
+    }
+}

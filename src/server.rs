@@ -1,0 +1,216 @@
+//! The server: opens storage, builds the router, serves until SIGTERM/SIGINT, then flushes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use vigil_collector::{Ingest, IngestLimits};
+use vigil_query::BuildInfo;
+use vigil_tsdb::{Db, Queryable};
+
+use crate::config::{LocalAgentConfig, ServerConfig};
+use crate::{http, local_agent, telemetry};
+
+/// How long in-flight requests get to finish after a stop signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+
+#[derive(Clone)]
+struct Probes {
+    ready: Arc<AtomicBool>,
+    metrics: PrometheusHandle,
+    db: Arc<Db>,
+}
+
+/// Runs the server (and, for `vigil up`, the local agent) until a stop signal.
+pub async fn run(
+    config: ServerConfig,
+    local_agent: Option<LocalAgentConfig>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let metrics = telemetry::install()?;
+    let db = open_storage(&config).await?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let probes = Probes {
+        ready: ready.clone(),
+        metrics,
+        db: db.clone(),
+    };
+    let app = router(&config, probes);
+
+    let tcp = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--http-addr)", config.http_addr))?;
+    let http_addr = tcp.local_addr()?;
+    let (stop_sender, stop) = watch::channel(false);
+    let server = match &config.tls {
+        Some((cert, key)) => {
+            let listener = http::TlsListener::new(tcp, http::tls_config(cert, key)?)?;
+            tokio::spawn(serve(listener, app, stop.clone()))
+        }
+        None => tokio::spawn(serve(tcp, app, stop.clone())),
+    };
+    tracing::warn!(
+        otlp_grpc_addr = %config.otlp_grpc_addr,
+        otlp_http_addr = %config.otlp_http_addr,
+        "otlp receivers are not built yet; nothing listens on the otlp addresses"
+    );
+    let agent = local_agent
+        .map(|agent_config| tokio::spawn(local_agent::run(agent_config, db.clone(), stop.clone())));
+
+    ready.store(true, Ordering::Release);
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%http_addr, data_dir = %config.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "vigil is ready");
+    print_urls(scheme, http_addr);
+
+    wait_for_stop_signal().await;
+    tracing::info!("stop signal received; draining requests");
+    ready.store(false, Ordering::Release);
+    let _ = stop_sender.send(true);
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => tracing::error!(%error, "http server failed"),
+        Ok(Err(error)) => tracing::error!(%error, "http server task failed"),
+        Err(_) => tracing::warn!(
+            seconds = DRAIN_TIMEOUT.as_secs(),
+            "requests still in flight after the drain timeout; closing"
+        ),
+    }
+    if let Some(agent) = agent {
+        let _ = tokio::time::timeout(Duration::from_secs(1), agent).await;
+    }
+    let flushed = db.clone();
+    tokio::task::spawn_blocking(move || flushed.flush())
+        .await?
+        .context("final flush of the WAL failed")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn open_storage(config: &ServerConfig) -> anyhow::Result<Arc<Db>> {
+    let dir = config.data_dir.join("metrics");
+    let options = config.db.clone();
+    let opened = Instant::now();
+    let (db, report) = tokio::task::spawn_blocking(move || Db::open(&dir, options))
+        .await?
+        .with_context(|| {
+            format!(
+                "cannot open the metrics store under {}",
+                config.data_dir.display()
+            )
+        })?;
+    for corruption in &report.corruptions {
+        tracing::error!(error = %corruption, "corrupt wal data skipped; the rest is served");
+    }
+    if report.truncated_bytes > 0 {
+        tracing::warn!(bytes = report.truncated_bytes, "torn wal tail truncated");
+    }
+    tracing::info!(
+        series = report.series,
+        samples = report.samples,
+        replay_ms = opened.elapsed().as_millis() as u64,
+        "metrics store opened"
+    );
+    metrics::counter!("vigil_tsdb_wal_corruptions_total")
+        .increment(report.corruptions.len() as u64);
+    Ok(Arc::new(db))
+}
+
+fn router(config: &ServerConfig, probes: Probes) -> Router {
+    let build = BuildInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        revision: option_env!("VIGIL_REVISION").unwrap_or("").into(),
+    };
+    let ingest = Ingest::new(
+        probes.db.clone(),
+        IngestLimits {
+            max_decompressed_bytes: config.max_decompressed_bytes,
+        },
+    );
+    let storage: Arc<dyn Queryable> = probes.db.clone();
+    let own = Router::new()
+        .route("/-/healthy", get(|| async { "Vigil is healthy.\n" }))
+        .route("/-/ready", get(ready))
+        .route("/metrics", get(render_metrics))
+        .with_state(probes);
+    Router::new()
+        .merge(own)
+        .merge(ingest.http_routes())
+        .merge(vigil_query::prometheus::routes(storage, build))
+        .merge(vigil_dashboards::routes())
+        .layer(axum::middleware::from_fn(http::record_request))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(config.tokens.clone()),
+            http::require_token,
+        ))
+}
+
+async fn ready(State(probes): State<Probes>) -> impl IntoResponse {
+    if probes.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "Vigil is ready.\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Vigil is not ready.\n")
+    }
+}
+
+async fn render_metrics(State(probes): State<Probes>) -> impl IntoResponse {
+    metrics::gauge!("vigil_tsdb_head_series").set(probes.db.series_count() as f64);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        probes.metrics.render(),
+    )
+}
+
+async fn serve<L>(listener: L, app: Router, mut stop: watch::Receiver<bool>) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}
+
+fn print_urls(scheme: &str, addr: SocketAddr) {
+    let host = if addr.ip().is_unspecified() {
+        "localhost".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let base = format!("{scheme}://{host}:{}", addr.port());
+    println!("Vigil is up.");
+    println!("  UI:              {base}/");
+    println!("  Prometheus API:  {base}/api/v1/  (Grafana Prometheus datasource URL: {base})");
+    println!("  Remote write:    {base}/api/v1/write");
+    println!("  Own metrics:     {base}/metrics");
+    println!("  Probes:          {base}/-/healthy  {base}/-/ready");
+}

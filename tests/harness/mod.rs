@@ -1,0 +1,213 @@
+//! Starts the real `vigil` binary on ephemeral loopback ports and talks to it over HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `vigil` process; killed on drop if still running.
+pub struct Vigil {
+    child: Child,
+    /// Where its HTTP listener is bound.
+    pub addr: SocketAddr,
+    /// The structured log lines it printed, as they arrive.
+    logs: mpsc::Receiver<Value>,
+    /// Fields of the "vigil is ready" event.
+    pub ready_event: Value,
+}
+
+/// A `vigil` command line with JSON logs, before it starts.
+pub fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    command
+        .args(["--log-format", "json", "--log-level", "info"])
+        .args(args);
+    command
+        .env_remove("VIGIL_DATA_DIR")
+        .env_remove("VIGIL_HTTP_ADDR")
+        .env_remove("VIGIL_CONFIG");
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+}
+
+impl Vigil {
+    /// `vigil server` on 127.0.0.1:0 (unless `args` says otherwise) with `data_dir`.
+    pub fn server(data_dir: &Path, args: &[&str]) -> Vigil {
+        let mut full = vec!["server", "--data-dir", data_dir.to_str().unwrap()];
+        if !args.contains(&"--http-addr") {
+            full.extend(["--http-addr", "127.0.0.1:0"]);
+        }
+        full.extend_from_slice(args);
+        Vigil::start(command(&full))
+    }
+
+    /// Starts a prepared command and waits (at most 20 s) for its ready event.
+    pub fn start(mut command: Command) -> Vigil {
+        let mut child = command.spawn().expect("the vigil binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    if sender.send(event).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match logs.recv_timeout(left) {
+                Ok(event) if event["message"] == "vigil is ready" => {
+                    let addr = event["http_addr"].as_str().unwrap().parse().unwrap();
+                    return Vigil {
+                        child,
+                        addr,
+                        logs,
+                        ready_event: event,
+                    };
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = child.kill();
+                    let output = child.wait_with_output().unwrap();
+                    panic!(
+                        "vigil did not become ready in 20 s; stderr: {}",
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                }
+            }
+        }
+    }
+
+    /// `http://addr` (or https) followed by `path`.
+    pub fn url(&self, scheme: &str, path: &str) -> String {
+        format!("{scheme}://{}{path}", self.addr)
+    }
+
+    /// Plain-HTTP URL of `path`.
+    pub fn http(&self, path: &str) -> String {
+        self.url("http", path)
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit.
+    pub fn terminate(mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("vigil did not exit within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Log events printed since the last call, waiting up to `wait` for one with `message`.
+    pub fn wait_for_log(&self, message: &str, wait: Duration) -> Option<Value> {
+        let deadline = Instant::now() + wait;
+        while let Ok(event) = self
+            .logs
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if event["message"] == message {
+                return Some(event);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client that returns every status as a response, with a 10 s timeout.
+pub fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// Status and body of a GET.
+pub fn get(agent: &ureq::Agent, url: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = agent.get(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut response = request.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+/// A series for [`remote_write_body`]: label pairs and (ms, value) samples.
+pub type WireSeries<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
+
+/// A snappy-compressed remote-write 1.0 body for the given series.
+pub fn remote_write_body(series: &[WireSeries<'_>]) -> Vec<u8> {
+    use prost::Message;
+    use vigil_collector::remote_write::{Label, TimeSeries, WireSample, WriteRequest};
+    let request = WriteRequest {
+        timeseries: series
+            .iter()
+            .map(|(labels, samples)| TimeSeries {
+                labels: labels
+                    .iter()
+                    .map(|(n, v)| Label {
+                        name: (*n).into(),
+                        value: (*v).into(),
+                    })
+                    .collect(),
+                samples: samples
+                    .iter()
+                    .map(|(t, v)| WireSample {
+                        timestamp: *t,
+                        value: *v,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .unwrap()
+}
+
+/// POSTs a remote-write body; returns status and response text.
+pub fn remote_write(
+    agent: &ureq::Agent,
+    vigil: &Vigil,
+    body: &[u8],
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut request = agent
+        .post(vigil.http("/api/v1/write"))
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut response = request.send(body).unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}

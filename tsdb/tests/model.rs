@@ -1,0 +1,205 @@
+//! Property test: the database against a `BTreeMap` model over random operation sequences,
+//! including crashes (drop without flush) and reopening from disk.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use vigil_tsdb::{
+    Appender, Db, DbOptions, Labels, MatchOp, Matcher, Queryable, Sample, SeriesSamples, WalSync,
+};
+
+const WINDOW_MS: i64 = 50;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Samples for series `series` at the given times (relative to that series' newest time) and values.
+    Append { series: u8, samples: Vec<(i64, u8)> },
+    /// Drop the database without flushing and open it again.
+    Crash,
+}
+
+type Model = BTreeMap<Labels, BTreeMap<i64, u64>>;
+
+fn labels_for(series: u8) -> Labels {
+    Labels::new([
+        ("__name__", format!("m{}", series % 3)),
+        ("instance", format!("i{series}")),
+    ])
+    .unwrap()
+}
+
+/// Applies the same acceptance rules the store documents: newer than the newest sample is stored;
+/// an equal timestamp with equal value is a no-op; else a stored timestamp is a duplicate error;
+/// else within the window it is stored, otherwise it is out of order.
+fn model_append(model: &mut Model, labels: &Labels, samples: &[Sample]) -> usize {
+    let series = model.entry(labels.clone()).or_default();
+    let mut sorted = samples.to_vec();
+    sorted.sort_by_key(|s| s.t);
+    let mut accepted = 0;
+    for sample in sorted {
+        let bits = sample.v.to_bits();
+        let newest = series.keys().next_back().copied();
+        match (series.get(&sample.t), newest) {
+            (Some(stored), _) => accepted += usize::from(*stored == bits),
+            (None, Some(newest)) if sample.t < newest - WINDOW_MS => {}
+            (None, _) => {
+                series.insert(sample.t, bits);
+                accepted += 1;
+            }
+        }
+    }
+    accepted
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0u8..6, prop::collection::vec((-80i64..40, 0u8..4), 1..12))
+            .prop_map(|(series, samples)| Op::Append { series, samples }),
+        1 => Just(Op::Crash),
+    ]
+}
+
+fn check_equal(db: &Db, model: &Model) -> Result<(), TestCaseError> {
+    let all = [Matcher::new(MatchOp::Regex, "__name__", "m.*").unwrap()];
+    let got = db.select(&all, i64::MIN, i64::MAX).unwrap();
+    let expected: Vec<(&Labels, &BTreeMap<i64, u64>)> =
+        model.iter().filter(|(_, s)| !s.is_empty()).collect();
+    prop_assert_eq!(got.len(), expected.len());
+    for (series, (labels, samples)) in got.iter().zip(expected) {
+        prop_assert_eq!(&series.labels, labels);
+        let got_samples: Vec<(i64, u64)> = series
+            .samples
+            .iter()
+            .map(|s| (s.t, s.v.to_bits()))
+            .collect();
+        let want: Vec<(i64, u64)> = samples.iter().map(|(t, v)| (*t, *v)).collect();
+        prop_assert_eq!(got_samples, want);
+    }
+    // A narrower time range returns exactly the model's samples inside it.
+    let narrow = db
+        .select(&[Matcher::equal("__name__", "m0")], 20, 60)
+        .unwrap();
+    for series in narrow {
+        let want: Vec<i64> = model[&series.labels]
+            .range(20..=60)
+            .map(|(t, _)| *t)
+            .collect();
+        prop_assert_eq!(series.samples.iter().map(|s| s.t).collect::<Vec<_>>(), want);
+    }
+    Ok(())
+}
+
+fn options() -> DbOptions {
+    DbOptions {
+        out_of_order_window_ms: WINDOW_MS,
+        wal_sync: WalSync::Never,
+        ..DbOptions::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn db_matches_model(ops in prop::collection::vec(arb_op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(dir.path(), options()).unwrap().0;
+        let mut model = Model::new();
+        let mut newest: BTreeMap<u8, i64> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Append { series, samples } => {
+                    let base = newest.get(&series).copied().unwrap_or(100);
+                    let samples: Vec<Sample> =
+                        samples.iter().map(|(dt, v)| Sample { t: base + dt, v: f64::from(*v) }).collect();
+                    let labels = labels_for(series);
+                    let want_accepted = model_append(&mut model, &labels, &samples);
+                    if let Some(t) = model[&labels].keys().next_back() {
+                        newest.insert(series, *t);
+                    }
+                    let summary = db.append(&[SeriesSamples { labels, samples }]).unwrap();
+                    prop_assert_eq!(summary.accepted, want_accepted);
+                }
+                Op::Crash => {
+                    drop(db);
+                    let (reopened, report) = Db::open(dir.path(), options()).unwrap();
+                    prop_assert!(report.corruptions.is_empty());
+                    db = reopened;
+                }
+            }
+            check_equal(&db, &model)?;
+        }
+    }
+}
+
+#[test]
+fn limits_reject_with_reasons() {
+    let mut options = options();
+    options.limits.max_series = 2;
+    options.limits.max_label_value_len = 8;
+    let db = Db::in_memory(options);
+    let sample = vec![Sample { t: 1, v: 1.0 }];
+    let batch: Vec<SeriesSamples> = ["a", "b", "c", "much-too-long-value"]
+        .iter()
+        .map(|v| SeriesSamples {
+            labels: Labels::new([("__name__", "x"), ("v", *v)]).unwrap(),
+            samples: sample.clone(),
+        })
+        .collect();
+    let summary = db.append(&batch).unwrap();
+    assert_eq!(summary.accepted, 2);
+    let reasons: Vec<String> = summary
+        .rejected
+        .iter()
+        .map(|r| r.error.to_string())
+        .collect();
+    assert_eq!(reasons.len(), 2);
+    assert!(reasons[0].contains("series limit of 2"), "{reasons:?}");
+    assert!(reasons[1].contains("over the limit of 8"), "{reasons:?}");
+    assert_eq!(db.series_count(), 2);
+}
+
+#[test]
+fn duplicate_timestamp_with_other_value_is_rejected() {
+    let db = Db::in_memory(options());
+    let labels = Labels::new([("__name__", "x")]).unwrap();
+    let append = |v: f64| {
+        db.append(&[SeriesSamples {
+            labels: labels.clone(),
+            samples: vec![Sample { t: 10, v }],
+        }])
+        .unwrap()
+    };
+    assert_eq!(append(1.0).accepted, 1);
+    assert_eq!(append(1.0).accepted, 1, "an identical resend is accepted");
+    let summary = append(2.0);
+    assert_eq!(
+        summary.rejected[0].error.to_string(),
+        "duplicate sample for timestamp"
+    );
+}
+
+#[test]
+fn label_names_values_and_series_honour_matchers_and_limits() {
+    let db = Db::in_memory(options());
+    let batch: Vec<SeriesSamples> = (0..5)
+        .map(|i| SeriesSamples {
+            labels: Labels::new([
+                ("__name__", if i < 3 { "up" } else { "down" }),
+                ("i", &i.to_string()),
+            ])
+            .unwrap(),
+            samples: vec![Sample { t: 1, v: 1.0 }],
+        })
+        .collect();
+    db.append(&batch).unwrap();
+    assert_eq!(db.label_names(&[], None).unwrap(), ["__name__", "i"]);
+    assert_eq!(
+        db.label_values("__name__", &[], None).unwrap(),
+        ["down", "up"]
+    );
+    let up = [Matcher::equal("__name__", "up")];
+    assert_eq!(db.label_values("i", &up, None).unwrap(), ["0", "1", "2"]);
+    assert_eq!(db.label_values("i", &up, Some(2)).unwrap(), ["0", "1"]);
+    assert_eq!(db.series_labels(&up, Some(1)).unwrap().len(), 1);
+}
