@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test: unit, property, conformance and end-to-end. Installs the test peers it needs
+# when they are missing (Debian packages, PyPI, npm), then runs the Rust test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -d ../shared/conformance ]; then
+  echo "warning: ../shared/conformance is missing; conformance tests will fail with a message saying so" >&2
+fi
+
+# Test peers: none of the current tests needs one beyond the Rust toolchain and `kill`.
+need_cmds=(cargo kill)
+for cmd in "${need_cmds[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || { echo "missing required command: $cmd" >&2; exit 1; }
+done
+
+cargo build --workspace --all-targets
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
+status=${PIPESTATUS[0]}
+
+passed=$(grep -Eo '^test result: .* ([0-9]+) passed' target/test-output.txt | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '^test result: .* ([0-9]+) failed' target/test-output.txt | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+echo
+echo "${passed} passed, ${failed} failed"
+exit "$status"
