@@ -12,6 +12,9 @@ pub enum QueryError {
     /// The expression cannot be executed: `execution`, 422.
     #[error("{0}")]
     Execution(String),
+    /// The query ran past its timeout: `timeout`, 503.
+    #[error("{0}")]
+    Timeout(String),
     /// Storage failed: `internal`, 500.
     #[error("{0}")]
     Internal(String),
@@ -22,6 +25,7 @@ impl QueryError {
         match self {
             QueryError::BadData(_) => (StatusCode::BAD_REQUEST, "bad_data"),
             QueryError::Execution(_) => (StatusCode::UNPROCESSABLE_ENTITY, "execution"),
+            QueryError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             QueryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

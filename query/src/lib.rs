@@ -5,6 +5,7 @@
 mod error;
 mod params;
 pub mod prometheus;
+pub mod promql;
 mod selector;
 
 pub use error::QueryError;

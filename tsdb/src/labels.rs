@@ -67,6 +67,43 @@ impl Labels {
         self.get(METRIC_NAME)
     }
 
+    /// A copy keeping only the labels whose name satisfies `keep`.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|label| keep(&label.name))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// A copy without `__name__`.
+    pub fn without_metric_name(&self) -> Labels {
+        self.retain(|name| name != METRIC_NAME)
+    }
+
+    /// A copy with `name` set to `value`; an empty value removes the label.
+    pub fn with(&self, name: &str, value: &str) -> Labels {
+        let mut labels: Vec<Label> = self
+            .0
+            .iter()
+            .filter(|label| label.name != name)
+            .cloned()
+            .collect();
+        if !value.is_empty() {
+            let position = labels.partition_point(|label| label.name.as_str() < name);
+            labels.insert(
+                position,
+                Label {
+                    name: name.to_owned(),
+                    value: value.to_owned(),
+                },
+            );
+        }
+        Labels(labels)
+    }
+
     /// The labels in name order.
     pub fn iter(&self) -> impl Iterator<Item = &Label> {
         self.0.iter()
@@ -111,6 +148,15 @@ mod tests {
         assert_eq!(labels.get("job"), Some("node"));
         assert_eq!(labels.get("zone"), None);
         assert_eq!(labels.to_string(), r#"up{job="node"}"#);
+    }
+
+    #[test]
+    fn derived_sets_stay_sorted() {
+        let labels = Labels::new([("b", "2"), ("__name__", "m")]).unwrap();
+        assert_eq!(labels.with("a", "1").to_string(), r#"m{a="1", b="2"}"#);
+        assert_eq!(labels.with("b", "").to_string(), "m{}");
+        assert_eq!(labels.without_metric_name().to_string(), r#"{b="2"}"#);
+        assert_eq!(labels.retain(|name| name == "b").len(), 1);
     }
 
     #[test]

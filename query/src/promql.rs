@@ -1,0 +1,87 @@
+//! The PromQL engine: parsing with `promql-parser`, evaluation here.
+//!
+//! A query first walks the expression to find every selector and the time span it needs, loads each
+//! selector's series once, then evaluates step by step over those in-memory series. Range queries
+//! evaluate the expression at every step and join the points per label set.
+
+mod aggregate;
+mod binary;
+mod eval;
+mod functions;
+
+use std::time::Duration;
+
+pub use eval::{Engine, parse};
+use vigil_tsdb::{Labels, Sample};
+
+/// Default lookback window of instant selectors: 5 minutes.
+pub const DEFAULT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
+
+/// Limits and defaults of query evaluation.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for the latest sample.
+    pub lookback_ms: i64,
+    /// Samples a query may hold in memory at once before it fails.
+    pub max_samples: usize,
+    /// Wall-clock time a query may take.
+    pub timeout: Duration,
+    /// Resolution of subqueries that do not give one (`x[5m:]`).
+    pub default_subquery_step_ms: i64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_ms: DEFAULT_LOOKBACK_MS,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            default_subquery_step_ms: 60_000,
+        }
+    }
+}
+
+/// One element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstantSample {
+    /// The series' labels.
+    pub labels: Labels,
+    /// The sample's own time for raw selector results, else the evaluation time (ms).
+    pub t: i64,
+    /// The value.
+    pub v: f64,
+}
+
+/// One series of a range vector or range-query result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    /// The series' labels.
+    pub labels: Labels,
+    /// Points in time order.
+    pub samples: Vec<Sample>,
+}
+
+/// The result of evaluating an expression at one time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A number.
+    Scalar(f64),
+    /// A string literal.
+    String(String),
+    /// An instant vector.
+    Vector(Vec<InstantSample>),
+    /// A range vector (only at the top of an instant query).
+    Matrix(Vec<RangeSeries>),
+}
+
+impl Value {
+    /// Prometheus's name for the value's type, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Scalar(_) => "scalar",
+            Value::String(_) => "string",
+            Value::Vector(_) => "instant vector",
+            Value::Matrix(_) => "range vector",
+        }
+    }
+}

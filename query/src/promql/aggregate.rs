@@ -1,0 +1,276 @@
+//! Aggregation operators: sum, avg, count, min, max, group, stddev, stdvar, topk, bottomk,
+//! count_values, quantile, limitk, limit_ratio.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+use vigil_tsdb::{Labels, METRIC_NAME};
+
+use super::eval::Evaluator;
+use super::functions::{KahanSum, format_float, quantile};
+use super::{InstantSample, Value};
+use crate::QueryError;
+
+fn group_key(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
+    match modifier {
+        Some(LabelModifier::Include(by)) => {
+            labels.retain(|name| by.labels.iter().any(|l| l == name))
+        }
+        Some(LabelModifier::Exclude(without)) => {
+            labels.retain(|name| name != METRIC_NAME && !without.labels.iter().any(|l| l == name))
+        }
+        None => Labels::default(),
+    }
+}
+
+/// Input samples grouped by key, groups in order of first appearance.
+fn groups(
+    samples: Vec<InstantSample>,
+    modifier: Option<&LabelModifier>,
+) -> Vec<(Labels, Vec<InstantSample>)> {
+    let mut out: Vec<(Labels, Vec<InstantSample>)> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for sample in samples {
+        let key = group_key(&sample.labels, modifier);
+        let position = *index.entry(key.clone()).or_insert_with(|| {
+            out.push((key, Vec::new()));
+            out.len() - 1
+        });
+        out[position].1.push(sample);
+    }
+    out
+}
+
+pub(super) fn eval(
+    evaluator: &mut Evaluator<'_>,
+    aggregate: &AggregateExpr,
+    t: i64,
+) -> Result<Value, QueryError> {
+    let op = aggregate.op.to_string();
+    let modifier = aggregate.modifier.as_ref();
+    let param = match &aggregate.param {
+        Some(param) => Some(evaluator.eval(param, t)?),
+        None => None,
+    };
+    let input = evaluator.eval_vector(&aggregate.expr, t)?;
+    let scalar_param = || match &param {
+        Some(Value::Scalar(v)) => Ok(*v),
+        _ => Err(QueryError::Execution(format!(
+            "{op} needs a scalar parameter"
+        ))),
+    };
+    let result = match op.as_str() {
+        "topk" | "bottomk" | "limitk" => select_k(&op, input, scalar_param()?, modifier)?,
+        "limit_ratio" => limit_ratio(input, scalar_param()?, modifier)?,
+        "count_values" => {
+            let Some(Value::String(label)) = &param else {
+                return Err(QueryError::Execution(
+                    "count_values needs a string parameter".into(),
+                ));
+            };
+            count_values(input, label, modifier, t)?
+        }
+        "quantile" => {
+            let q = scalar_param()?;
+            groups(input, modifier)
+                .into_iter()
+                .map(|(labels, samples)| {
+                    let mut values: Vec<f64> = samples.iter().map(|s| s.v).collect();
+                    InstantSample {
+                        labels,
+                        t,
+                        v: quantile(q, &mut values),
+                    }
+                })
+                .collect()
+        }
+        _ => groups(input, modifier)
+            .into_iter()
+            .map(|(labels, samples)| {
+                Ok(InstantSample {
+                    labels,
+                    t,
+                    v: reduce(&op, &samples)?,
+                })
+            })
+            .collect::<Result<Vec<_>, QueryError>>()?,
+    };
+    Ok(Value::Vector(result))
+}
+
+fn reduce(op: &str, samples: &[InstantSample]) -> Result<f64, QueryError> {
+    let values = samples.iter().map(|s| s.v);
+    Ok(match op {
+        "sum" => {
+            let mut sum = KahanSum::default();
+            values.for_each(|v| sum.add(v));
+            sum.value()
+        }
+        "avg" => average(values),
+        "count" => samples.len() as f64,
+        "group" => 1.0,
+        "min" => values.fold(
+            f64::NAN,
+            |acc, v| if acc.is_nan() || v < acc { v } else { acc },
+        ),
+        "max" => values.fold(
+            f64::NAN,
+            |acc, v| if acc.is_nan() || v > acc { v } else { acc },
+        ),
+        "stddev" => variance(values).sqrt(),
+        "stdvar" => variance(values),
+        other => {
+            return Err(QueryError::Execution(format!(
+                "unknown aggregation {other:?}"
+            )));
+        }
+    })
+}
+
+/// Mean by compensated summation, switching to an incremental mean if the sum overflows.
+pub(super) fn average(values: impl Iterator<Item = f64>) -> f64 {
+    let mut sum = KahanSum::default();
+    let mut count = 0.0;
+    let mut incremental: Option<f64> = None;
+    for v in values {
+        count += 1.0;
+        if let Some(mean) = incremental.as_mut() {
+            *mean += v / count - *mean / count;
+            continue;
+        }
+        let before = sum;
+        sum.add(v);
+        if sum.value().is_infinite() && !v.is_infinite() {
+            let previous_mean = before.value() / (count - 1.0);
+            incremental = Some(previous_mean + v / count - previous_mean / count);
+        }
+    }
+    incremental.unwrap_or_else(|| sum.value() / count)
+}
+
+/// Population variance (Welford).
+pub(super) fn variance(values: impl Iterator<Item = f64>) -> f64 {
+    let mut count = 0.0;
+    let mut mean = 0.0;
+    let mut m2 = 0.0;
+    for v in values {
+        count += 1.0;
+        let delta = v - mean;
+        mean += delta / count;
+        m2 += delta * (v - mean);
+    }
+    m2 / count
+}
+
+fn select_k(
+    op: &str,
+    input: Vec<InstantSample>,
+    k: f64,
+    modifier: Option<&LabelModifier>,
+) -> Result<Vec<InstantSample>, QueryError> {
+    if k.is_nan() {
+        return Err(QueryError::Execution(format!(
+            "Parameter value is NaN for {op}"
+        )));
+    }
+    if k < 1.0 {
+        return Ok(Vec::new());
+    }
+    let k = if k >= usize::MAX as f64 {
+        usize::MAX
+    } else {
+        k as usize
+    };
+    let mut out = Vec::new();
+    for (_, mut samples) in groups(input, modifier) {
+        match op {
+            "topk" => samples.sort_by(|a, b| descending_nan_last(a.v, b.v)),
+            "bottomk" => samples.sort_by(|a, b| ascending_nan_last(a.v, b.v)),
+            _ => {}
+        }
+        samples.truncate(k);
+        out.extend(samples);
+    }
+    Ok(out)
+}
+
+fn descending_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+fn ascending_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+/// Keeps a stable, label-determined subset: a series is kept when its label hash falls below the ratio
+/// (or, for a negative ratio, at or above `1 + ratio`), so `limit_ratio(r)` and `limit_ratio(r - 1)` split the input.
+fn limit_ratio(
+    input: Vec<InstantSample>,
+    ratio: f64,
+    _modifier: Option<&LabelModifier>,
+) -> Result<Vec<InstantSample>, QueryError> {
+    if ratio.is_nan() {
+        return Err(QueryError::Execution(
+            "Ratio value is NaN for limit_ratio".into(),
+        ));
+    }
+    let ratio = ratio.clamp(-1.0, 1.0);
+    Ok(input
+        .into_iter()
+        .filter(|sample| {
+            let position = label_hash_fraction(&sample.labels);
+            if ratio >= 0.0 {
+                position < ratio
+            } else {
+                position >= 1.0 + ratio
+            }
+        })
+        .collect())
+}
+
+fn label_hash_fraction(labels: &Labels) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    labels.hash(&mut hasher);
+    hasher.finish() as f64 / u64::MAX as f64
+}
+
+fn count_values(
+    input: Vec<InstantSample>,
+    label: &str,
+    modifier: Option<&LabelModifier>,
+    t: i64,
+) -> Result<Vec<InstantSample>, QueryError> {
+    if label.is_empty() {
+        return Err(QueryError::Execution(format!(
+            "invalid label name {label:?}"
+        )));
+    }
+    let mut out: Vec<InstantSample> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for sample in input {
+        let key = group_key(&sample.labels, modifier).with(label, &format_float(sample.v));
+        match index.get(&key) {
+            Some(position) => out[*position].v += 1.0,
+            None => {
+                index.insert(key.clone(), out.len());
+                out.push(InstantSample {
+                    labels: key,
+                    t,
+                    v: 1.0,
+                });
+            }
+        }
+    }
+    Ok(out)
+}

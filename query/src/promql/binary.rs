@@ -1,0 +1,336 @@
+//! Binary operators: arithmetic, comparison (filtering or `bool`), set operators, vector matching.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
+use vigil_tsdb::{Labels, METRIC_NAME};
+
+use super::eval::Evaluator;
+use super::{InstantSample, Value};
+use crate::QueryError;
+
+/// The operator, decoded once from the parser's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Pow,
+    Atan2,
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    And,
+    Or,
+    Unless,
+}
+
+impl Op {
+    fn from_token(token: &str) -> Result<Op, QueryError> {
+        Ok(match token {
+            "+" => Op::Add,
+            "-" => Op::Sub,
+            "*" => Op::Mul,
+            "/" => Op::Div,
+            "%" => Op::Mod,
+            "^" => Op::Pow,
+            "atan2" => Op::Atan2,
+            "==" => Op::Eq,
+            "!=" => Op::Ne,
+            ">" => Op::Gt,
+            "<" => Op::Lt,
+            ">=" => Op::Ge,
+            "<=" => Op::Le,
+            "and" => Op::And,
+            "or" => Op::Or,
+            "unless" => Op::Unless,
+            other => {
+                return Err(QueryError::Execution(format!(
+                    "unknown binary operator {other:?}"
+                )));
+            }
+        })
+    }
+
+    fn is_comparison(self) -> bool {
+        matches!(self, Op::Eq | Op::Ne | Op::Gt | Op::Lt | Op::Ge | Op::Le)
+    }
+
+    fn is_set(self) -> bool {
+        matches!(self, Op::And | Op::Or | Op::Unless)
+    }
+
+    /// `(value, keep)`: for comparisons the value is the left operand and `keep` the outcome.
+    fn apply(self, lhs: f64, rhs: f64) -> (f64, bool) {
+        match self {
+            Op::Add => (lhs + rhs, true),
+            Op::Sub => (lhs - rhs, true),
+            Op::Mul => (lhs * rhs, true),
+            Op::Div => (lhs / rhs, true),
+            Op::Mod => (lhs % rhs, true),
+            Op::Pow => (lhs.powf(rhs), true),
+            Op::Atan2 => (lhs.atan2(rhs), true),
+            Op::Eq => (lhs, lhs == rhs),
+            Op::Ne => (lhs, lhs != rhs),
+            Op::Gt => (lhs, lhs > rhs),
+            Op::Lt => (lhs, lhs < rhs),
+            Op::Ge => (lhs, lhs >= rhs),
+            Op::Le => (lhs, lhs <= rhs),
+            Op::And | Op::Or | Op::Unless => (lhs, true),
+        }
+    }
+}
+
+pub(super) fn eval(
+    evaluator: &mut Evaluator<'_>,
+    binary: &BinaryExpr,
+    t: i64,
+) -> Result<Value, QueryError> {
+    let op = Op::from_token(&binary.op.to_string())?;
+    let return_bool = binary.modifier.as_ref().is_some_and(|m| m.return_bool);
+    let lhs = evaluator.eval(&binary.lhs, t)?;
+    let rhs = evaluator.eval(&binary.rhs, t)?;
+    match (lhs, rhs) {
+        (Value::Scalar(l), Value::Scalar(r)) => {
+            let (value, keep) = op.apply(l, r);
+            if op.is_comparison() {
+                return Ok(Value::Scalar(if keep { 1.0 } else { 0.0 }));
+            }
+            Ok(Value::Scalar(value))
+        }
+        (Value::Vector(vector), Value::Scalar(scalar)) => Ok(Value::Vector(vector_scalar(
+            op,
+            vector,
+            scalar,
+            false,
+            return_bool,
+            t,
+        ))),
+        (Value::Scalar(scalar), Value::Vector(vector)) => Ok(Value::Vector(vector_scalar(
+            op,
+            vector,
+            scalar,
+            true,
+            return_bool,
+            t,
+        ))),
+        (Value::Vector(lhs), Value::Vector(rhs)) => {
+            vector_vector(op, lhs, rhs, binary.modifier.as_ref(), return_bool, t).map(Value::Vector)
+        }
+        (l, r) => Err(QueryError::Execution(format!(
+            "binary operator between {} and {} is not allowed",
+            l.type_name(),
+            r.type_name()
+        ))),
+    }
+}
+
+fn vector_scalar(
+    op: Op,
+    vector: Vec<InstantSample>,
+    scalar: f64,
+    scalar_on_left: bool,
+    return_bool: bool,
+    t: i64,
+) -> Vec<InstantSample> {
+    let drop_name = !op.is_comparison() || return_bool;
+    let mut out = Vec::with_capacity(vector.len());
+    for sample in vector {
+        let (lhs, rhs) = if scalar_on_left {
+            (scalar, sample.v)
+        } else {
+            (sample.v, scalar)
+        };
+        let (mut value, keep) = op.apply(lhs, rhs);
+        if op.is_comparison() {
+            // The vector element's value is the result, whichever side it is on.
+            value = sample.v;
+        }
+        if return_bool {
+            value = if keep { 1.0 } else { 0.0 };
+        } else if !keep {
+            continue;
+        }
+        let labels = if drop_name {
+            sample.labels.without_metric_name()
+        } else {
+            sample.labels
+        };
+        out.push(InstantSample {
+            labels,
+            t,
+            v: value,
+        });
+    }
+    out
+}
+
+/// The labels two samples are matched on.
+fn signature(labels: &Labels, matching: Option<&LabelModifier>) -> Labels {
+    match matching {
+        Some(LabelModifier::Include(on)) => {
+            labels.retain(|name| on.labels.iter().any(|l| l == name))
+        }
+        Some(LabelModifier::Exclude(ignoring)) => {
+            labels.retain(|name| name != METRIC_NAME && !ignoring.labels.iter().any(|l| l == name))
+        }
+        None => labels.without_metric_name(),
+    }
+}
+
+fn vector_vector(
+    op: Op,
+    lhs: Vec<InstantSample>,
+    rhs: Vec<InstantSample>,
+    modifier: Option<&BinModifier>,
+    return_bool: bool,
+    t: i64,
+) -> Result<Vec<InstantSample>, QueryError> {
+    let matching = modifier.and_then(|m| m.matching.as_ref());
+    if op.is_set() {
+        return Ok(set_operation(op, lhs, rhs, matching));
+    }
+    let card = modifier.map_or(&VectorMatchCardinality::OneToOne, |m| &m.card);
+    let (many, one, swapped, include) = match card {
+        VectorMatchCardinality::OneToMany(include) => (rhs, lhs, true, include.labels.as_slice()),
+        VectorMatchCardinality::ManyToOne(include) => (lhs, rhs, false, include.labels.as_slice()),
+        _ => (lhs, rhs, false, &[][..]),
+    };
+    let one_to_one = matches!(
+        card,
+        VectorMatchCardinality::OneToOne | VectorMatchCardinality::ManyToMany
+    );
+
+    let mut one_side: HashMap<Labels, &InstantSample> = HashMap::new();
+    for sample in &one {
+        let key = signature(&sample.labels, matching);
+        if one_side.insert(key.clone(), sample).is_some() {
+            let side = if swapped { "left" } else { "right" };
+            return Err(QueryError::Execution(format!(
+                "found duplicate series for the match group {key} on the {side} hand-side of the operation: [{}];many-to-many matching not allowed: matching labels must be unique on one side",
+                sample.labels
+            )));
+        }
+    }
+    let drop_name = !op.is_comparison() || return_bool;
+    let mut matched_keys: HashMap<Labels, Labels> = HashMap::new();
+    let mut out = Vec::new();
+    let mut seen_labels: HashMap<Labels, ()> = HashMap::new();
+    for sample in &many {
+        let key = signature(&sample.labels, matching);
+        let Some(other) = one_side.get(&key) else {
+            continue;
+        };
+        if one_to_one
+            && let Some(previous) = matched_keys.insert(key.clone(), sample.labels.clone())
+        {
+            return Err(QueryError::Execution(format!(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right); found {previous} and {}",
+                sample.labels
+            )));
+        }
+        let (l, r) = if swapped {
+            (other.v, sample.v)
+        } else {
+            (sample.v, other.v)
+        };
+        let (mut value, keep) = op.apply(l, r);
+        if return_bool {
+            value = if keep { 1.0 } else { 0.0 };
+        } else if !keep {
+            continue;
+        }
+        if op.is_comparison() && !return_bool {
+            value = if swapped { other.v } else { sample.v };
+        }
+        let labels = result_labels(
+            &sample.labels,
+            &other.labels,
+            matching,
+            one_to_one,
+            include,
+            drop_name,
+        );
+        if seen_labels.insert(labels.clone(), ()).is_some() {
+            return Err(QueryError::Execution(format!(
+                "vector cannot contain metrics with the same labelset; duplicate: {labels}"
+            )));
+        }
+        out.push(InstantSample {
+            labels,
+            t,
+            v: value,
+        });
+    }
+    Ok(out)
+}
+
+fn result_labels(
+    many: &Labels,
+    one: &Labels,
+    matching: Option<&LabelModifier>,
+    one_to_one: bool,
+    include: &[String],
+    drop_name: bool,
+) -> Labels {
+    let mut labels = if drop_name {
+        many.without_metric_name()
+    } else {
+        many.clone()
+    };
+    if one_to_one {
+        labels = match matching {
+            Some(LabelModifier::Include(on)) => {
+                labels.retain(|name| on.labels.iter().any(|l| l == name))
+            }
+            Some(LabelModifier::Exclude(ignoring)) => {
+                labels.retain(|name| !ignoring.labels.iter().any(|l| l == name))
+            }
+            None => labels,
+        };
+        return labels;
+    }
+    for name in include {
+        labels = labels.with(name, one.get(name).unwrap_or(""));
+    }
+    labels
+}
+
+fn set_operation(
+    op: Op,
+    lhs: Vec<InstantSample>,
+    rhs: Vec<InstantSample>,
+    matching: Option<&LabelModifier>,
+) -> Vec<InstantSample> {
+    let right_keys: HashMap<Labels, ()> = rhs
+        .iter()
+        .map(|s| (signature(&s.labels, matching), ()))
+        .collect();
+    match op {
+        Op::And => lhs
+            .into_iter()
+            .filter(|s| right_keys.contains_key(&signature(&s.labels, matching)))
+            .collect(),
+        Op::Unless => lhs
+            .into_iter()
+            .filter(|s| !right_keys.contains_key(&signature(&s.labels, matching)))
+            .collect(),
+        _ => {
+            let left_keys: HashMap<Labels, ()> = lhs
+                .iter()
+                .map(|s| (signature(&s.labels, matching), ()))
+                .collect();
+            let mut out = lhs;
+            out.extend(
+                rhs.into_iter()
+                    .filter(|s| !left_keys.contains_key(&signature(&s.labels, matching))),
+            );
+            out
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The evaluator: selector loading, evaluation of each expression kind, range stepping.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
+use vigil_tsdb::{Labels, METRIC_NAME, Matcher, Queryable, Sample, is_stale_marker};
+
+use super::{EngineOptions, InstantSample, RangeSeries, Value, aggregate, binary, functions};
+use crate::QueryError;
+use crate::selector::convert;
+
+/// Parses a PromQL expression, mapping parse errors to `bad_data`.
+pub fn parse(query: &str) -> Result<Expr, QueryError> {
+    parser::parse(query)
+        .map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))
+}
+
+/// Evaluates PromQL over a [`Queryable`].
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    /// Limits and defaults.
+    pub options: EngineOptions,
+}
+
+/// A selector's series, loaded once per query.
+struct Loaded {
+    labels: Labels,
+    samples: Vec<Sample>,
+}
+
+/// State of one query's evaluation.
+pub(super) struct Evaluator<'a> {
+    pub(super) options: &'a EngineOptions,
+    /// Query start and end (ms), for `@ start()` and `@ end()`.
+    start: i64,
+    end: i64,
+    loaded: HashMap<usize, Vec<Loaded>>,
+    deadline: Instant,
+    steps_since_check: u32,
+}
+
+fn selector_key(selector: &VectorSelector) -> usize {
+    selector as *const VectorSelector as usize
+}
+
+fn duration_ms(duration: &std::time::Duration) -> i64 {
+    duration.as_millis() as i64
+}
+
+fn offset_ms(offset: &Option<Offset>) -> i64 {
+    match offset {
+        Some(Offset::Pos(d)) => duration_ms(d),
+        Some(Offset::Neg(d)) => -duration_ms(d),
+        None => 0,
+    }
+}
+
+fn system_time_ms(time: &SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => after.as_millis() as i64,
+        Err(before) => -(before.duration().as_millis() as i64),
+    }
+}
+
+/// Matcher alternatives of a selector (`{a="1" or b="2"}` has two).
+fn selector_matchers(selector: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
+    let name = selector
+        .name
+        .as_ref()
+        .map(|name| Matcher::equal(METRIC_NAME, name.clone()));
+    let mut groups = vec![&selector.matchers.matchers];
+    groups.extend(selector.matchers.or_matchers.iter());
+    let mut alternatives = Vec::new();
+    for group in groups {
+        let mut matchers: Vec<Matcher> = name.iter().cloned().collect();
+        for parsed in group {
+            matchers.push(convert(parsed)?);
+        }
+        alternatives.push(matchers);
+    }
+    Ok(alternatives)
+}
+
+impl Engine {
+    /// An engine with these options.
+    pub fn new(options: EngineOptions) -> Self {
+        Engine { options }
+    }
+
+    /// Evaluates `expr` at `time_ms`.
+    pub fn instant(
+        &self,
+        storage: &dyn Queryable,
+        expr: &Expr,
+        time_ms: i64,
+    ) -> Result<Value, QueryError> {
+        let mut evaluator = Evaluator::new(&self.options, time_ms, time_ms);
+        evaluator.load(storage, expr)?;
+        evaluator.eval(expr, time_ms)
+    }
+
+    /// Evaluates `expr` at every step from `start_ms` to `end_ms`; scalars become a series without labels.
+    pub fn range(
+        &self,
+        storage: &dyn Queryable,
+        expr: &Expr,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<RangeSeries>, QueryError> {
+        if step_ms <= 0 {
+            return Err(QueryError::BadData("zero or negative query resolution step widths are not accepted. Try a positive integer".into()));
+        }
+        let mut evaluator = Evaluator::new(&self.options, start_ms, end_ms);
+        evaluator.load(storage, expr)?;
+        let mut by_labels: HashMap<Labels, Vec<Sample>> = HashMap::new();
+        let mut points = 0usize;
+        let mut t = start_ms;
+        while t <= end_ms {
+            match evaluator.eval(expr, t)? {
+                Value::Scalar(v) => by_labels
+                    .entry(Labels::default())
+                    .or_default()
+                    .push(Sample { t, v }),
+                Value::Vector(samples) => {
+                    for sample in samples {
+                        by_labels
+                            .entry(sample.labels)
+                            .or_default()
+                            .push(Sample { t, v: sample.v });
+                    }
+                }
+                other => {
+                    return Err(QueryError::BadData(format!(
+                        "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                        other.type_name()
+                    )));
+                }
+            }
+            points += by_labels.len();
+            if points > self.options.max_samples {
+                return Err(too_many_samples());
+            }
+            t += step_ms;
+        }
+        let mut series: Vec<RangeSeries> = by_labels
+            .into_iter()
+            .map(|(labels, samples)| RangeSeries { labels, samples })
+            .collect();
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(series)
+    }
+}
+
+pub(super) fn too_many_samples() -> QueryError {
+    QueryError::Execution(
+        "query processing would load too many samples into memory in query execution".into(),
+    )
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(options: &'a EngineOptions, start: i64, end: i64) -> Self {
+        Evaluator {
+            options,
+            start,
+            end,
+            loaded: HashMap::new(),
+            deadline: Instant::now() + options.timeout,
+            steps_since_check: 0,
+        }
+    }
+
+    /// The evaluation time a node with `at` and `offset` reads at, given the outer time `t`.
+    fn reference_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, t: i64) -> i64 {
+        let base = match at {
+            Some(AtModifier::Start) => self.start,
+            Some(AtModifier::End) => self.end,
+            Some(AtModifier::At(time)) => system_time_ms(time),
+            None => t,
+        };
+        base - offset_ms(offset)
+    }
+
+    /// Loads every selector's series for the whole span the query will read.
+    fn load(&mut self, storage: &dyn Queryable, expr: &Expr) -> Result<(), QueryError> {
+        let mut needs: Vec<(&VectorSelector, i64, i64)> = Vec::new();
+        self.collect_spans(expr, self.start, self.end, &mut needs);
+        let mut in_memory = 0usize;
+        for (selector, mint, maxt) in needs {
+            let mut series: Vec<Loaded> = Vec::new();
+            let alternatives = selector_matchers(selector)?;
+            for matchers in &alternatives {
+                for found in storage.select(matchers, mint, maxt)? {
+                    if alternatives.len() > 1 && series.iter().any(|s| s.labels == found.labels) {
+                        continue;
+                    }
+                    in_memory += found.samples.len();
+                    series.push(Loaded {
+                        labels: found.labels,
+                        samples: found.samples,
+                    });
+                }
+            }
+            if in_memory > self.options.max_samples {
+                return Err(too_many_samples());
+            }
+            self.loaded.insert(selector_key(selector), series);
+        }
+        Ok(())
+    }
+
+    /// Finds each selector under `expr` and the sample span it needs when `expr` is evaluated at times in `[lo, hi]`.
+    fn collect_spans<'e>(
+        &self,
+        expr: &'e Expr,
+        lo: i64,
+        hi: i64,
+        needs: &mut Vec<(&'e VectorSelector, i64, i64)>,
+    ) {
+        let shifted = |at: &Option<AtModifier>, offset: &Option<Offset>| {
+            (
+                self.reference_time(at, offset, lo),
+                self.reference_time(at, offset, hi),
+            )
+        };
+        match expr {
+            Expr::VectorSelector(selector) => {
+                let (lo, hi) = shifted(&selector.at, &selector.offset);
+                needs.push((selector, lo - self.options.lookback_ms, hi));
+            }
+            Expr::MatrixSelector(matrix) => {
+                let (lo, hi) = shifted(&matrix.vs.at, &matrix.vs.offset);
+                needs.push((&matrix.vs, lo - duration_ms(&matrix.range), hi));
+            }
+            Expr::Subquery(subquery) => {
+                let (lo, hi) = shifted(&subquery.at, &subquery.offset);
+                self.collect_spans(&subquery.expr, lo - duration_ms(&subquery.range), hi, needs);
+            }
+            Expr::Aggregate(aggregate) => {
+                self.collect_spans(&aggregate.expr, lo, hi, needs);
+                if let Some(param) = &aggregate.param {
+                    self.collect_spans(param, lo, hi, needs);
+                }
+            }
+            Expr::Unary(unary) => self.collect_spans(&unary.expr, lo, hi, needs),
+            Expr::Binary(binary) => {
+                self.collect_spans(&binary.lhs, lo, hi, needs);
+                self.collect_spans(&binary.rhs, lo, hi, needs);
+            }
+            Expr::Paren(paren) => self.collect_spans(&paren.expr, lo, hi, needs),
+            Expr::Call(call) => {
+                for arg in &call.args.args {
+                    self.collect_spans(arg, lo, hi, needs);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+
+    fn check_deadline(&mut self) -> Result<(), QueryError> {
+        self.steps_since_check += 1;
+        if self.steps_since_check >= 64 {
+            self.steps_since_check = 0;
+            if Instant::now() > self.deadline {
+                return Err(QueryError::Timeout(
+                    "query timed out in expression evaluation".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluates `expr` at time `t` (ms).
+    pub(super) fn eval(&mut self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
+        self.check_deadline()?;
+        match expr {
+            Expr::NumberLiteral(number) => Ok(Value::Scalar(number.val)),
+            Expr::StringLiteral(string) => Ok(Value::String(string.val.clone())),
+            Expr::Paren(paren) => self.eval(&paren.expr, t),
+            Expr::Unary(unary) => match self.eval(&unary.expr, t)? {
+                Value::Scalar(v) => Ok(Value::Scalar(-v)),
+                Value::Vector(samples) => Ok(Value::Vector(
+                    samples
+                        .into_iter()
+                        .map(|s| InstantSample {
+                            labels: s.labels.without_metric_name(),
+                            t,
+                            v: -s.v,
+                        })
+                        .collect(),
+                )),
+                other => Err(QueryError::Execution(format!(
+                    "unary minus on {}",
+                    other.type_name()
+                ))),
+            },
+            Expr::VectorSelector(selector) => Ok(Value::Vector(self.instant_selector(selector, t))),
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                Ok(Value::Matrix(self.eval_range(expr, t)?))
+            }
+            Expr::Binary(binary) => binary::eval(self, binary, t),
+            Expr::Aggregate(aggregate) => aggregate::eval(self, aggregate, t),
+            Expr::Call(call) => functions::eval(self, call, t),
+            Expr::Extension(_) => Err(QueryError::Execution(
+                "extension expressions are not supported".into(),
+            )),
+        }
+    }
+
+    /// Evaluates an expression that must give an instant vector.
+    pub(super) fn eval_vector(
+        &mut self,
+        expr: &Expr,
+        t: i64,
+    ) -> Result<Vec<InstantSample>, QueryError> {
+        match self.eval(expr, t)? {
+            Value::Vector(samples) => Ok(samples),
+            other => Err(QueryError::Execution(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Evaluates an expression that must give a scalar.
+    pub(super) fn eval_scalar(&mut self, expr: &Expr, t: i64) -> Result<f64, QueryError> {
+        match self.eval(expr, t)? {
+            Value::Scalar(v) => Ok(v),
+            other => Err(QueryError::Execution(format!(
+                "expected scalar, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// The newest non-stale sample of each series within the lookback window.
+    fn instant_selector(&self, selector: &VectorSelector, t: i64) -> Vec<InstantSample> {
+        let reference = self.reference_time(&selector.at, &selector.offset, t);
+        let Some(series) = self.loaded.get(&selector_key(selector)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for loaded in series {
+            let end = loaded.samples.partition_point(|s| s.t <= reference);
+            let Some(latest) = end.checked_sub(1).map(|i| loaded.samples[i]) else {
+                continue;
+            };
+            if latest.t <= reference - self.options.lookback_ms || is_stale_marker(latest.v) {
+                continue;
+            }
+            out.push(InstantSample {
+                labels: loaded.labels.clone(),
+                t: latest.t,
+                v: latest.v,
+            });
+        }
+        out
+    }
+
+    /// Evaluates a matrix selector or subquery (possibly in parentheses) at `t`.
+    pub(super) fn eval_range(
+        &mut self,
+        expr: &Expr,
+        t: i64,
+    ) -> Result<Vec<RangeSeries>, QueryError> {
+        match expr {
+            Expr::Paren(paren) => self.eval_range(&paren.expr, t),
+            Expr::MatrixSelector(matrix) => {
+                let reference = self.reference_time(&matrix.vs.at, &matrix.vs.offset, t);
+                let from = reference - duration_ms(&matrix.range);
+                let Some(series) = self.loaded.get(&selector_key(&matrix.vs)) else {
+                    return Ok(Vec::new());
+                };
+                let mut out = Vec::new();
+                for loaded in series {
+                    let first = loaded.samples.partition_point(|s| s.t <= from);
+                    let last = loaded.samples.partition_point(|s| s.t <= reference);
+                    let samples: Vec<Sample> = loaded.samples[first..last]
+                        .iter()
+                        .filter(|s| !is_stale_marker(s.v))
+                        .copied()
+                        .collect();
+                    if !samples.is_empty() {
+                        out.push(RangeSeries {
+                            labels: loaded.labels.clone(),
+                            samples,
+                        });
+                    }
+                }
+                Ok(out)
+            }
+            Expr::Subquery(subquery) => {
+                let reference = self.reference_time(&subquery.at, &subquery.offset, t);
+                let step = subquery
+                    .step
+                    .as_ref()
+                    .map_or(self.options.default_subquery_step_ms, duration_ms);
+                if step <= 0 {
+                    return Err(QueryError::BadData("subquery step must be positive".into()));
+                }
+                let from = reference - duration_ms(&subquery.range);
+                let mut ts = from.div_euclid(step) * step;
+                if ts <= from {
+                    ts += step;
+                }
+                let mut by_labels: Vec<RangeSeries> = Vec::new();
+                let mut index: HashMap<Labels, usize> = HashMap::new();
+                while ts <= reference {
+                    let points = match self.eval(&subquery.expr, ts)? {
+                        Value::Scalar(v) => vec![(Labels::default(), v)],
+                        Value::Vector(samples) => {
+                            samples.into_iter().map(|s| (s.labels, s.v)).collect()
+                        }
+                        other => {
+                            return Err(QueryError::Execution(format!(
+                                "subquery of {} is not allowed",
+                                other.type_name()
+                            )));
+                        }
+                    };
+                    for (labels, v) in points {
+                        let position = *index.entry(labels.clone()).or_insert_with(|| {
+                            by_labels.push(RangeSeries {
+                                labels,
+                                samples: Vec::new(),
+                            });
+                            by_labels.len() - 1
+                        });
+                        by_labels[position].samples.push(Sample { t: ts, v });
+                    }
+                    ts += step;
+                }
+                Ok(by_labels)
+            }
+            other => match self.eval(other, t)? {
+                Value::Matrix(series) => Ok(series),
+                value => Err(QueryError::Execution(format!(
+                    "expected range vector, got {}",
+                    value.type_name()
+                ))),
+            },
+        }
+    }
+}

@@ -1,0 +1,891 @@
+//! PromQL functions.
+
+use chrono::{DateTime, Datelike, Timelike};
+use promql_parser::parser::{Call, Expr};
+use regex::Regex;
+use vigil_tsdb::{Labels, METRIC_NAME, MatchOp, Sample};
+
+use super::aggregate::{average, variance};
+use super::eval::Evaluator;
+use super::{InstantSample, RangeSeries, Value};
+use crate::QueryError;
+
+/// Neumaier-compensated sum, as Prometheus sums floats.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct KahanSum {
+    sum: f64,
+    compensation: f64,
+}
+
+impl KahanSum {
+    pub(super) fn add(&mut self, value: f64) {
+        let total = self.sum + value;
+        if total.is_infinite() {
+            self.compensation = 0.0;
+        } else if self.sum.abs() >= value.abs() {
+            self.compensation += (self.sum - total) + value;
+        } else {
+            self.compensation += (value - total) + self.sum;
+        }
+        self.sum = total;
+    }
+
+    pub(super) fn value(&self) -> f64 {
+        if self.sum.is_infinite() {
+            self.sum
+        } else {
+            self.sum + self.compensation
+        }
+    }
+}
+
+/// The φ-quantile of `values` by linear interpolation between closest ranks.
+pub(super) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0) as usize;
+    let upper = ((lower + 1) as f64).min(n - 1.0) as usize;
+    let weight = rank - rank.floor();
+    values[lower] * (1.0 - weight) + values[upper] * weight
+}
+
+/// Formats a float the way Prometheus prints label values and sample values.
+pub(crate) fn format_float(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    let plain = format!("{v}");
+    // Go prints large and tiny magnitudes with an exponent ('g'-style shortest), matching Prometheus output.
+    if v != 0.0 && (v.abs() >= 1e21 || v.abs() < 1e-4) {
+        let exp = format!("{v:e}");
+        if let Some((mantissa, exponent)) = exp.split_once('e') {
+            let exponent: i32 = exponent.parse().unwrap_or(0);
+            let sign = if exponent < 0 { '-' } else { '+' };
+            return format!("{mantissa}e{sign}{:02}", exponent.abs());
+        }
+    }
+    plain
+}
+
+fn arg<'c>(call: &'c Call, index: usize) -> Result<&'c Expr, QueryError> {
+    call.args
+        .args
+        .get(index)
+        .map(|boxed| boxed.as_ref())
+        .ok_or_else(|| {
+            QueryError::BadData(format!(
+                "function {:?} is missing argument {}",
+                call.func.name,
+                index + 1
+            ))
+        })
+}
+
+pub(super) fn eval(
+    evaluator: &mut Evaluator<'_>,
+    call: &Call,
+    t: i64,
+) -> Result<Value, QueryError> {
+    let name = call.func.name;
+    if let Some(reducer) = range_reducer(name) {
+        let series = evaluator.eval_range(arg(call, 0)?, t)?;
+        return Ok(Value::Vector(over_time(series, t, name, reducer)));
+    }
+    match name {
+        "rate" | "increase" | "delta" => {
+            let matrix = arg(call, 0)?;
+            let range_ms = range_of(matrix, evaluator.options.default_subquery_step_ms);
+            let series = evaluator.eval_range(matrix, t)?;
+            Ok(Value::Vector(extrapolated(series, t, range_ms, name)))
+        }
+        "irate" | "idelta" => {
+            let series = evaluator.eval_range(arg(call, 0)?, t)?;
+            Ok(Value::Vector(instant_rate(series, t, name == "irate")))
+        }
+        "quantile_over_time" => {
+            let q = evaluator.eval_scalar(arg(call, 0)?, t)?;
+            let series = evaluator.eval_range(arg(call, 1)?, t)?;
+            Ok(Value::Vector(
+                series
+                    .into_iter()
+                    .map(|s| {
+                        let mut values: Vec<f64> = s.samples.iter().map(|p| p.v).collect();
+                        InstantSample {
+                            labels: s.labels.without_metric_name(),
+                            t,
+                            v: quantile(q, &mut values),
+                        }
+                    })
+                    .collect(),
+            ))
+        }
+        "predict_linear" => {
+            let series = evaluator.eval_range(arg(call, 0)?, t)?;
+            let seconds = evaluator.eval_scalar(arg(call, 1)?, t)?;
+            Ok(Value::Vector(
+                series
+                    .into_iter()
+                    .filter(|s| s.samples.len() >= 2)
+                    .map(|s| {
+                        let (slope, intercept) = linear_regression(&s.samples, t);
+                        InstantSample {
+                            labels: s.labels.without_metric_name(),
+                            t,
+                            v: slope * seconds + intercept,
+                        }
+                    })
+                    .collect(),
+            ))
+        }
+        "double_exponential_smoothing" | "holt_winters" => {
+            let series = evaluator.eval_range(arg(call, 0)?, t)?;
+            let smoothing = evaluator.eval_scalar(arg(call, 1)?, t)?;
+            let trend = evaluator.eval_scalar(arg(call, 2)?, t)?;
+            if !(smoothing > 0.0 && smoothing < 1.0) {
+                return Err(QueryError::Execution(format!(
+                    "invalid smoothing factor. Expected: 0 < sf < 1, got: {smoothing}"
+                )));
+            }
+            if !(trend > 0.0 && trend < 1.0) {
+                return Err(QueryError::Execution(format!(
+                    "invalid trend factor. Expected: 0 < tf < 1, got: {trend}"
+                )));
+            }
+            Ok(Value::Vector(
+                series
+                    .into_iter()
+                    .filter_map(|s| {
+                        let v = double_exponential_smoothing(&s.samples, smoothing, trend)?;
+                        Some(InstantSample {
+                            labels: s.labels.without_metric_name(),
+                            t,
+                            v,
+                        })
+                    })
+                    .collect(),
+            ))
+        }
+        "absent_over_time" => {
+            let series = evaluator.eval_range(arg(call, 0)?, t)?;
+            Ok(Value::Vector(if series.is_empty() {
+                absent_labels(arg(call, 0)?, t)
+            } else {
+                Vec::new()
+            }))
+        }
+        "absent" => {
+            let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
+            Ok(Value::Vector(if vector.is_empty() {
+                absent_labels(arg(call, 0)?, t)
+            } else {
+                Vec::new()
+            }))
+        }
+        "time" => Ok(Value::Scalar(t as f64 / 1000.0)),
+        "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
+        "vector" => {
+            let v = evaluator.eval_scalar(arg(call, 0)?, t)?;
+            Ok(Value::Vector(vec![InstantSample {
+                labels: Labels::default(),
+                t,
+                v,
+            }]))
+        }
+        "scalar" => {
+            let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
+            Ok(Value::Scalar(if vector.len() == 1 {
+                vector[0].v
+            } else {
+                f64::NAN
+            }))
+        }
+        "timestamp" => {
+            let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
+            Ok(Value::Vector(
+                vector
+                    .into_iter()
+                    .map(|s| InstantSample {
+                        labels: s.labels.without_metric_name(),
+                        t,
+                        v: s.t as f64 / 1000.0,
+                    })
+                    .collect(),
+            ))
+        }
+        "sort" | "sort_desc" => {
+            let mut vector = evaluator.eval_vector(arg(call, 0)?, t)?;
+            vector.sort_by(|a, b| sort_order(a.v, b.v, name == "sort_desc"));
+            Ok(Value::Vector(vector))
+        }
+        "sort_by_label" | "sort_by_label_desc" => {
+            let mut vector = evaluator.eval_vector(arg(call, 0)?, t)?;
+            let mut names = Vec::new();
+            for index in 1..call.args.args.len() {
+                names.push(string_arg(evaluator, arg(call, index)?, t)?);
+            }
+            vector.sort_by(|a, b| {
+                let mut ordering = std::cmp::Ordering::Equal;
+                for name in &names {
+                    ordering = a
+                        .labels
+                        .get(name)
+                        .unwrap_or("")
+                        .cmp(b.labels.get(name).unwrap_or(""));
+                    if ordering.is_ne() {
+                        break;
+                    }
+                }
+                if ordering.is_eq() {
+                    ordering = a.labels.cmp(&b.labels);
+                }
+                if name == "sort_by_label_desc" {
+                    ordering.reverse()
+                } else {
+                    ordering
+                }
+            });
+            Ok(Value::Vector(vector))
+        }
+        "label_replace" => label_replace(evaluator, call, t),
+        "label_join" => label_join(evaluator, call, t),
+        "round" => {
+            let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
+            let to_nearest = match call.args.args.get(1) {
+                Some(expr) => evaluator.eval_scalar(expr, t)?,
+                None => 1.0,
+            };
+            let inverse = 1.0 / to_nearest;
+            Ok(Value::Vector(map_values(vector, t, |v| {
+                (v * inverse + 0.5).floor() / inverse
+            })))
+        }
+        "clamp" => {
+            let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
+            let min = evaluator.eval_scalar(arg(call, 1)?, t)?;
+            let max = evaluator.eval_scalar(arg(call, 2)?, t)?;
+            if max < min {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            Ok(Value::Vector(map_values(vector, t, |v| {
+                v.max(min).min(max)
+            })))
+        }
+        "clamp_min" | "clamp_max" => {
+            let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
+            let bound = evaluator.eval_scalar(arg(call, 1)?, t)?;
+            let is_min = name == "clamp_min";
+            Ok(Value::Vector(map_values(vector, t, |v| {
+                if v.is_nan() || bound.is_nan() {
+                    return f64::NAN;
+                }
+                if is_min { v.max(bound) } else { v.min(bound) }
+            })))
+        }
+        "histogram_quantile" => {
+            let q = evaluator.eval_scalar(arg(call, 0)?, t)?;
+            let vector = evaluator.eval_vector(arg(call, 1)?, t)?;
+            histogram_quantile(q, vector, t)
+        }
+        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
+        | "month" | "year" => {
+            let vector = match call.args.args.first() {
+                Some(expr) => evaluator.eval_vector(expr, t)?,
+                None => vec![InstantSample {
+                    labels: Labels::default(),
+                    t,
+                    v: t as f64 / 1000.0,
+                }],
+            };
+            Ok(Value::Vector(map_values(vector, t, |v| date_part(name, v))))
+        }
+        _ => match math_function(name) {
+            Some(function) => {
+                let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
+                Ok(Value::Vector(map_values(vector, t, function)))
+            }
+            None => Err(QueryError::Execution(format!(
+                "function {name:?} is not supported"
+            ))),
+        },
+    }
+}
+
+fn string_arg(evaluator: &mut Evaluator<'_>, expr: &Expr, t: i64) -> Result<String, QueryError> {
+    match evaluator.eval(expr, t)? {
+        Value::String(s) => Ok(s),
+        other => Err(QueryError::Execution(format!(
+            "expected string, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn sort_order(a: f64, b: f64, descending: bool) -> std::cmp::Ordering {
+    // NaN sorts last in both directions.
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ if descending => b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal),
+        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+fn map_values(
+    vector: Vec<InstantSample>,
+    t: i64,
+    function: impl Fn(f64) -> f64,
+) -> Vec<InstantSample> {
+    vector
+        .into_iter()
+        .map(|s| InstantSample {
+            labels: s.labels.without_metric_name(),
+            t,
+            v: function(s.v),
+        })
+        .collect()
+}
+
+fn math_function(name: &str) -> Option<fn(f64) -> f64> {
+    Some(match name {
+        "abs" => f64::abs,
+        "ceil" => f64::ceil,
+        "floor" => f64::floor,
+        "exp" => f64::exp,
+        "sqrt" => f64::sqrt,
+        "ln" => f64::ln,
+        "log2" => f64::log2,
+        "log10" => f64::log10,
+        "sgn" => |v: f64| {
+            if v > 0.0 {
+                1.0
+            } else if v < 0.0 {
+                -1.0
+            } else {
+                v
+            }
+        },
+        "acos" => f64::acos,
+        "acosh" => f64::acosh,
+        "asin" => f64::asin,
+        "asinh" => f64::asinh,
+        "atan" => f64::atan,
+        "atanh" => f64::atanh,
+        "cos" => f64::cos,
+        "cosh" => f64::cosh,
+        "sin" => f64::sin,
+        "sinh" => f64::sinh,
+        "tan" => f64::tan,
+        "tanh" => f64::tanh,
+        "deg" => f64::to_degrees,
+        "rad" => f64::to_radians,
+        _ => return None,
+    })
+}
+
+fn date_part(name: &str, seconds: f64) -> f64 {
+    if !seconds.is_finite() {
+        return f64::NAN;
+    }
+    let Some(time) = DateTime::from_timestamp(seconds.floor() as i64, 0) else {
+        return f64::NAN;
+    };
+    f64::from(match name {
+        "day_of_month" => time.day(),
+        "day_of_week" => time.weekday().num_days_from_sunday(),
+        "day_of_year" => time.ordinal(),
+        "hour" => time.hour(),
+        "minute" => time.minute(),
+        "month" => time.month(),
+        "year" => return f64::from(time.year()),
+        _ => {
+            let (year, month) = (time.year(), time.month());
+            let next = if month == 12 {
+                (year + 1, 1)
+            } else {
+                (year, month + 1)
+            };
+            let first_next =
+                chrono::NaiveDate::from_ymd_opt(next.0, next.1, 1).expect("valid date");
+            first_next.pred_opt().expect("valid date").day()
+        }
+    })
+}
+
+type Reducer = fn(&[Sample]) -> Option<f64>;
+
+/// The `*_over_time` family and others that reduce each series of a range vector to one value.
+fn range_reducer(name: &str) -> Option<Reducer> {
+    Some(match name {
+        "avg_over_time" => |s| Some(average(s.iter().map(|p| p.v))),
+        "sum_over_time" => |s| {
+            let mut sum = KahanSum::default();
+            s.iter().for_each(|p| sum.add(p.v));
+            Some(sum.value())
+        },
+        "min_over_time" => |s| {
+            Some(s.iter().map(|p| p.v).fold(f64::NAN, |acc, v| {
+                if acc.is_nan() || v < acc { v } else { acc }
+            }))
+        },
+        "max_over_time" => |s| {
+            Some(s.iter().map(|p| p.v).fold(f64::NAN, |acc, v| {
+                if acc.is_nan() || v > acc { v } else { acc }
+            }))
+        },
+        "count_over_time" => |s| Some(s.len() as f64),
+        "last_over_time" => |s| s.last().map(|p| p.v),
+        "first_over_time" => |s| s.first().map(|p| p.v),
+        "present_over_time" => |_| Some(1.0),
+        "stddev_over_time" => |s| Some(variance(s.iter().map(|p| p.v)).sqrt()),
+        "stdvar_over_time" => |s| Some(variance(s.iter().map(|p| p.v))),
+        "mad_over_time" => |s| {
+            let mut values: Vec<f64> = s.iter().map(|p| p.v).collect();
+            let median = quantile(0.5, &mut values);
+            let mut deviations: Vec<f64> = values.iter().map(|v| (v - median).abs()).collect();
+            Some(quantile(0.5, &mut deviations))
+        },
+        "changes" => |s| {
+            Some(
+                s.windows(2)
+                    .filter(|w| w[0].v != w[1].v && !(w[0].v.is_nan() && w[1].v.is_nan()))
+                    .count() as f64,
+            )
+        },
+        "resets" => |s| Some(s.windows(2).filter(|w| w[1].v < w[0].v).count() as f64),
+        "deriv" => |s| (s.len() >= 2).then(|| linear_regression(s, s[0].t).0),
+        "ts_of_last_over_time" => |s| s.last().map(|p| p.t as f64 / 1000.0),
+        "ts_of_first_over_time" => |s| s.first().map(|p| p.t as f64 / 1000.0),
+        "ts_of_max_over_time" => |s| extreme_time(s, |a, b| a > b),
+        "ts_of_min_over_time" => |s| extreme_time(s, |a, b| a < b),
+        _ => return None,
+    })
+}
+
+fn extreme_time(samples: &[Sample], better: fn(f64, f64) -> bool) -> Option<f64> {
+    let mut best: Option<Sample> = None;
+    for sample in samples {
+        match best {
+            Some(current)
+                if !(better(sample.v, current.v) || current.v.is_nan())
+                    && !(sample.v == current.v) => {}
+            _ => best = Some(*sample),
+        }
+    }
+    best.map(|s| s.t as f64 / 1000.0)
+}
+
+fn over_time(series: Vec<RangeSeries>, t: i64, name: &str, reducer: Reducer) -> Vec<InstantSample> {
+    let keeps_name = matches!(name, "last_over_time" | "first_over_time");
+    series
+        .into_iter()
+        .filter_map(|s| {
+            let v = reducer(&s.samples)?;
+            let labels = if keeps_name {
+                s.labels
+            } else {
+                s.labels.without_metric_name()
+            };
+            Some(InstantSample { labels, t, v })
+        })
+        .collect()
+}
+
+/// The window of a matrix selector or subquery argument, in ms.
+fn range_of(expr: &Expr, _default_step: i64) -> i64 {
+    match expr {
+        Expr::MatrixSelector(matrix) => matrix.range.as_millis() as i64,
+        Expr::Subquery(subquery) => subquery.range.as_millis() as i64,
+        Expr::Paren(paren) => range_of(&paren.expr, _default_step),
+        _ => 0,
+    }
+}
+
+/// `rate`, `increase` and `delta`: the change over the window, extrapolated towards its edges.
+fn extrapolated(series: Vec<RangeSeries>, t: i64, range_ms: i64, name: &str) -> Vec<InstantSample> {
+    let is_counter = name != "delta";
+    let is_rate = name == "rate";
+    let mut out = Vec::new();
+    for s in series {
+        let samples = &s.samples;
+        if samples.len() < 2 {
+            continue;
+        }
+        let (first, last) = (samples[0], samples[samples.len() - 1]);
+        let mut result = last.v - first.v;
+        if is_counter {
+            for pair in samples.windows(2) {
+                if pair[1].v < pair[0].v {
+                    result += pair[0].v;
+                }
+            }
+        }
+        let range_start = t - range_ms;
+        let mut to_start = (first.t - range_start) as f64 / 1000.0;
+        let mut to_end = (t - last.t) as f64 / 1000.0;
+        let sampled = (last.t - first.t) as f64 / 1000.0;
+        let average_gap = sampled / (samples.len() - 1) as f64;
+        let threshold = average_gap * 1.1;
+        if to_start >= threshold {
+            to_start = average_gap / 2.0;
+        }
+        if is_counter && result > 0.0 && first.v >= 0.0 {
+            let to_zero = sampled * (first.v / result);
+            if to_zero < to_start {
+                to_start = to_zero;
+            }
+        }
+        if to_end >= threshold {
+            to_end = average_gap / 2.0;
+        }
+        let mut factor = (sampled + to_start + to_end) / sampled;
+        if is_rate {
+            factor /= range_ms as f64 / 1000.0;
+        }
+        out.push(InstantSample {
+            labels: s.labels.without_metric_name(),
+            t,
+            v: result * factor,
+        });
+    }
+    out
+}
+
+/// `irate` and `idelta`: from the last two samples.
+fn instant_rate(series: Vec<RangeSeries>, t: i64, is_rate: bool) -> Vec<InstantSample> {
+    let mut out = Vec::new();
+    for s in series {
+        let n = s.samples.len();
+        if n < 2 {
+            continue;
+        }
+        let (previous, last) = (s.samples[n - 2], s.samples[n - 1]);
+        let mut value = if is_rate && last.v < previous.v {
+            last.v
+        } else {
+            last.v - previous.v
+        };
+        if is_rate {
+            let seconds = (last.t - previous.t) as f64 / 1000.0;
+            if seconds == 0.0 {
+                continue;
+            }
+            value /= seconds;
+        }
+        out.push(InstantSample {
+            labels: s.labels.without_metric_name(),
+            t,
+            v: value,
+        });
+    }
+    out
+}
+
+/// Least-squares slope and intercept, x in seconds relative to `intercept_time` (ms).
+fn linear_regression(samples: &[Sample], intercept_time: i64) -> (f64, f64) {
+    let (mut n, mut sum_x, mut sum_y, mut sum_xy, mut sum_x2) = (
+        0.0,
+        KahanSum::default(),
+        KahanSum::default(),
+        KahanSum::default(),
+        KahanSum::default(),
+    );
+    let initial = samples[0].v;
+    let mut constant = true;
+    for (i, sample) in samples.iter().enumerate() {
+        if constant && i > 0 && sample.v != initial {
+            constant = false;
+        }
+        n += 1.0;
+        let x = (sample.t - intercept_time) as f64 / 1000.0;
+        sum_x.add(x);
+        sum_y.add(sample.v);
+        sum_xy.add(x * sample.v);
+        sum_x2.add(x * x);
+    }
+    if constant {
+        if initial.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, initial);
+    }
+    let (sx, sy, sxy, sx2) = (sum_x.value(), sum_y.value(), sum_xy.value(), sum_x2.value());
+    let cov_xy = sxy - sx * sy / n;
+    let var_x = sx2 - sx * sx / n;
+    let slope = cov_xy / var_x;
+    let intercept = sy / n - slope * sx / n;
+    (slope, intercept)
+}
+
+/// Holt's linear smoothing: a level and a trend, each updated per sample; returns the last level.
+fn double_exponential_smoothing(
+    samples: &[Sample],
+    smoothing: f64,
+    trend_factor: f64,
+) -> Option<f64> {
+    if samples.len() < 2 {
+        return None;
+    }
+    let mut previous_level = 0.0;
+    let mut level = samples[0].v;
+    let mut trend = samples[1].v - samples[0].v;
+    for (i, sample) in samples.iter().enumerate().skip(1) {
+        if i > 1 {
+            trend = trend_factor * (level - previous_level) + (1.0 - trend_factor) * trend;
+        }
+        let next = smoothing * sample.v + (1.0 - smoothing) * (level + trend);
+        previous_level = level;
+        level = next;
+    }
+    Some(level)
+}
+
+/// Labels for `absent`: the equality matchers of a plain selector argument.
+fn absent_labels(expr: &Expr, t: i64) -> Vec<InstantSample> {
+    let selector = match expr {
+        Expr::VectorSelector(selector) => Some(selector),
+        Expr::MatrixSelector(matrix) => Some(&matrix.vs),
+        _ => None,
+    };
+    let mut labels = Labels::default();
+    if let Some(selector) = selector {
+        let mut seen: Vec<&str> = Vec::new();
+        let mut duplicated: Vec<&str> = Vec::new();
+        for matcher in &selector.matchers.matchers {
+            if matcher.name == METRIC_NAME {
+                continue;
+            }
+            if seen.contains(&matcher.name.as_str()) {
+                duplicated.push(&matcher.name);
+            }
+            seen.push(&matcher.name);
+            if let Ok(converted) = crate::selector::convert(matcher)
+                && converted.op == MatchOp::Equal
+            {
+                labels = labels.with(&matcher.name, &matcher.value);
+            }
+        }
+        for name in duplicated {
+            labels = labels.with(name, "");
+        }
+    }
+    vec![InstantSample { labels, t, v: 1.0 }]
+}
+
+fn check_label_name(name: &str) -> Result<(), QueryError> {
+    if name.is_empty() {
+        return Err(QueryError::Execution(format!(
+            "invalid label name {name:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn label_replace(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryError> {
+    let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
+    let destination = string_arg(evaluator, arg(call, 1)?, t)?;
+    let replacement = string_arg(evaluator, arg(call, 2)?, t)?;
+    let source = string_arg(evaluator, arg(call, 3)?, t)?;
+    let pattern = string_arg(evaluator, arg(call, 4)?, t)?;
+    let regex = Regex::new(&format!("^(?s:{pattern})$")).map_err(|e| {
+        QueryError::BadData(format!(
+            "invalid regular expression in label_replace(): {pattern}: {e}"
+        ))
+    })?;
+    check_label_name(&destination)?;
+    let mut out = Vec::with_capacity(vector.len());
+    for sample in vector {
+        let value = sample.labels.get(&source).unwrap_or("");
+        let labels = match regex.captures(value) {
+            Some(captures) => {
+                let mut expanded = String::new();
+                captures.expand(&replacement, &mut expanded);
+                sample.labels.with(&destination, &expanded)
+            }
+            None => sample.labels,
+        };
+        out.push(InstantSample {
+            labels,
+            t: sample.t,
+            v: sample.v,
+        });
+    }
+    check_unique(&out)?;
+    Ok(Value::Vector(out))
+}
+
+fn label_join(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryError> {
+    let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
+    let destination = string_arg(evaluator, arg(call, 1)?, t)?;
+    let separator = string_arg(evaluator, arg(call, 2)?, t)?;
+    let mut sources = Vec::new();
+    for index in 3..call.args.args.len() {
+        sources.push(string_arg(evaluator, arg(call, index)?, t)?);
+    }
+    check_label_name(&destination)?;
+    let out: Vec<InstantSample> = vector
+        .into_iter()
+        .map(|sample| {
+            let joined: Vec<&str> = sources
+                .iter()
+                .map(|name| sample.labels.get(name).unwrap_or(""))
+                .collect();
+            let labels = sample.labels.with(&destination, &joined.join(&separator));
+            InstantSample {
+                labels,
+                t: sample.t,
+                v: sample.v,
+            }
+        })
+        .collect();
+    check_unique(&out)?;
+    Ok(Value::Vector(out))
+}
+
+fn check_unique(samples: &[InstantSample]) -> Result<(), QueryError> {
+    let mut seen = std::collections::HashSet::new();
+    for sample in samples {
+        if !seen.insert(&sample.labels) {
+            return Err(QueryError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `histogram_quantile` over classic buckets (`le` label).
+fn histogram_quantile(q: f64, vector: Vec<InstantSample>, t: i64) -> Result<Value, QueryError> {
+    let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
+    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    for sample in vector {
+        let Some(le) = sample.labels.get("le") else {
+            continue;
+        };
+        let Ok(upper) = parse_bound(le) else { continue };
+        let key = sample
+            .labels
+            .retain(|name| name != "le" && name != METRIC_NAME);
+        let position = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[position].1.push((upper, sample.v));
+    }
+    Ok(Value::Vector(
+        groups
+            .into_iter()
+            .map(|(labels, mut buckets)| InstantSample {
+                labels,
+                t,
+                v: bucket_quantile(q, &mut buckets),
+            })
+            .collect(),
+    ))
+}
+
+fn parse_bound(text: &str) -> Result<f64, std::num::ParseFloatError> {
+    match text {
+        "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
+        "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
+        other => other.parse(),
+    }
+}
+
+fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    // Merge buckets with the same bound, then force counts to be monotonic.
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for (upper, count) in buckets.iter().copied() {
+        match merged.last_mut() {
+            Some(last) if last.0 == upper => last.1 += count,
+            _ => merged.push((upper, count)),
+        }
+    }
+    let mut max = f64::NEG_INFINITY;
+    for bucket in merged.iter_mut() {
+        if bucket.1 > max {
+            max = bucket.1;
+        } else {
+            bucket.1 = max;
+        }
+    }
+    if merged.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = merged[merged.len() - 1].1;
+    if observations == 0.0 || observations.is_nan() {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let b = merged.partition_point(|bucket| bucket.1 < rank);
+    if b == merged.len() - 1 {
+        return merged[merged.len() - 2].0;
+    }
+    if b == 0 && merged[0].0 <= 0.0 {
+        return merged[0].0;
+    }
+    let mut bucket_start = 0.0;
+    let bucket_end = merged[b].0;
+    let mut count = merged[b].1;
+    if b > 0 {
+        bucket_start = merged[b - 1].0;
+        count -= merged[b - 1].1;
+        rank -= merged[b - 1].1;
+    }
+    bucket_start + (bucket_end - bucket_start) * (rank / count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate() {
+        assert_eq!(quantile(0.5, &mut [1.0, 3.0, 2.0, 4.0]), 2.5);
+        assert_eq!(quantile(-1.0, &mut [1.0]), f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn floats_print_like_prometheus() {
+        assert_eq!(format_float(1.0), "1");
+        assert_eq!(format_float(0.25), "0.25");
+        assert_eq!(format_float(f64::INFINITY), "+Inf");
+        assert_eq!(format_float(1e-7), "1e-07");
+    }
+
+    #[test]
+    fn bucket_quantile_interpolates_within_a_bucket() {
+        let mut buckets = vec![(0.1, 10.0), (0.5, 30.0), (f64::INFINITY, 40.0)];
+        assert!((bucket_quantile(0.5, &mut buckets) - 0.3).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,616 @@
+//! Runs Prometheus's own PromQL test scripts (`../shared/conformance/promql`) against Vigil's engine
+//! and storage, prints pass counts per file, and fails when a count drops below the committed baseline
+//! (`tests/promql_baseline.txt`). Set `VIGIL_PROMQL_FAILURES=1` to print every failing case.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use promql_parser::parser::{self, Expr};
+use vigil_query::parse_duration_seconds;
+use vigil_query::promql::{Engine, EngineOptions, RangeSeries, Value};
+use vigil_tsdb::{Appender, Db, DbOptions, Labels, STALE_NAN_BITS, Sample, SeriesSamples};
+
+/// Files whose every case is in the target (stable PromQL, float samples).
+const TARGET_FILES: [&str; 14] = [
+    "aggregators",
+    "at_modifier",
+    "collision",
+    "functions",
+    "histograms",
+    "literals",
+    "operators",
+    "range_queries",
+    "selectors",
+    "staleness",
+    "subquery",
+    "trig_functions",
+    "limit",
+    "name_label_dropping",
+];
+
+/// Functions that only apply to native histograms; cases using them are counted apart.
+const NATIVE_FUNCTIONS: [&str; 6] = [
+    "histogram_count",
+    "histogram_sum",
+    "histogram_avg",
+    "histogram_fraction",
+    "histogram_stddev",
+    "histogram_stdvar",
+];
+
+fn conformance_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/conformance/promql/prometheus-3.x");
+    assert!(
+        dir.is_dir(),
+        "PromQL conformance scripts not found at {}: the shared folder must sit beside the checkout",
+        dir.display()
+    );
+    dir
+}
+
+/// A point of a series description: a value, a gap, or a native histogram (not loaded).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Point {
+    Value(f64),
+    Gap,
+    Native,
+}
+
+fn parse_number(text: &str) -> Option<f64> {
+    match text {
+        "Inf" | "+Inf" | "inf" | "+inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        "stale" => Some(f64::from_bits(STALE_NAN_BITS)),
+        other => other.parse().ok(),
+    }
+}
+
+/// Expands the promtool series notation: `1 2+3x2 _ _x3 stale 5x2 -1-2x3 {{...}}`.
+fn parse_points(text: &str) -> Option<Vec<Point>> {
+    let mut points = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        if rest.starts_with("{{") {
+            let end = rest.find("}}")? + 2;
+            let after = &rest[end..];
+            let (count, consumed) = match after.strip_prefix('x') {
+                Some(tail) => {
+                    let digits = tail
+                        .find(|c: char| !c.is_ascii_digit())
+                        .unwrap_or(tail.len());
+                    (tail[..digits].parse::<usize>().ok()? + 1, 1 + digits)
+                }
+                None => (1, 0),
+            };
+            points.extend(std::iter::repeat_n(Point::Native, count));
+            rest = after[consumed..].trim_start();
+            continue;
+        }
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let token = &rest[..end];
+        rest = rest[end..].trim_start();
+        if token == "_" {
+            points.push(Point::Gap);
+            continue;
+        }
+        if let Some(count) = token.strip_prefix("_x") {
+            points.extend(std::iter::repeat_n(Point::Gap, count.parse().ok()?));
+            continue;
+        }
+        let Some((head, times)) = token.rsplit_once('x') else {
+            points.push(Point::Value(parse_number(token)?));
+            continue;
+        };
+        let times: usize = times.parse().ok()?;
+        // `a+bxn` / `a-bxn`: the operator is neither a leading sign nor part of an exponent.
+        let bytes = head.as_bytes();
+        let split = (1..bytes.len()).find(|&i| {
+            (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E')
+        });
+        let (start, step) = match split {
+            Some(i) => {
+                let step = parse_number(&head[i + 1..])?;
+                (
+                    parse_number(&head[..i])?,
+                    if bytes[i] == b'-' { -step } else { step },
+                )
+            }
+            None => (parse_number(head)?, 0.0),
+        };
+        let mut value = start;
+        points.push(Point::Value(value));
+        for _ in 0..times {
+            value += step;
+            points.push(Point::Value(value));
+        }
+    }
+    Some(points)
+}
+
+/// Splits `metric{a="b"} rest` into the label set and the rest.
+fn split_series(line: &str) -> Option<(Labels, &str)> {
+    let line = line.trim();
+    let end = match line.find('{') {
+        Some(open) if !line[..open].contains(char::is_whitespace) => {
+            let mut in_quotes = false;
+            let mut escaped = false;
+            let mut close = None;
+            for (i, c) in line[open..].char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => in_quotes = !in_quotes,
+                    '}' if !in_quotes => {
+                        close = Some(open + i + 1);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            close?
+        }
+        _ => line.find(char::is_whitespace).unwrap_or(line.len()),
+    };
+    let (selector, rest) = line.split_at(end);
+    if selector == "{}" {
+        return Some((Labels::default(), rest));
+    }
+    let Ok(Expr::VectorSelector(parsed)) = parser::parse(selector) else {
+        return None;
+    };
+    let mut pairs: Vec<(String, String)> = parsed
+        .matchers
+        .matchers
+        .iter()
+        .map(|m| (m.name.clone(), m.value.clone()))
+        .collect();
+    if let Some(name) = parsed.name {
+        pairs.push(("__name__".into(), name));
+    }
+    Some((Labels::new(pairs).ok()?, rest))
+}
+
+fn time_ms(text: &str) -> Option<i64> {
+    match text.strip_prefix('-') {
+        Some(positive) => parse_duration_seconds(positive)
+            .ok()
+            .map(|s| -(s * 1000.0).round() as i64),
+        None => parse_duration_seconds(text)
+            .ok()
+            .map(|s| (s * 1000.0).round() as i64),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Expectations {
+    fail: bool,
+    ordered: bool,
+    annotations: bool,
+    unsupported: Option<String>,
+    string: Option<String>,
+}
+
+#[derive(Debug)]
+enum Eval {
+    Instant { at: i64 },
+    Range { start: i64, end: i64, step: i64 },
+}
+
+#[derive(Debug)]
+struct Case {
+    line: usize,
+    query: String,
+    eval: Eval,
+    expect: Expectations,
+    series: Vec<(Labels, Vec<Point>)>,
+    scalar: Option<f64>,
+    native: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    passed: usize,
+    failed: usize,
+    native: usize,
+}
+
+fn almost_equal(a: f64, b: f64) -> bool {
+    if a.is_nan() || b.is_nan() {
+        return a.is_nan() && b.is_nan();
+    }
+    if a == b {
+        return true;
+    }
+    let diff = (a - b).abs();
+    diff <= 1e-6 * a.abs().max(b.abs()) || diff < 1e-12
+}
+
+fn describe(got: &[vigil_query::promql::InstantSample]) -> Vec<(String, f64)> {
+    got.iter().map(|s| (s.labels.to_string(), s.v)).collect()
+}
+
+fn check(case: &Case, result: Result<Value, String>) -> Result<(), String> {
+    if case.expect.fail {
+        return match result {
+            Err(_) => Ok(()),
+            Ok(value) => Err(format!("expected failure, got {value:?}")),
+        };
+    }
+    if let Some(reason) = &case.expect.unsupported {
+        return Err(format!("unsupported expectation: {reason}"));
+    }
+    if case.expect.annotations {
+        return Err("expects a warn/info annotation, which the engine does not emit".into());
+    }
+    let value = result?;
+    if let Some(expected) = &case.expect.string {
+        return match value {
+            Value::String(got) if &got == expected => Ok(()),
+            other => Err(format!("expected string {expected:?}, got {other:?}")),
+        };
+    }
+    match (&case.eval, value) {
+        (Eval::Instant { .. }, Value::Scalar(got)) => match case.scalar {
+            Some(want) if almost_equal(want, got) => Ok(()),
+            want => Err(format!("scalar: want {want:?}, got {got}")),
+        },
+        (Eval::Instant { .. }, Value::Vector(got)) => compare_vector(case, &got),
+        (Eval::Instant { .. }, Value::Matrix(got)) => compare_matrix(case, &got, None),
+        (Eval::Range { start, step, .. }, Value::Matrix(got)) => {
+            compare_matrix(case, &got, Some((*start, *step)))
+        }
+        (_, other) => Err(format!("unexpected result {other:?}")),
+    }
+}
+
+fn compare_vector(case: &Case, got: &[vigil_query::promql::InstantSample]) -> Result<(), String> {
+    if case.scalar.is_some() {
+        return Err(format!("expected scalar, got vector {:?}", describe(got)));
+    }
+    if got.len() != case.series.len() {
+        return Err(format!(
+            "want {} series, got {}: {:?}",
+            case.series.len(),
+            got.len(),
+            describe(got)
+        ));
+    }
+    for (position, (labels, points)) in case.series.iter().enumerate() {
+        let want = match points.as_slice() {
+            [Point::Value(v)] => *v,
+            other => return Err(format!("instant expectation with {} points", other.len())),
+        };
+        let found = if case.expect.ordered {
+            got.get(position).filter(|s| &s.labels == labels)
+        } else {
+            got.iter().find(|s| &s.labels == labels)
+        };
+        match found {
+            Some(sample) if almost_equal(want, sample.v) => {}
+            Some(sample) => return Err(format!("{labels}: want {want}, got {}", sample.v)),
+            None => {
+                return Err(format!(
+                    "{labels} missing or out of order; got {:?}",
+                    describe(got)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn compare_matrix(
+    case: &Case,
+    got: &[RangeSeries],
+    grid: Option<(i64, i64)>,
+) -> Result<(), String> {
+    if got.len() != case.series.len() {
+        let names: Vec<String> = got.iter().map(|s| s.labels.to_string()).collect();
+        return Err(format!(
+            "want {} series, got {}: {names:?}",
+            case.series.len(),
+            got.len()
+        ));
+    }
+    for (labels, points) in &case.series {
+        let Some(series) = got.iter().find(|s| &s.labels == labels) else {
+            return Err(format!("{labels} missing"));
+        };
+        let want: Vec<(Option<i64>, f64)> = points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Point::Value(v) => Some((grid.map(|(start, step)| start + i as i64 * step), *v)),
+                _ => None,
+            })
+            .collect();
+        let have: Vec<(i64, f64)> = series.samples.iter().map(|s| (s.t, s.v)).collect();
+        let same = want.len() == have.len()
+            && want
+                .iter()
+                .zip(&have)
+                .all(|(w, h)| w.0.is_none_or(|t| t == h.0) && almost_equal(w.1, h.1));
+        if !same {
+            return Err(format!("{labels}: want {want:?}, got {have:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn run_case(db: &Db, case: &Case) -> Result<(), String> {
+    let engine = Engine::new(EngineOptions::default());
+    let result = match parser::parse(&case.query) {
+        Err(error) => Err(error),
+        Ok(expr) => match case.eval {
+            Eval::Instant { at } => engine.instant(db, &expr, at).map_err(|e| e.to_string()),
+            Eval::Range { start, end, step } => engine
+                .range(db, &expr, start, end, step)
+                .map(Value::Matrix)
+                .map_err(|e| e.to_string()),
+        },
+    };
+    check(case, result)
+}
+
+fn fresh_db() -> Db {
+    Db::in_memory(DbOptions {
+        out_of_order_window_ms: i64::MAX / 4,
+        ..DbOptions::default()
+    })
+}
+
+fn is_command(line: &str) -> bool {
+    let trimmed = line.trim_start();
+    trimmed.starts_with("eval") || line.starts_with("load") || trimmed == "clear"
+}
+
+/// Parses an `eval` header (without the `eval` word) into kind-specific expectations, the evaluation and the query.
+fn parse_eval_header(rest: &str) -> (Expectations, Option<Eval>, String) {
+    let (kind, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let mut expect = Expectations::default();
+    match kind {
+        "_fail" => expect.fail = true,
+        "_ordered" => expect.ordered = true,
+        "_warn" | "_info" => expect.annotations = true,
+        _ => {}
+    }
+    if let Some(rest) = rest.strip_prefix("instant at ") {
+        let (at, query) = rest.split_once(' ').unwrap_or((rest, ""));
+        return (
+            expect,
+            time_ms(at).map(|at| Eval::Instant { at }),
+            query.to_owned(),
+        );
+    }
+    if let Some(rest) = rest.strip_prefix("range from ") {
+        let parts: Vec<&str> = rest.splitn(6, ' ').collect();
+        if parts.len() == 6 && parts[1] == "to" && parts[3] == "step" {
+            let eval = (|| {
+                Some(Eval::Range {
+                    start: time_ms(parts[0])?,
+                    end: time_ms(parts[2])?,
+                    step: time_ms(parts[4])?,
+                })
+            })();
+            return (expect, eval, parts[5].to_owned());
+        }
+    }
+    (expect, None, rest.to_owned())
+}
+
+fn parse_expect_line(case: &mut Case, expectation: &str) {
+    let kind = expectation.split([' ', ':']).next().unwrap_or("");
+    match kind {
+        "fail" => case.expect.fail = true,
+        "ordered" => case.expect.ordered = true,
+        "warn" | "info" => case.expect.annotations = true,
+        "no_warn" | "no_info" => {}
+        "string" => {
+            let quoted = expectation["string".len()..].trim();
+            case.expect.string = Some(quoted[1..quoted.len() - 1].to_owned());
+        }
+        other => case.expect.unsupported = Some(other.to_owned()),
+    }
+}
+
+/// Runs one script; returns counts and failure descriptions.
+fn run_file(path: &Path) -> (Counts, Vec<String>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let whole_file_native = path.file_stem().is_some_and(|s| s == "native_histograms");
+    let mut counts = Counts::default();
+    let mut failures = Vec::new();
+    let mut db = fresh_db();
+    let mut native_names: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim();
+        i += 1;
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line == "clear" {
+            db = fresh_db();
+            native_names.clear();
+            continue;
+        }
+        if line.starts_with("load") {
+            let step_ms = line.rsplit(' ').next().and_then(time_ms).unwrap_or(60_000);
+            let mut batch = Vec::new();
+            while i < lines.len() && !lines[i].trim().is_empty() && !is_command(lines[i]) {
+                if let Some((labels, rest)) = split_series(lines[i]) {
+                    let points = parse_points(rest).unwrap_or_default();
+                    if points.contains(&Point::Native) {
+                        native_names.push(labels.metric_name().unwrap_or("").to_owned());
+                    }
+                    let samples: Vec<Sample> = points
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(k, p)| match p {
+                            Point::Value(v) => Some(Sample {
+                                t: k as i64 * step_ms,
+                                v: *v,
+                            }),
+                            _ => None,
+                        })
+                        .collect();
+                    batch.push(SeriesSamples { labels, samples });
+                }
+                i += 1;
+            }
+            db.append(&batch).unwrap();
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("eval") else {
+            continue;
+        };
+        let (expect, eval, query) = parse_eval_header(rest);
+        let mut case = Case {
+            line: i,
+            query,
+            eval: eval.unwrap_or(Eval::Instant { at: 0 }),
+            expect,
+            series: Vec::new(),
+            scalar: None,
+            native: whole_file_native,
+        };
+        while i < lines.len() && !lines[i].trim().is_empty() && !is_command(lines[i]) {
+            let body = lines[i].trim();
+            i += 1;
+            if body.starts_with('#') {
+                continue;
+            }
+            if let Some(expectation) = body.strip_prefix("expect ") {
+                parse_expect_line(&mut case, expectation);
+                continue;
+            }
+            if body.contains("{{") {
+                case.native = true;
+            }
+            if let Some(value) = parse_number(body) {
+                case.scalar = Some(value);
+                continue;
+            }
+            match split_series(body).and_then(|(labels, rest)| Some((labels, parse_points(rest)?)))
+            {
+                Some(series) => case.series.push(series),
+                None => case.expect.unsupported = Some(format!("expected line {body:?}")),
+            }
+        }
+        let touches_native = native_names
+            .iter()
+            .any(|name| !name.is_empty() && case.query.contains(name.as_str()));
+        if case.native || touches_native || NATIVE_FUNCTIONS.iter().any(|f| case.query.contains(f))
+        {
+            counts.native += 1;
+            continue;
+        }
+        match run_case(&db, &case) {
+            Ok(()) => counts.passed += 1,
+            Err(reason) => {
+                counts.failed += 1;
+                failures.push(format!(
+                    "{file_name}:{}: {} -- {reason}",
+                    case.line, case.query
+                ));
+            }
+        }
+    }
+    (counts, failures)
+}
+
+fn baseline() -> BTreeMap<String, usize> {
+    include_str!("promql_baseline.txt")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (name, count) = l
+                .split_once(char::is_whitespace)
+                .expect("`name count` lines");
+            (name.to_owned(), count.trim().parse().expect("a count"))
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_promql_test_scripts() {
+    let dir = conformance_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "test"))
+        .collect();
+    files.sort();
+    let show_failures = std::env::var_os("VIGIL_PROMQL_FAILURES").is_some();
+    let baseline = baseline();
+    let mut regressions = Vec::new();
+    let (mut target, mut other) = (Counts::default(), Counts::default());
+    println!(
+        "{:<24} {:>7} {:>7} {:>7}  set",
+        "file", "passed", "failed", "native"
+    );
+    for path in &files {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let (counts, failures) = run_file(path);
+        let in_target = TARGET_FILES.contains(&name.as_str());
+        let total = if in_target { &mut target } else { &mut other };
+        total.passed += counts.passed;
+        total.failed += counts.failed;
+        total.native += counts.native;
+        let set = if in_target { "target" } else { "experimental" };
+        println!(
+            "{name:<24} {:>7} {:>7} {:>7}  {set}",
+            counts.passed, counts.failed, counts.native
+        );
+        if show_failures {
+            failures.iter().for_each(|f| println!("  FAIL {f}"));
+        }
+        if let Some(expected) = baseline.get(&name)
+            && counts.passed < *expected
+        {
+            regressions.push(format!(
+                "{name}: {} passed, baseline {expected}",
+                counts.passed
+            ));
+        }
+    }
+    println!(
+        "target files: {} passed, {} failed, {} native-histogram cases apart",
+        target.passed, target.failed, target.native
+    );
+    println!(
+        "experimental files: {} passed, {} failed, {} native-histogram cases",
+        other.passed, other.failed, other.native
+    );
+    assert!(
+        target.passed > 0,
+        "no conformance case passed: the runner is broken"
+    );
+    assert!(
+        regressions.is_empty(),
+        "conformance regressions: {regressions:#?}"
+    );
+}
+
+#[test]
+fn series_notation_expands_like_promtool() {
+    let points = parse_points("1 2+3x2 _ stale -1-2x2 _x2 4x1").unwrap();
+    let values: Vec<String> = points
+        .iter()
+        .map(|p| match p {
+            Point::Value(v) if v.is_nan() => "stale".into(),
+            Point::Value(v) => v.to_string(),
+            Point::Gap => "_".into(),
+            Point::Native => "h".into(),
+        })
+        .collect();
+    assert_eq!(
+        values,
+        [
+            "1", "2", "5", "8", "_", "stale", "-1", "-3", "-5", "_", "_", "4", "4"
+        ]
+    );
+}
