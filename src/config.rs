@@ -104,8 +104,8 @@ pub struct AgentSection {
 impl FileConfig {
     /// Reads and validates a config file; errors name the file, and serde's message names the key and line.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -156,13 +156,9 @@ pub struct LocalAgentConfig {
 /// Parses `32MiB`, `512KiB`, `1GB`, `1048576`.
 pub fn parse_size(raw: &str) -> anyhow::Result<usize> {
     let text = raw.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: usize = number
-        .parse()
-        .with_context(|| format!("invalid size {raw:?}"))?;
+    let number: usize = number.parse().with_context(|| format!("invalid size {raw:?}"))?;
     let multiplier: usize = match unit.trim() {
         "" | "B" => 1,
         "KB" => 1000,
@@ -171,9 +167,7 @@ pub fn parse_size(raw: &str) -> anyhow::Result<usize> {
         "MiB" => 1 << 20,
         "GB" => 1_000_000_000,
         "GiB" => 1 << 30,
-        other => bail!(
-            "invalid size {raw:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
-        ),
+        other => bail!("invalid size {raw:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"),
     };
     number
         .checked_mul(multiplier)
@@ -192,9 +186,7 @@ fn parse_wal_sync(raw: &str) -> anyhow::Result<WalSync> {
         "never" => Ok(WalSync::Never),
         interval => parse_duration(interval)
             .map(WalSync::Interval)
-            .with_context(|| {
-                format!("invalid wal_fsync {raw:?}: use always, never or an interval like 1s")
-            }),
+            .with_context(|| format!("invalid wal_fsync {raw:?}: use always, never or an interval like 1s")),
     }
 }
 
@@ -202,29 +194,19 @@ fn parse_wal_sync(raw: &str) -> anyhow::Result<WalSync> {
 pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<ServerConfig> {
     let section = &file.server;
     let tls = match (
-        args.tls_cert_file
-            .clone()
-            .or_else(|| section.tls.cert_file.clone()),
-        args.tls_key_file
-            .clone()
-            .or_else(|| section.tls.key_file.clone()),
+        args.tls_cert_file.clone().or_else(|| section.tls.cert_file.clone()),
+        args.tls_key_file.clone().or_else(|| section.tls.key_file.clone()),
     ) {
         (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,
-        _ => bail!(
-            "TLS needs both a certificate and a key file (--tls-cert-file and --tls-key-file)"
-        ),
+        _ => bail!("TLS needs both a certificate and a key file (--tls-cert-file and --tls-key-file)"),
     };
     let max_body = args
         .max_body_size
         .as_deref()
         .or(section.limits.max_body_size.as_deref())
         .unwrap_or("32MiB");
-    let max_decompressed = section
-        .limits
-        .max_decompressed_size
-        .as_deref()
-        .unwrap_or("256MiB");
+    let max_decompressed = section.limits.max_decompressed_size.as_deref().unwrap_or("256MiB");
     let wal_sync = args
         .wal_fsync
         .as_deref()
@@ -240,10 +222,7 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Ser
     let defaults = HeadLimits::default();
     db.limits = HeadLimits {
         max_series: section.limits.max_series.unwrap_or(defaults.max_series),
-        max_label_count: section
-            .limits
-            .max_label_count
-            .unwrap_or(defaults.max_label_count),
+        max_label_count: section.limits.max_label_count.unwrap_or(defaults.max_label_count),
         max_label_value_len: section
             .limits
             .max_label_value_length
@@ -270,18 +249,9 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Ser
             .unwrap_or_else(|| ([0, 0, 0, 0], 4318).into()),
         tls,
         tokens: Tokens {
-            ingest: args
-                .ingest_token
-                .clone()
-                .or_else(|| section.auth.ingest_token.clone()),
-            query: args
-                .query_token
-                .clone()
-                .or_else(|| section.auth.query_token.clone()),
-            admin: args
-                .admin_token
-                .clone()
-                .or_else(|| section.auth.admin_token.clone()),
+            ingest: args.ingest_token.clone().or_else(|| section.auth.ingest_token.clone()),
+            query: args.query_token.clone().or_else(|| section.auth.query_token.clone()),
+            admin: args.admin_token.clone().or_else(|| section.auth.admin_token.clone()),
         },
         max_body_bytes: parse_size(max_body)?,
         max_decompressed_bytes: parse_size(max_decompressed)?,
@@ -356,11 +326,8 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file() {
-        let file =
-            FileConfig::parse("server:\n  data_dir: /from/file\n  http_addr: 127.0.0.1:1111\n")
-                .unwrap();
-        let config =
-            server_config(&server_args(&["--http-addr", "127.0.0.1:2222"]), &file).unwrap();
+        let file = FileConfig::parse("server:\n  data_dir: /from/file\n  http_addr: 127.0.0.1:1111\n").unwrap();
+        let config = server_config(&server_args(&["--http-addr", "127.0.0.1:2222"]), &file).unwrap();
         assert_eq!(config.http_addr.port(), 2222);
         assert_eq!(config.data_dir, PathBuf::from("/from/file"));
     }
@@ -370,23 +337,13 @@ mod tests {
         assert_eq!(parse_size("32MiB").unwrap(), 32 << 20);
         assert_eq!(parse_size("1000").unwrap(), 1000);
         assert!(format!("{:#}", parse_size("3 parsecs").unwrap_err()).contains("unknown unit"));
-        assert_eq!(
-            parse_wal_sync("2s").unwrap(),
-            WalSync::Interval(Duration::from_secs(2))
-        );
+        assert_eq!(parse_wal_sync("2s").unwrap(), WalSync::Interval(Duration::from_secs(2)));
         assert!(parse_wal_sync("sometimes").is_err());
     }
 
     #[test]
     fn half_a_tls_configuration_is_an_error() {
-        let error = server_config(
-            &server_args(&["--tls-cert-file", "c.pem"]),
-            &FileConfig::default(),
-        )
-        .unwrap_err();
-        assert!(
-            error.to_string().contains("both a certificate and a key"),
-            "{error}"
-        );
+        let error = server_config(&server_args(&["--tls-cert-file", "c.pem"]), &FileConfig::default()).unwrap_err();
+        assert!(error.to_string().contains("both a certificate and a key"), "{error}");
     }
 }

@@ -80,11 +80,7 @@ fn unauthorized(message: String) -> Response {
 }
 
 /// Middleware: rejects requests without the bearer token their path's scope requires.
-pub async fn require_token(
-    State(tokens): State<Arc<Tokens>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn require_token(State(tokens): State<Arc<Tokens>>, request: Request, next: Next) -> Response {
     let scope = Scope::of(request.uri().path());
     let expected = match scope {
         Scope::Public => None,
@@ -102,16 +98,14 @@ pub async fn require_token(
         .and_then(|value| value.strip_prefix("Bearer "));
     match presented {
         None => {
-            metrics::counter!("vigil_http_unauthorized_total", "scope" => scope.name())
-                .increment(1);
+            metrics::counter!("vigil_http_unauthorized_total", "scope" => scope.name()).increment(1);
             unauthorized(format!(
                 "missing bearer token: the {} API needs 'Authorization: Bearer <token>'",
                 scope.name()
             ))
         }
         Some(token) if !constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
-            metrics::counter!("vigil_http_unauthorized_total", "scope" => scope.name())
-                .increment(1);
+            metrics::counter!("vigil_http_unauthorized_total", "scope" => scope.name()).increment(1);
             unauthorized(format!("wrong bearer token for the {} API", scope.name()))
         }
         Some(_) => next.run(request).await,
@@ -127,8 +121,7 @@ pub async fn record_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(request).await;
     let code = response.status().as_u16().to_string();
-    metrics::counter!("vigil_http_requests_total", "route" => route.clone(), "code" => code)
-        .increment(1);
+    metrics::counter!("vigil_http_requests_total", "route" => route.clone(), "code" => code).increment(1);
     metrics::histogram!("vigil_http_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
@@ -136,18 +129,13 @@ pub async fn record_request(request: Request, next: Next) -> Response {
 
 /// Loads a PEM certificate chain and key into a rustls server config (HTTP/1.1).
 pub fn tls_config(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let cert_pem = std::fs::read(cert_file)
-        .with_context(|| format!("cannot read TLS certificate {}", cert_file.display()))?;
-    let key_pem = std::fs::read(key_file)
-        .with_context(|| format!("cannot read TLS key {}", key_file.display()))?;
+    let cert_pem =
+        std::fs::read(cert_file).with_context(|| format!("cannot read TLS certificate {}", cert_file.display()))?;
+    let key_pem = std::fs::read(key_file).with_context(|| format!("cannot read TLS key {}", key_file.display()))?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("invalid PEM in {}", cert_file.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "no certificate found in {}",
-        cert_file.display()
-    );
+    anyhow::ensure!(!certs.is_empty(), "no certificate found in {}", cert_file.display());
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .with_context(|| format!("invalid PEM in {}", key_file.display()))?
         .with_context(|| format!("no private key found in {}", key_file.display()))?;

@@ -22,8 +22,7 @@ pub async fn run(config: LocalAgentConfig, db: Arc<Db>, mut stop: watch::Receive
         let collected = tokio::task::spawn_blocking(move || collect_once(&config, &db)).await;
         match collected {
             Ok(Ok(samples)) => {
-                metrics::counter!("vigil_agent_samples_collected_total", "source" => "host")
-                    .increment(samples as u64)
+                metrics::counter!("vigil_agent_samples_collected_total", "source" => "host").increment(samples as u64)
             }
             Ok(Err(error)) => tracing::error!(error = %error, "storing host metrics failed"),
             Err(error) => tracing::error!(%error, "host collection task failed"),

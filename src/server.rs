@@ -32,10 +32,7 @@ struct Probes {
 }
 
 /// Runs the server (and, for `vigil up`, the local agent) until a stop signal.
-pub async fn run(
-    config: ServerConfig,
-    local_agent: Option<LocalAgentConfig>,
-) -> anyhow::Result<()> {
+pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) -> anyhow::Result<()> {
     let started = Instant::now();
     let metrics = telemetry::install()?;
     let db = open_storage(&config).await?;
@@ -64,15 +61,10 @@ pub async fn run(
         otlp_http_addr = %config.otlp_http_addr,
         "otlp receivers are not built yet; nothing listens on the otlp addresses"
     );
-    let agent = local_agent
-        .map(|agent_config| tokio::spawn(local_agent::run(agent_config, db.clone(), stop.clone())));
+    let agent = local_agent.map(|agent_config| tokio::spawn(local_agent::run(agent_config, db.clone(), stop.clone())));
 
     ready.store(true, Ordering::Release);
-    let scheme = if config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     tracing::info!(%http_addr, data_dir = %config.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "vigil is ready");
     print_urls(scheme, http_addr);
 
@@ -106,12 +98,7 @@ async fn open_storage(config: &ServerConfig) -> anyhow::Result<Arc<Db>> {
     let opened = Instant::now();
     let (db, report) = tokio::task::spawn_blocking(move || Db::open(&dir, options))
         .await?
-        .with_context(|| {
-            format!(
-                "cannot open the metrics store under {}",
-                config.data_dir.display()
-            )
-        })?;
+        .with_context(|| format!("cannot open the metrics store under {}", config.data_dir.display()))?;
     for corruption in &report.corruptions {
         tracing::error!(error = %corruption, "corrupt wal data skipped; the rest is served");
     }
@@ -124,8 +111,7 @@ async fn open_storage(config: &ServerConfig) -> anyhow::Result<Arc<Db>> {
         replay_ms = opened.elapsed().as_millis() as u64,
         "metrics store opened"
     );
-    metrics::counter!("vigil_tsdb_wal_corruptions_total")
-        .increment(report.corruptions.len() as u64);
+    metrics::counter!("vigil_tsdb_wal_corruptions_total").increment(report.corruptions.len() as u64);
     Ok(Arc::new(db))
 }
 

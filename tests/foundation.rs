@@ -15,17 +15,10 @@ fn probes_ingest_and_own_metrics() {
     let http = client();
     assert_eq!(get(&http, &vigil.http("/-/healthy"), None).0, 200);
     assert_eq!(get(&http, &vigil.http("/-/ready"), None).0, 200);
-    let body = remote_write_body(&[(
-        &[("__name__", "probe_metric"), ("job", "e2e")],
-        &[(1_000, 1.5)],
-    )]);
+    let body = remote_write_body(&[(&[("__name__", "probe_metric"), ("job", "e2e")], &[(1_000, 1.5)])]);
     let (status, text) = remote_write(&http, &vigil, &body, None);
     assert_eq!(status, 204, "{text}");
-    let (status, series) = get(
-        &http,
-        &vigil.http("/api/v1/series?match[]=probe_metric"),
-        None,
-    );
+    let (status, series) = get(&http, &vigil.http("/api/v1/series?match[]=probe_metric"), None);
     assert_eq!(status, 200);
     let series: Value = serde_json::from_str(&series).unwrap();
     assert_eq!(
@@ -59,45 +52,27 @@ fn bearer_tokens_guard_each_scope() {
         ],
     );
     let http = client();
-    assert_eq!(
-        get(&http, &vigil.http("/-/ready"), None).0,
-        200,
-        "probes need no token"
-    );
+    assert_eq!(get(&http, &vigil.http("/-/ready"), None).0, 200, "probes need no token");
     let (status, body) = get(&http, &vigil.http("/api/v1/labels"), None);
     assert_eq!(status, 401);
-    assert!(
-        body.contains("missing bearer token: the query API"),
-        "{body}"
-    );
+    assert!(body.contains("missing bearer token: the query API"), "{body}");
     let (status, body) = get(&http, &vigil.http("/api/v1/labels"), Some("in-secret"));
     assert_eq!(status, 401);
-    assert!(
-        body.contains("wrong bearer token for the query API"),
-        "{body}"
-    );
-    assert_eq!(
-        get(&http, &vigil.http("/api/v1/labels"), Some("q-secret")).0,
-        200
-    );
+    assert!(body.contains("wrong bearer token for the query API"), "{body}");
+    assert_eq!(get(&http, &vigil.http("/api/v1/labels"), Some("q-secret")).0, 200);
     assert_eq!(get(&http, &vigil.http("/metrics"), Some("q-secret")).0, 200);
 
     let body = remote_write_body(&[(&[("__name__", "m")], &[(1, 1.0)])]);
     assert_eq!(remote_write(&http, &vigil, &body, None).0, 401);
     assert_eq!(remote_write(&http, &vigil, &body, Some("q-secret")).0, 401);
     assert_eq!(remote_write(&http, &vigil, &body, Some("in-secret")).0, 204);
-    assert_eq!(
-        get(&http, &vigil.http("/-/reload"), Some("q-secret")).0,
-        401
-    );
+    assert_eq!(get(&http, &vigil.http("/-/reload"), Some("q-secret")).0, 401);
 }
 
 #[test]
 fn tls_listener_serves_https_only() {
     let dir = tempfile::tempdir().unwrap();
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
     let cert_path = dir.path().join("cert.pem");
     let key_path = dir.path().join("key.pem");
     std::fs::write(&cert_path, certified.cert.pem()).unwrap();
@@ -180,10 +155,7 @@ fn flags_win_over_env_and_env_over_the_file() {
     let from = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     std::fs::write(
         &config,
-        format!(
-            "server:\n  data_dir: {}\n  http_addr: 127.0.0.1:0\n",
-            from("file")
-        ),
+        format!("server:\n  data_dir: {}\n  http_addr: 127.0.0.1:0\n", from("file")),
     )
     .unwrap();
     let data_dir_of = |env: Option<&str>, flag: Option<&str>| {
@@ -200,10 +172,7 @@ fn flags_win_over_env_and_env_over_the_file() {
     };
     assert_eq!(data_dir_of(None, None), from("file"));
     assert_eq!(data_dir_of(Some(&from("env")), None), from("env"));
-    assert_eq!(
-        data_dir_of(Some(&from("env")), Some(&from("flag"))),
-        from("flag")
-    );
+    assert_eq!(data_dir_of(Some(&from("env")), Some(&from("flag"))), from("flag"));
 }
 
 #[test]
@@ -244,16 +213,12 @@ fn up_collects_this_machine_within_seconds() {
             assert!(body.contains("\"job\":\"node\""), "{body}");
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no up series after 5 s: {body}"
-        );
+        assert!(std::time::Instant::now() < deadline, "no up series after 5 s: {body}");
         std::thread::sleep(Duration::from_millis(100));
     }
     let (_, names) = get(&http, &vigil.http("/api/v1/label/__name__/values"), None);
     assert!(
-        names.contains("node_cpu_seconds_total")
-            && names.contains("node_memory_MemAvailable_bytes"),
+        names.contains("node_cpu_seconds_total") && names.contains("node_memory_MemAvailable_bytes"),
         "{names}"
     );
 }

@@ -100,10 +100,7 @@ fn server_has_probes_storage_and_ports_that_match_its_service() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     for port in service["spec"]["ports"].as_sequence().unwrap() {
-        assert!(
-            port_names.contains(&port["targetPort"].as_str().unwrap()),
-            "{port:?}"
-        );
+        assert!(port_names.contains(&port["targetPort"].as_str().unwrap()), "{port:?}");
     }
     assert_eq!(
         service["spec"]["selector"],
@@ -125,8 +122,5 @@ fn agent_mounts_the_host_read_only_under_its_root() {
         }
     }
     assert_eq!(pod["tolerations"][0]["operator"], "Exists");
-    assert_eq!(
-        container["securityContext"]["capabilities"]["drop"][0],
-        "ALL"
-    );
+    assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
 }

@@ -8,9 +8,7 @@ use crate::{AgentError, Point};
 const USER_HZ: f64 = 100.0;
 
 /// CPU time columns of `/proc/stat`, in order, with node-exporter's mode names.
-const CPU_MODES: [&str; 8] = [
-    "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
-];
+const CPU_MODES: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
 
 /// Parses one `/proc` file's text (the path is for error messages).
 type Parser = fn(&str, &Path) -> Result<Vec<Point>, AgentError>;
@@ -53,9 +51,9 @@ fn parse_stat(text: &str, path: &Path) -> Result<Vec<Point>, AgentError> {
         let Some(key) = fields.next() else { continue };
         if let Some(cpu) = key.strip_prefix("cpu").filter(|id| !id.is_empty()) {
             for (mode, raw) in CPU_MODES.iter().zip(fields) {
-                let ticks: f64 = raw.parse().map_err(|_| {
-                    format_error(path, format!("bad {mode} time {raw:?} for cpu{cpu}"))
-                })?;
+                let ticks: f64 = raw
+                    .parse()
+                    .map_err(|_| format_error(path, format!("bad {mode} time {raw:?} for cpu{cpu}")))?;
                 points.push(Point::new(
                     "node_cpu_seconds_total",
                     &[("cpu", cpu), ("mode", mode)],
@@ -103,10 +101,7 @@ fn parse_meminfo(text: &str, path: &Path) -> Result<Vec<Point>, AgentError> {
         let name = match parts.next() {
             Some("kB") => {
                 value *= 1024.0;
-                format!(
-                    "node_memory_{}_bytes",
-                    key.replace('(', "_").replace(')', "")
-                )
+                format!("node_memory_{}_bytes", key.replace('(', "_").replace(')', ""))
             }
             _ => format!("node_memory_{}", key.replace('(', "_").replace(')', "")),
         };
@@ -125,10 +120,7 @@ fn parse_loadavg(text: &str, path: &Path) -> Result<Vec<Point>, AgentError> {
         return Err(format_error(path, "fewer than three load averages"));
     }
     let mut points = Vec::new();
-    for (name, raw) in ["node_load1", "node_load5", "node_load15"]
-        .iter()
-        .zip(fields)
-    {
+    for (name, raw) in ["node_load1", "node_load5", "node_load15"].iter().zip(fields) {
         let value: f64 = raw
             .parse()
             .map_err(|_| format_error(path, format!("bad load average {raw:?}")))?;
@@ -162,28 +154,14 @@ mod tests {
         let (points, errors) = collect(&fixture_root());
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
-            value(
-                &points,
-                "node_cpu_seconds_total",
-                &[("cpu", "1"), ("mode", "idle")]
-            ),
+            value(&points, "node_cpu_seconds_total", &[("cpu", "1"), ("mode", "idle")]),
             Some(4321.0)
         );
         assert_eq!(
-            value(
-                &points,
-                "node_cpu_seconds_total",
-                &[("cpu", "0"), ("mode", "steal")]
-            ),
+            value(&points, "node_cpu_seconds_total", &[("cpu", "0"), ("mode", "steal")]),
             Some(0.07)
         );
-        assert_eq!(
-            points
-                .iter()
-                .filter(|p| p.name == "node_cpu_seconds_total")
-                .count(),
-            16
-        );
+        assert_eq!(points.iter().filter(|p| p.name == "node_cpu_seconds_total").count(), 16);
         assert_eq!(
             value(&points, "node_memory_MemTotal_bytes", &[]),
             Some(16_384_000.0 * 1024.0)
@@ -192,15 +170,9 @@ mod tests {
             value(&points, "node_memory_Active_anon_bytes", &[]),
             Some(1024.0 * 1024.0)
         );
-        assert_eq!(
-            value(&points, "node_memory_HugePages_Total", &[]),
-            Some(0.0)
-        );
+        assert_eq!(value(&points, "node_memory_HugePages_Total", &[]), Some(0.0));
         assert_eq!(value(&points, "node_load15", &[]), Some(0.25));
-        assert_eq!(
-            value(&points, "node_boot_time_seconds", &[]),
-            Some(1_700_000_000.0)
-        );
+        assert_eq!(value(&points, "node_boot_time_seconds", &[]), Some(1_700_000_000.0));
     }
 
     #[test]
@@ -212,10 +184,7 @@ mod tests {
         assert!(points.is_empty());
         let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(messages.len(), 3, "{messages:?}");
-        assert!(
-            messages[2].contains("fewer than three load averages"),
-            "{messages:?}"
-        );
+        assert!(messages[2].contains("fewer than three load averages"), "{messages:?}");
     }
 
     #[test]
@@ -228,14 +197,6 @@ mod tests {
             total > 64.0 * 1024.0 * 1024.0 && available <= total,
             "{available} of {total}"
         );
-        assert!(
-            value(
-                &points,
-                "node_cpu_seconds_total",
-                &[("cpu", "0"), ("mode", "idle")]
-            )
-            .unwrap()
-                > 0.0
-        );
+        assert!(value(&points, "node_cpu_seconds_total", &[("cpu", "0"), ("mode", "idle")]).unwrap() > 0.0);
     }
 }

@@ -22,10 +22,7 @@ impl Point {
     fn new(name: impl Into<String>, labels: &[(&str, &str)], value: f64) -> Self {
         Point {
             name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             value,
         }
     }

@@ -89,8 +89,8 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
 
 /// Decodes a snappy block-compressed `WriteRequest`, refusing bodies that expand beyond `max_bytes`.
 pub fn decode(body: &[u8], max_bytes: usize) -> Result<Vec<SeriesSamples>, IngestError> {
-    let expanded_len = snap::raw::decompress_len(body)
-        .map_err(|e| IngestError::Malformed(format!("invalid snappy block: {e}")))?;
+    let expanded_len =
+        snap::raw::decompress_len(body).map_err(|e| IngestError::Malformed(format!("invalid snappy block: {e}")))?;
     if expanded_len > max_bytes {
         return Err(IngestError::TooLarge(format!(
             "body expands to {expanded_len} bytes, over the limit of {max_bytes}"
@@ -103,13 +103,8 @@ pub fn decode(body: &[u8], max_bytes: usize) -> Result<Vec<SeriesSamples>, Inges
         .map_err(|e| IngestError::Malformed(format!("invalid WriteRequest protobuf: {e}")))?;
     let mut batch = Vec::with_capacity(request.timeseries.len());
     for series in request.timeseries {
-        let labels = Labels::new(
-            series
-                .labels
-                .into_iter()
-                .map(|label| (label.name, label.value)),
-        )
-        .map_err(|e| IngestError::Malformed(e.to_string()))?;
+        let labels = Labels::new(series.labels.into_iter().map(|label| (label.name, label.value)))
+            .map_err(|e| IngestError::Malformed(e.to_string()))?;
         let samples = series
             .samples
             .iter()
@@ -126,10 +121,8 @@ pub fn decode(body: &[u8], max_bytes: usize) -> Result<Vec<SeriesSamples>, Inges
 /// `POST /api/v1/write`.
 pub async fn handle(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
-    metrics::counter!("vigil_ingest_requests_received_total", "receiver" => "remote_write")
-        .increment(1);
-    metrics::counter!("vigil_ingest_bytes_received_total", "receiver" => "remote_write")
-        .increment(body.len() as u64);
+    metrics::counter!("vigil_ingest_requests_received_total", "receiver" => "remote_write").increment(1);
+    metrics::counter!("vigil_ingest_bytes_received_total", "receiver" => "remote_write").increment(body.len() as u64);
     let outcome = ingest_body(&ingest, &headers, body).await;
     metrics::histogram!("vigil_ingest_request_duration_seconds", "receiver" => "remote_write")
         .record(started.elapsed().as_secs_f64());
@@ -140,14 +133,12 @@ pub async fn handle(State(ingest): State<Ingest>, headers: HeaderMap, body: Byte
             response
                 .headers_mut()
                 .insert("X-Prometheus-Remote-Write-Samples-Written", written);
-            response.headers_mut().insert(
-                "X-Prometheus-Remote-Write-Histograms-Written",
-                HeaderValue::from(0),
-            );
-            response.headers_mut().insert(
-                "X-Prometheus-Remote-Write-Exemplars-Written",
-                HeaderValue::from(0),
-            );
+            response
+                .headers_mut()
+                .insert("X-Prometheus-Remote-Write-Histograms-Written", HeaderValue::from(0));
+            response
+                .headers_mut()
+                .insert("X-Prometheus-Remote-Write-Exemplars-Written", HeaderValue::from(0));
             response
         }
         Err(error) => {
@@ -165,11 +156,7 @@ pub async fn handle(State(ingest): State<Ingest>, headers: HeaderMap, body: Byte
     }
 }
 
-async fn ingest_body(
-    ingest: &Ingest,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<usize, IngestError> {
+async fn ingest_body(ingest: &Ingest, headers: &HeaderMap, body: Bytes) -> Result<usize, IngestError> {
     check_content_type(headers)?;
     let max_bytes = ingest.limits.max_decompressed_bytes;
     let sink = ingest.metrics.clone();
@@ -191,10 +178,7 @@ async fn ingest_body(
             Some(first) => Err(IngestError::Rejected {
                 rejected,
                 total,
-                first: format!(
-                    "{} for series {} at {}",
-                    first.error, first.labels, first.sample.t
-                ),
+                first: format!("{} for series {} at {}", first.error, first.labels, first.sample.t),
             }),
         }
     })
@@ -238,11 +222,7 @@ mod tests {
             .unwrap()
     }
 
-    async fn post(
-        db: Arc<Db>,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> (StatusCode, String, HeaderMap) {
+    async fn post(db: Arc<Db>, content_type: &str, body: Vec<u8>) -> (StatusCode, String, HeaderMap) {
         let ingest = Ingest::new(
             db,
             IngestLimits {
@@ -257,14 +237,8 @@ mod tests {
         let response = ingest.http_routes().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (
-            status,
-            String::from_utf8_lossy(&bytes).into_owned(),
-            headers,
-        )
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned(), headers)
     }
 
     fn db() -> Arc<Db> {
@@ -274,16 +248,11 @@ mod tests {
     #[tokio::test]
     async fn accepted_samples_are_stored() {
         let db = db();
-        let body = request(
-            &[("__name__", "up"), ("job", "node")],
-            &[(1000, 1.0), (2000, 0.0)],
-        );
+        let body = request(&[("__name__", "up"), ("job", "node")], &[(1000, 1.0), (2000, 0.0)]);
         let (status, _, headers) = post(db.clone(), "application/x-protobuf", body).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert_eq!(headers["X-Prometheus-Remote-Write-Samples-Written"], "2");
-        let series = db
-            .select(&[Matcher::equal("job", "node")], 0, 5000)
-            .unwrap();
+        let series = db.select(&[Matcher::equal("job", "node")], 0, 5000).unwrap();
         assert_eq!(
             series[0].samples,
             [Sample { t: 1000, v: 1.0 }, Sample { t: 2000, v: 0.0 }]
@@ -295,24 +264,15 @@ mod tests {
         let good = request(&[("__name__", "up")], &[(1, 1.0)]);
         let (status, body, _) = post(db(), "application/json", good.clone()).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
-        let (status, body, _) = post(
-            db(),
-            "application/x-protobuf",
-            b"not snappy at all".to_vec(),
-        )
-        .await;
+        let (status, body, _) = post(db(), "application/x-protobuf", b"not snappy at all".to_vec()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("invalid snappy"), "{body}");
         let raw = snap::raw::Decoder::new().decompress_vec(&good).unwrap();
-        let truncated = snap::raw::Encoder::new()
-            .compress_vec(&raw[..raw.len() - 3])
-            .unwrap();
+        let truncated = snap::raw::Encoder::new().compress_vec(&raw[..raw.len() - 3]).unwrap();
         let (status, body, _) = post(db(), "application/x-protobuf", truncated).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("invalid WriteRequest protobuf"), "{body}");
-        let huge = snap::raw::Encoder::new()
-            .compress_vec(&vec![0u8; 2 << 20])
-            .unwrap();
+        let huge = snap::raw::Encoder::new().compress_vec(&vec![0u8; 2 << 20]).unwrap();
         let (status, _, _) = post(db(), "application/x-protobuf", huge).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     }
@@ -352,8 +312,7 @@ mod tests {
             "{body}"
         );
         assert_eq!(
-            db.select(&[Matcher::equal("__name__", "x")], 0, 10_000)
-                .unwrap()[0]
+            db.select(&[Matcher::equal("__name__", "x")], 0, 10_000).unwrap()[0]
                 .samples
                 .len(),
             2

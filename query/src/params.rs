@@ -11,10 +11,9 @@ pub(crate) struct Params(Vec<(String, String)>);
 impl Params {
     /// Fields from the raw query string and, for POST, a `application/x-www-form-urlencoded` body.
     pub(crate) fn parse(query: Option<&str>, body: &[u8]) -> Self {
-        let mut fields: Vec<(String, String)> =
-            form_urlencoded::parse(query.unwrap_or("").as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
+        let mut fields: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         fields.extend(form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())));
         Params(fields)
     }
@@ -40,9 +39,7 @@ impl Params {
             None | Some("") => Ok(default),
             Some(raw) => parse_time_seconds(raw)
                 .map(|seconds| (seconds * 1000.0).round() as i64)
-                .map_err(|reason| {
-                    QueryError::BadData(format!("invalid parameter \"{name}\": {reason}"))
-                }),
+                .map_err(|reason| QueryError::BadData(format!("invalid parameter \"{name}\": {reason}"))),
         }
     }
 
@@ -94,17 +91,13 @@ pub fn parse_duration_seconds(raw: &str) -> Result<f64, String> {
         return Err(invalid());
     }
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(invalid)?;
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
         if digits == 0 {
             return Err(invalid());
         }
         let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit_ms: u64 = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1000,
@@ -132,15 +125,8 @@ mod tests {
     fn times_in_both_forms() {
         assert_eq!(parse_time_seconds("1722506400.5"), Ok(1722506400.5));
         assert_eq!(parse_time_seconds("2024-08-01T10:00:00Z"), Ok(1722506400.0));
-        assert_eq!(
-            parse_time_seconds("2024-08-01T12:00:00.250+02:00"),
-            Ok(1722506400.25)
-        );
-        assert!(
-            parse_time_seconds("yesterday")
-                .unwrap_err()
-                .contains("valid timestamp")
-        );
+        assert_eq!(parse_time_seconds("2024-08-01T12:00:00.250+02:00"), Ok(1722506400.25));
+        assert!(parse_time_seconds("yesterday").unwrap_err().contains("valid timestamp"));
     }
 
     #[test]

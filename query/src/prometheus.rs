@@ -76,11 +76,7 @@ fn merged(
     Ok(values)
 }
 
-async fn labels(
-    State(state): State<ApiState>,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Result<Response, QueryError> {
+async fn labels(State(state): State<ApiState>, RawQuery(query): RawQuery, body: Bytes) -> Result<Response, QueryError> {
     let params = Params::parse(query.as_deref(), &body);
     let alternatives = match_params(&params)?;
     let limit = params.limit()?;
@@ -104,11 +100,7 @@ async fn label_values(
     Ok(success(json!(values)))
 }
 
-async fn series(
-    State(state): State<ApiState>,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Result<Response, QueryError> {
+async fn series(State(state): State<ApiState>, RawQuery(query): RawQuery, body: Bytes) -> Result<Response, QueryError> {
     let params = Params::parse(query.as_deref(), &body);
     let alternatives = match_params(&params)?;
     if alternatives.is_empty() {
@@ -159,8 +151,7 @@ mod tests {
         ]
         .iter()
         .map(|(name, job, instance)| SeriesSamples {
-            labels: Labels::new([("__name__", *name), ("job", *job), ("instance", *instance)])
-                .unwrap(),
+            labels: Labels::new([("__name__", *name), ("job", *job), ("instance", *instance)]).unwrap(),
             samples: vec![Sample { t: 1000, v: 1.0 }],
         })
         .collect();
@@ -180,9 +171,7 @@ mod tests {
             .await
             .unwrap();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 
@@ -216,10 +205,7 @@ mod tests {
         let (status, body) = get_json("/api/v1/series?match[]=up&start=yesterday").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(
-            body["error"]
-                .as_str()
-                .unwrap()
-                .contains("invalid parameter \"start\""),
+            body["error"].as_str().unwrap().contains("invalid parameter \"start\""),
             "{body}"
         );
     }

@@ -50,6 +50,20 @@ pub struct InstantSample {
     pub t: i64,
     /// The value.
     pub v: f64,
+    /// Set by operations that drop the metric name; the name stays visible to later label functions
+    /// and grouping, and is removed when the query's result is finished (delayed name removal).
+    pub drop_name: bool,
+}
+
+impl InstantSample {
+    /// The labels as the result shows them: without `__name__` when it is marked for dropping.
+    pub fn final_labels(&self) -> Labels {
+        if self.drop_name {
+            self.labels.without_metric_name()
+        } else {
+            self.labels.clone()
+        }
+    }
 }
 
 /// One series of a range vector or range-query result.
@@ -59,6 +73,8 @@ pub struct RangeSeries {
     pub labels: Labels,
     /// Points in time order.
     pub samples: Vec<Sample>,
+    /// The metric name is marked for dropping (a subquery over a name-dropping expression).
+    pub drop_name: bool,
 }
 
 /// The result of evaluating an expression at one time.

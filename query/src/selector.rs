@@ -9,8 +9,7 @@ use crate::QueryError;
 /// Parses a series selector into alternatives: the series wanted are those matching every matcher of
 /// any one alternative (`{a="1" or b="2"}` has two).
 pub fn parse_selector(text: &str) -> Result<Vec<Vec<Matcher>>, QueryError> {
-    let expr = parser::parse(text)
-        .map_err(|e| QueryError::BadData(format!("invalid parameter \"match[]\": {e}")))?;
+    let expr = parser::parse(text).map_err(|e| QueryError::BadData(format!("invalid parameter \"match[]\": {e}")))?;
     let Expr::VectorSelector(selector) = expr else {
         return Err(QueryError::BadData(format!(
             "invalid parameter \"match[]\": {text:?} is not a series selector"
@@ -56,18 +55,12 @@ mod tests {
             .iter()
             .map(|m| format!("{}{:?}{}", m.name, m.op, m.value))
             .collect();
-        assert_eq!(
-            described,
-            ["__name__Equalup", "jobRegexapi|web", "envNotEqualdev"]
-        );
+        assert_eq!(described, ["__name__Equalup", "jobRegexapi|web", "envNotEqualdev"]);
     }
 
     #[test]
     fn not_a_selector() {
         let error = parse_selector("sum(up)").unwrap_err();
-        assert!(
-            error.to_string().contains("is not a series selector"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("is not a series selector"), "{error}");
     }
 }

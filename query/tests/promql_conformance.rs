@@ -39,8 +39,7 @@ const NATIVE_FUNCTIONS: [&str; 6] = [
 ];
 
 fn conformance_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/promql/prometheus-3.x");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/promql/prometheus-3.x");
     assert!(
         dir.is_dir(),
         "PromQL conformance scripts not found at {}: the shared folder must sit beside the checkout",
@@ -77,9 +76,7 @@ fn parse_points(text: &str) -> Option<Vec<Point>> {
             let after = &rest[end..];
             let (count, consumed) = match after.strip_prefix('x') {
                 Some(tail) => {
-                    let digits = tail
-                        .find(|c: char| !c.is_ascii_digit())
-                        .unwrap_or(tail.len());
+                    let digits = tail.find(|c: char| !c.is_ascii_digit()).unwrap_or(tail.len());
                     (tail[..digits].parse::<usize>().ok()? + 1, 1 + digits)
                 }
                 None => (1, 0),
@@ -106,16 +103,12 @@ fn parse_points(text: &str) -> Option<Vec<Point>> {
         let times: usize = times.parse().ok()?;
         // `a+bxn` / `a-bxn`: the operator is neither a leading sign nor part of an exponent.
         let bytes = head.as_bytes();
-        let split = (1..bytes.len()).find(|&i| {
-            (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E')
-        });
+        let split =
+            (1..bytes.len()).find(|&i| (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E'));
         let (start, step) = match split {
             Some(i) => {
                 let step = parse_number(&head[i + 1..])?;
-                (
-                    parse_number(&head[..i])?,
-                    if bytes[i] == b'-' { -step } else { step },
-                )
+                (parse_number(&head[..i])?, if bytes[i] == b'-' { -step } else { step })
             }
             None => (parse_number(head)?, 0.0),
         };
@@ -177,9 +170,7 @@ fn time_ms(text: &str) -> Option<i64> {
         Some(positive) => parse_duration_seconds(positive)
             .ok()
             .map(|s| -(s * 1000.0).round() as i64),
-        None => parse_duration_seconds(text)
-            .ok()
-            .map(|s| (s * 1000.0).round() as i64),
+        None => parse_duration_seconds(text).ok().map(|s| (s * 1000.0).round() as i64),
     }
 }
 
@@ -190,6 +181,8 @@ struct Expectations {
     annotations: bool,
     unsupported: Option<String>,
     string: Option<String>,
+    /// `expect range vector from A to B step S`: the grid an instant query's range-vector result lies on.
+    range_grid: Option<(i64, i64)>,
 }
 
 #[derive(Debug)]
@@ -257,10 +250,8 @@ fn check(case: &Case, result: Result<Value, String>) -> Result<(), String> {
             want => Err(format!("scalar: want {want:?}, got {got}")),
         },
         (Eval::Instant { .. }, Value::Vector(got)) => compare_vector(case, &got),
-        (Eval::Instant { .. }, Value::Matrix(got)) => compare_matrix(case, &got, None),
-        (Eval::Range { start, step, .. }, Value::Matrix(got)) => {
-            compare_matrix(case, &got, Some((*start, *step)))
-        }
+        (Eval::Instant { .. }, Value::Matrix(got)) => compare_matrix(case, &got, case.expect.range_grid),
+        (Eval::Range { start, step, .. }, Value::Matrix(got)) => compare_matrix(case, &got, Some((*start, *step))),
         (_, other) => Err(format!("unexpected result {other:?}")),
     }
 }
@@ -291,21 +282,14 @@ fn compare_vector(case: &Case, got: &[vigil_query::promql::InstantSample]) -> Re
             Some(sample) if almost_equal(want, sample.v) => {}
             Some(sample) => return Err(format!("{labels}: want {want}, got {}", sample.v)),
             None => {
-                return Err(format!(
-                    "{labels} missing or out of order; got {:?}",
-                    describe(got)
-                ));
+                return Err(format!("{labels} missing or out of order; got {:?}", describe(got)));
             }
         }
     }
     Ok(())
 }
 
-fn compare_matrix(
-    case: &Case,
-    got: &[RangeSeries],
-    grid: Option<(i64, i64)>,
-) -> Result<(), String> {
+fn compare_matrix(case: &Case, got: &[RangeSeries], grid: Option<(i64, i64)>) -> Result<(), String> {
     if got.len() != case.series.len() {
         let names: Vec<String> = got.iter().map(|s| s.labels.to_string()).collect();
         return Err(format!(
@@ -378,11 +362,7 @@ fn parse_eval_header(rest: &str) -> (Expectations, Option<Eval>, String) {
     }
     if let Some(rest) = rest.strip_prefix("instant at ") {
         let (at, query) = rest.split_once(' ').unwrap_or((rest, ""));
-        return (
-            expect,
-            time_ms(at).map(|at| Eval::Instant { at }),
-            query.to_owned(),
-        );
+        return (expect, time_ms(at).map(|at| Eval::Instant { at }), query.to_owned());
     }
     if let Some(rest) = rest.strip_prefix("range from ") {
         let parts: Vec<&str> = rest.splitn(6, ' ').collect();
@@ -407,6 +387,18 @@ fn parse_expect_line(case: &mut Case, expectation: &str) {
         "ordered" => case.expect.ordered = true,
         "warn" | "info" => case.expect.annotations = true,
         "no_warn" | "no_info" => {}
+        "range" => {
+            // range vector from <start> to <end> step <step>
+            let words: Vec<&str> = expectation.split_whitespace().collect();
+            let grid = match words.as_slice() {
+                ["range", "vector", "from", start, "to", _, "step", step] => time_ms(start).zip(time_ms(step)),
+                _ => None,
+            };
+            match grid {
+                Some(grid) => case.expect.range_grid = Some(grid),
+                None => case.expect.unsupported = Some(expectation.to_owned()),
+            }
+        }
         "string" => {
             let quoted = expectation["string".len()..].trim();
             case.expect.string = Some(quoted[1..quoted.len() - 1].to_owned());
@@ -439,28 +431,36 @@ fn run_file(path: &Path) -> (Counts, Vec<String>) {
         }
         if line.starts_with("load") {
             let step_ms = line.rsplit(' ').next().and_then(time_ms).unwrap_or(60_000);
-            let mut batch = Vec::new();
+            // `load_with_nhcb` also derives native histograms named after the classic `_bucket` series.
+            let derives_native = line.starts_with("load_with_nhcb");
+            // A later line for the same series overrides earlier points at the same times.
+            let mut series: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
             while i < lines.len() && !lines[i].trim().is_empty() && !is_command(lines[i]) {
                 if let Some((labels, rest)) = split_series(lines[i]) {
                     let points = parse_points(rest).unwrap_or_default();
+                    let name = labels.metric_name().unwrap_or("");
                     if points.contains(&Point::Native) {
-                        native_names.push(labels.metric_name().unwrap_or("").to_owned());
+                        native_names.push(name.to_owned());
                     }
-                    let samples: Vec<Sample> = points
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(k, p)| match p {
-                            Point::Value(v) => Some(Sample {
-                                t: k as i64 * step_ms,
-                                v: *v,
-                            }),
-                            _ => None,
-                        })
-                        .collect();
-                    batch.push(SeriesSamples { labels, samples });
+                    if let Some(base) = name.strip_suffix("_bucket").filter(|_| derives_native) {
+                        native_names.push(base.to_owned());
+                    }
+                    let stored = series.entry(labels).or_default();
+                    for (k, point) in points.iter().enumerate() {
+                        if let Point::Value(v) = point {
+                            stored.insert(k as i64 * step_ms, *v);
+                        }
+                    }
                 }
                 i += 1;
             }
+            let batch: Vec<SeriesSamples> = series
+                .into_iter()
+                .map(|(labels, points)| SeriesSamples {
+                    labels,
+                    samples: points.into_iter().map(|(t, v)| Sample { t, v }).collect(),
+                })
+                .collect();
             db.append(&batch).unwrap();
             continue;
         }
@@ -494,17 +494,13 @@ fn run_file(path: &Path) -> (Counts, Vec<String>) {
                 case.scalar = Some(value);
                 continue;
             }
-            match split_series(body).and_then(|(labels, rest)| Some((labels, parse_points(rest)?)))
-            {
+            match split_series(body).and_then(|(labels, rest)| Some((labels, parse_points(rest)?))) {
                 Some(series) => case.series.push(series),
                 None => case.expect.unsupported = Some(format!("expected line {body:?}")),
             }
         }
-        let touches_native = native_names
-            .iter()
-            .any(|name| !name.is_empty() && case.query.contains(name.as_str()));
-        if case.native || touches_native || NATIVE_FUNCTIONS.iter().any(|f| case.query.contains(f))
-        {
+        let touches_native = native_names.iter().any(|name| mentions(&case.query, name));
+        if case.native || touches_native || NATIVE_FUNCTIONS.iter().any(|f| case.query.contains(f)) {
             counts.native += 1;
             continue;
         }
@@ -512,14 +508,24 @@ fn run_file(path: &Path) -> (Counts, Vec<String>) {
             Ok(()) => counts.passed += 1,
             Err(reason) => {
                 counts.failed += 1;
-                failures.push(format!(
-                    "{file_name}:{}: {} -- {reason}",
-                    case.line, case.query
-                ));
+                failures.push(format!("{file_name}:{}: {} -- {reason}", case.line, case.query));
             }
         }
     }
     (counts, failures)
+}
+
+/// True when `query` names the metric `name` as a whole identifier, not as part of a longer one.
+fn mentions(query: &str, name: &str) -> bool {
+    if name.is_empty() {
+        return false;
+    }
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    query.match_indices(name).any(|(at, _)| {
+        let before = query[..at].chars().next_back();
+        let after = query[at + name.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
 }
 
 fn baseline() -> BTreeMap<String, usize> {
@@ -527,9 +533,7 @@ fn baseline() -> BTreeMap<String, usize> {
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|l| {
-            let (name, count) = l
-                .split_once(char::is_whitespace)
-                .expect("`name count` lines");
+            let (name, count) = l.split_once(char::is_whitespace).expect("`name count` lines");
             (name.to_owned(), count.trim().parse().expect("a count"))
         })
         .collect()
@@ -548,10 +552,7 @@ fn prometheus_promql_test_scripts() {
     let baseline = baseline();
     let mut regressions = Vec::new();
     let (mut target, mut other) = (Counts::default(), Counts::default());
-    println!(
-        "{:<24} {:>7} {:>7} {:>7}  set",
-        "file", "passed", "failed", "native"
-    );
+    println!("{:<24} {:>7} {:>7} {:>7}  set", "file", "passed", "failed", "native");
     for path in &files {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let (counts, failures) = run_file(path);
@@ -571,10 +572,7 @@ fn prometheus_promql_test_scripts() {
         if let Some(expected) = baseline.get(&name)
             && counts.passed < *expected
         {
-            regressions.push(format!(
-                "{name}: {} passed, baseline {expected}",
-                counts.passed
-            ));
+            regressions.push(format!("{name}: {} passed, baseline {expected}", counts.passed));
         }
     }
     println!(
@@ -585,14 +583,8 @@ fn prometheus_promql_test_scripts() {
         "experimental files: {} passed, {} failed, {} native-histogram cases",
         other.passed, other.failed, other.native
     );
-    assert!(
-        target.passed > 0,
-        "no conformance case passed: the runner is broken"
-    );
-    assert!(
-        regressions.is_empty(),
-        "conformance regressions: {regressions:#?}"
-    );
+    assert!(target.passed > 0, "no conformance case passed: the runner is broken");
+    assert!(regressions.is_empty(), "conformance regressions: {regressions:#?}");
 }
 
 #[test]
@@ -609,8 +601,6 @@ fn series_notation_expands_like_promtool() {
         .collect();
     assert_eq!(
         values,
-        [
-            "1", "2", "5", "8", "_", "stale", "-1", "-3", "-5", "_", "_", "4", "4"
-        ]
+        ["1", "2", "5", "8", "_", "stale", "-1", "-3", "-5", "_", "_", "4", "4"]
     );
 }

@@ -25,9 +25,7 @@ pub struct Vigil {
 /// A `vigil` command line with JSON logs, before it starts.
 pub fn command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
-    command
-        .args(["--log-format", "json", "--log-level", "info"])
-        .args(args);
+    command.args(["--log-format", "json", "--log-level", "info"]).args(args);
     command
         .env_remove("VIGIL_DATA_DIR")
         .env_remove("VIGIL_HTTP_ADDR")
@@ -193,12 +191,7 @@ pub fn remote_write_body(series: &[WireSeries<'_>]) -> Vec<u8> {
 }
 
 /// POSTs a remote-write body; returns status and response text.
-pub fn remote_write(
-    agent: &ureq::Agent,
-    vigil: &Vigil,
-    body: &[u8],
-    token: Option<&str>,
-) -> (u16, String) {
+pub fn remote_write(agent: &ureq::Agent, vigil: &Vigil, body: &[u8], token: Option<&str>) -> (u16, String) {
     let mut request = agent
         .post(vigil.http("/api/v1/write"))
         .header("Content-Type", "application/x-protobuf")

@@ -82,14 +82,7 @@ mod tests {
 
     #[test]
     fn mixed_widths_round_trip() {
-        let fields: [(u64, u8); 6] = [
-            (1, 1),
-            (0b101, 3),
-            (u64::MAX, 64),
-            (0, 7),
-            (0x1234, 14),
-            (1, 1),
-        ];
+        let fields: [(u64, u8); 6] = [(1, 1), (0b101, 3), (u64::MAX, 64), (0, 7), (0x1234, 14), (1, 1)];
         let mut writer = BitWriter::default();
         for (value, bits) in fields {
             writer.write_bits(value, bits);

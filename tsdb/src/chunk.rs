@@ -379,11 +379,7 @@ mod tests {
             })
             .collect();
         let bytes = encode(&samples);
-        assert!(
-            bytes.len() < 120 * 2,
-            "{} bytes for 120 regular samples",
-            bytes.len()
-        );
+        assert!(bytes.len() < 120 * 2, "{} bytes for 120 regular samples", bytes.len());
         assert!(same(&decode(&bytes).unwrap(), &samples));
     }
 
@@ -412,18 +408,12 @@ mod tests {
             .collect();
         let bytes = encode(&samples);
         let err = decode(&bytes[..bytes.len() - 3]).unwrap_err();
-        assert!(
-            matches!(err, ChunkError::Truncated { expected: 10, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, ChunkError::Truncated { expected: 10, .. }), "{err}");
     }
 
     #[test]
     fn unknown_encoding_is_an_error() {
-        assert_eq!(
-            decode(&[9, 0, 0]).unwrap_err(),
-            ChunkError::UnknownEncoding(9)
-        );
+        assert_eq!(decode(&[9, 0, 0]).unwrap_err(), ChunkError::UnknownEncoding(9));
     }
 
     fn arb_samples() -> impl Strategy<Value = Vec<Sample>> {
@@ -434,20 +424,16 @@ mod tests {
             Just(f64::INFINITY),
         ];
         let step = prop_oneof![1i64..100_000, Just(15_000), 1i64..(1 << 40)];
-        (
-            any::<i32>(),
-            prop::collection::vec((step, value), 0..SAMPLES_PER_CHUNK),
-        )
-            .prop_map(|(start, steps)| {
-                let mut t = i64::from(start);
-                steps
-                    .into_iter()
-                    .map(|(step, v)| {
-                        t += step;
-                        Sample { t, v }
-                    })
-                    .collect()
-            })
+        (any::<i32>(), prop::collection::vec((step, value), 0..SAMPLES_PER_CHUNK)).prop_map(|(start, steps)| {
+            let mut t = i64::from(start);
+            steps
+                .into_iter()
+                .map(|(step, v)| {
+                    t += step;
+                    Sample { t, v }
+                })
+                .collect()
+        })
     }
 
     proptest! {

@@ -11,8 +11,8 @@ use crate::postings::SeriesId;
 use crate::varint::{put_uvarint, put_varint, uvarint, varint};
 use crate::wal::{self, Wal, WalSync};
 use crate::{
-    Appender, Error, HeadLimits, Label, Labels, Matcher, Queryable, Sample, SampleError, Series,
-    SeriesSamples, Timestamp,
+    Appender, Error, HeadLimits, Label, Labels, Matcher, Queryable, Sample, SampleError, Series, SeriesSamples,
+    Timestamp,
 };
 
 const RECORD_SERIES: u8 = 1;
@@ -165,12 +165,7 @@ impl Db {
                 Some(id) => id,
                 None => {
                     if let Err(reason) = self.admit_series(head, labels, plan.new_series.len()) {
-                        reject_all(
-                            &mut plan.summary,
-                            labels,
-                            &samples,
-                            SampleError::SeriesRejected(reason),
-                        );
+                        reject_all(&mut plan.summary, labels, &samples, SampleError::SeriesRejected(reason));
                         continue;
                     }
                     let id = next_id;
@@ -218,19 +213,11 @@ impl Db {
         plan
     }
 
-    fn admit_series(
-        &self,
-        head: &Head,
-        labels: &Labels,
-        already_planned: usize,
-    ) -> Result<(), String> {
+    fn admit_series(&self, head: &Head, labels: &Labels, already_planned: usize) -> Result<(), String> {
         self.options.limits.check(labels)?;
         if head.series_count() + already_planned >= self.options.limits.max_series {
             metrics::counter!("vigil_tsdb_limit_hits_total", "limit" => "max_series").increment(1);
-            return Err(format!(
-                "series limit of {} reached",
-                self.options.limits.max_series
-            ));
+            return Err(format!("series limit of {} reached", self.options.limits.max_series));
         }
         Ok(())
     }
@@ -251,12 +238,7 @@ fn group_by_series(batch: &[SeriesSamples]) -> Vec<(&Labels, Vec<Sample>)> {
     order
 }
 
-fn reject_all(
-    summary: &mut AppendSummary,
-    labels: &Labels,
-    samples: &[Sample],
-    error: SampleError,
-) {
+fn reject_all(summary: &mut AppendSummary, labels: &Labels, samples: &[Sample], error: SampleError) {
     for sample in samples {
         summary.rejected.push(RejectedSample {
             labels: labels.clone(),
@@ -366,8 +348,7 @@ impl Appender for Db {
             wal.commit(sequence)?;
         }
         metrics::counter!("vigil_tsdb_samples_appended_total").increment(summary.accepted as u64);
-        metrics::counter!("vigil_tsdb_series_created_total")
-            .increment(summary.series_created as u64);
+        metrics::counter!("vigil_tsdb_series_created_total").increment(summary.series_created as u64);
         for rejected in &summary.rejected {
             let reason = match rejected.error {
                 SampleError::DuplicateTimestamp => "duplicate_timestamp",
@@ -390,26 +371,14 @@ fn truncate_sorted(mut values: Vec<String>, limit: Option<usize>) -> Vec<String>
 }
 
 impl Queryable for Db {
-    fn select(
-        &self,
-        matchers: &[Matcher],
-        mint: Timestamp,
-        maxt: Timestamp,
-    ) -> Result<Vec<Series>, Error> {
+    fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, Error> {
         Ok(self.head.read().select(matchers, mint, maxt))
     }
 
-    fn label_names(
-        &self,
-        matchers: &[Matcher],
-        limit: Option<usize>,
-    ) -> Result<Vec<String>, Error> {
+    fn label_names(&self, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<String>, Error> {
         let head = self.head.read();
         if matchers.is_empty() {
-            return Ok(truncate_sorted(
-                head.label_names().map(str::to_owned).collect(),
-                limit,
-            ));
+            return Ok(truncate_sorted(head.label_names().map(str::to_owned).collect(), limit));
         }
         let names = head
             .matching_labels(matchers)
@@ -418,12 +387,7 @@ impl Queryable for Db {
         Ok(truncate_sorted(names.collect(), limit))
     }
 
-    fn label_values(
-        &self,
-        name: &str,
-        matchers: &[Matcher],
-        limit: Option<usize>,
-    ) -> Result<Vec<String>, Error> {
+    fn label_values(&self, name: &str, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<String>, Error> {
         let head = self.head.read();
         if matchers.is_empty() {
             return Ok(truncate_sorted(
@@ -438,17 +402,9 @@ impl Queryable for Db {
         Ok(truncate_sorted(values.collect(), limit))
     }
 
-    fn series_labels(
-        &self,
-        matchers: &[Matcher],
-        limit: Option<usize>,
-    ) -> Result<Vec<Labels>, Error> {
+    fn series_labels(&self, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<Labels>, Error> {
         let head = self.head.read();
-        let mut all: Vec<Labels> = head
-            .matching_labels(matchers)
-            .into_iter()
-            .cloned()
-            .collect();
+        let mut all: Vec<Labels> = head.matching_labels(matchers).into_iter().cloned().collect();
         all.sort();
         if let Some(limit) = limit {
             all.truncate(limit);

@@ -141,12 +141,7 @@ impl MemSeries {
 
     /// Decides what a new sample does: `Ok(true)` stores it, `Ok(false)` is an identical duplicate.
     /// `pending_max` is the newest time among samples of this batch already accepted for this series.
-    fn check(
-        &self,
-        sample: Sample,
-        pending_max: Option<Timestamp>,
-        window_ms: i64,
-    ) -> Result<bool, SampleError> {
+    fn check(&self, sample: Sample, pending_max: Option<Timestamp>, window_ms: i64) -> Result<bool, SampleError> {
         let max_t = match (self.max_time(), pending_max) {
             (Some(a), Some(b)) => a.max(b),
             (a, b) => match a.or(b) {
@@ -191,13 +186,8 @@ impl MemSeries {
 
     fn samples(&self, mint: Timestamp, maxt: Timestamp) -> Vec<Sample> {
         let mut out = Vec::new();
-        let in_range =
-            |chunk_min: Timestamp, chunk_max: Timestamp| chunk_min <= maxt && chunk_max >= mint;
-        for chunk in self
-            .closed
-            .iter()
-            .filter(|chunk| in_range(chunk.min_t, chunk.max_t))
-        {
+        let in_range = |chunk_min: Timestamp, chunk_max: Timestamp| chunk_min <= maxt && chunk_max >= mint;
+        for chunk in self.closed.iter().filter(|chunk| in_range(chunk.min_t, chunk.max_t)) {
             decode_into(&chunk.bytes, mint, maxt, &mut out);
         }
         if !self.open.is_empty() && in_range(self.open.min_time(), self.open.max_time()) {
@@ -289,15 +279,8 @@ impl Head {
         }
     }
 
-    pub(crate) fn select(
-        &self,
-        matchers: &[Matcher],
-        mint: Timestamp,
-        maxt: Timestamp,
-    ) -> Vec<Series> {
-        let ids = self
-            .postings
-            .select(matchers, |id| &self.series[id as usize].labels);
+    pub(crate) fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<Series> {
+        let ids = self.postings.select(matchers, |id| &self.series[id as usize].labels);
         let mut out: Vec<Series> = ids
             .into_iter()
             .filter_map(|id| {
@@ -314,12 +297,8 @@ impl Head {
     }
 
     pub(crate) fn matching_labels(&self, matchers: &[Matcher]) -> Vec<&Labels> {
-        let ids = self
-            .postings
-            .select(matchers, |id| &self.series[id as usize].labels);
-        ids.into_iter()
-            .map(|id| &self.series[id as usize].labels)
-            .collect()
+        let ids = self.postings.select(matchers, |id| &self.series[id as usize].labels);
+        ids.into_iter().map(|id| &self.series[id as usize].labels).collect()
     }
 
     pub(crate) fn label_names(&self) -> impl Iterator<Item = &str> {

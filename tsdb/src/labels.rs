@@ -22,9 +22,7 @@ pub struct Labels(Vec<Label>);
 
 impl Labels {
     /// Builds a set from pairs: sorts them, drops empty values, rejects empty or repeated names.
-    pub fn new<N: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (N, V)>,
-    ) -> Result<Self, Error> {
+    pub fn new<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Result<Self, Error> {
         let mut labels: Vec<Label> = pairs
             .into_iter()
             .map(|(name, value)| Label {
@@ -36,10 +34,7 @@ impl Labels {
         labels.sort();
         for pair in labels.windows(2) {
             if pair[0].name == pair[1].name {
-                return Err(Error::InvalidSeries(format!(
-                    "duplicate label name {:?}",
-                    pair[0].name
-                )));
+                return Err(Error::InvalidSeries(format!("duplicate label name {:?}", pair[0].name)));
             }
         }
         if labels.iter().any(|label| label.name.is_empty()) {
@@ -69,13 +64,7 @@ impl Labels {
 
     /// A copy keeping only the labels whose name satisfies `keep`.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) -> Labels {
-        Labels(
-            self.0
-                .iter()
-                .filter(|label| keep(&label.name))
-                .cloned()
-                .collect(),
-        )
+        Labels(self.0.iter().filter(|label| keep(&label.name)).cloned().collect())
     }
 
     /// A copy without `__name__`.
@@ -85,12 +74,7 @@ impl Labels {
 
     /// A copy with `name` set to `value`; an empty value removes the label.
     pub fn with(&self, name: &str, value: &str) -> Labels {
-        let mut labels: Vec<Label> = self
-            .0
-            .iter()
-            .filter(|label| label.name != name)
-            .cloned()
-            .collect();
+        let mut labels: Vec<Label> = self.0.iter().filter(|label| label.name != name).cloned().collect();
         if !value.is_empty() {
             let position = labels.partition_point(|label| label.name.as_str() < name);
             labels.insert(
@@ -162,9 +146,6 @@ mod tests {
     #[test]
     fn rejects_duplicate_names() {
         let err = Labels::new([("a", "1"), ("a", "2")]).unwrap_err();
-        assert!(
-            err.to_string().contains("duplicate label name \"a\""),
-            "{err}"
-        );
+        assert!(err.to_string().contains("duplicate label name \"a\""), "{err}");
     }
 }

@@ -60,28 +60,13 @@ pub trait Appender: Send + Sync {
 /// What queries read through.
 pub trait Queryable: Send + Sync {
     /// Series matching every matcher that have samples in `[mint, maxt]`, with those samples.
-    fn select(
-        &self,
-        matchers: &[Matcher],
-        mint: Timestamp,
-        maxt: Timestamp,
-    ) -> Result<Vec<Series>, Error>;
+    fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, Error>;
     /// Label names of series matching `matchers` (all series when empty), sorted, at most `limit`.
-    fn label_names(&self, matchers: &[Matcher], limit: Option<usize>)
-    -> Result<Vec<String>, Error>;
+    fn label_names(&self, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<String>, Error>;
     /// Values of label `name` over series matching `matchers`, sorted, at most `limit`.
-    fn label_values(
-        &self,
-        name: &str,
-        matchers: &[Matcher],
-        limit: Option<usize>,
-    ) -> Result<Vec<String>, Error>;
+    fn label_values(&self, name: &str, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<String>, Error>;
     /// Label sets of series matching `matchers`, sorted, at most `limit`.
-    fn series_labels(
-        &self,
-        matchers: &[Matcher],
-        limit: Option<usize>,
-    ) -> Result<Vec<Labels>, Error>;
+    fn series_labels(&self, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<Labels>, Error>;
     /// Number of series in memory.
     fn series_count(&self) -> usize;
 }

@@ -33,17 +33,12 @@ pub struct Matcher {
 
 impl Matcher {
     /// Builds a matcher, compiling the regex for `=~` and `!~`.
-    pub fn new(
-        op: MatchOp,
-        name: impl Into<String>,
-        value: impl Into<String>,
-    ) -> Result<Self, Error> {
+    pub fn new(op: MatchOp, name: impl Into<String>, value: impl Into<String>) -> Result<Self, Error> {
         let value = value.into();
         let (regex, literals) = match op {
             MatchOp::Regex | MatchOp::NotRegex => {
                 let anchored = format!("^(?s:{value})$");
-                let regex = Regex::new(&anchored)
-                    .map_err(|e| Error::InvalidMatcher(format!("{value:?}: {e}")))?;
+                let regex = Regex::new(&anchored).map_err(|e| Error::InvalidMatcher(format!("{value:?}: {e}")))?;
                 (Some(regex), literal_alternation(&value))
             }
             MatchOp::Equal | MatchOp::NotEqual => (None, None),
@@ -82,9 +77,7 @@ impl Matcher {
         if let Some(literals) = &self.literals {
             return literals.iter().any(|literal| literal == value);
         }
-        self.regex
-            .as_ref()
-            .is_some_and(|regex| regex.is_match(value))
+        self.regex.as_ref().is_some_and(|regex| regex.is_match(value))
     }
 
     /// For a positive matcher whose matching values are a known finite set, that set; lets the index
@@ -92,10 +85,7 @@ impl Matcher {
     pub(crate) fn exact_values(&self) -> Option<Vec<&str>> {
         match self.op {
             MatchOp::Equal => Some(vec![self.value.as_str()]),
-            MatchOp::Regex => self
-                .literals
-                .as_ref()
-                .map(|l| l.iter().map(String::as_str).collect()),
+            MatchOp::Regex => self.literals.as_ref().map(|l| l.iter().map(String::as_str).collect()),
             _ => None,
         }
     }
@@ -105,17 +95,11 @@ impl Matcher {
         if self.op != MatchOp::Regex {
             return None;
         }
-        let end = self
-            .value
-            .find(|c: char| is_regex_meta(c))
-            .unwrap_or(self.value.len());
+        let end = self.value.find(|c: char| is_regex_meta(c)).unwrap_or(self.value.len());
         let prefix = &self.value[..end];
         // A quantifier right after the prefix applies to its last character, so that one is not fixed.
         let next = self.value[end..].chars().next();
-        if matches!(next, Some('?' | '*' | '{'))
-            || prefix.is_empty()
-            || self.value[end..].starts_with('|')
-        {
+        if matches!(next, Some('?' | '*' | '{')) || prefix.is_empty() || self.value[end..].starts_with('|') {
             return None;
         }
         if self.value.contains('|') {
@@ -135,10 +119,7 @@ fn is_regex_meta(c: char) -> bool {
 /// `a|b|c` with no metacharacters → `["a", "b", "c"]`.
 fn literal_alternation(source: &str) -> Option<Vec<String>> {
     let alternatives: Vec<&str> = source.split('|').collect();
-    if alternatives
-        .iter()
-        .any(|alt| alt.chars().any(is_regex_meta))
-    {
+    if alternatives.iter().any(|alt| alt.chars().any(is_regex_meta)) {
         return None;
     }
     Some(alternatives.into_iter().map(str::to_owned).collect())

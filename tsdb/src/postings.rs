@@ -39,11 +39,7 @@ impl Postings {
 
     /// Ids of the series matching every matcher, sorted. `labels_of` reads a series' labels, used to
     /// filter a small candidate set instead of computing a large negative set.
-    pub(crate) fn select<'a>(
-        &self,
-        matchers: &[Matcher],
-        labels_of: impl Fn(SeriesId) -> &'a Labels,
-    ) -> Vec<SeriesId> {
+    pub(crate) fn select<'a>(&self, matchers: &[Matcher], labels_of: impl Fn(SeriesId) -> &'a Labels) -> Vec<SeriesId> {
         let (positive, empty_matching): (Vec<&Matcher>, Vec<&Matcher>) =
             matchers.iter().partition(|matcher| !matcher.matches(""));
         let mut candidates: Option<Vec<SeriesId>> = None;
@@ -84,11 +80,7 @@ impl Postings {
             let in_range = values
                 .range(prefix.to_owned()..)
                 .take_while(|(value, _)| value.starts_with(prefix));
-            lists.extend(
-                in_range
-                    .filter(|(value, _)| matcher.matches(value))
-                    .map(|(_, ids)| ids),
-            );
+            lists.extend(in_range.filter(|(value, _)| matcher.matches(value)).map(|(_, ids)| ids));
         } else {
             lists.extend(
                 values
@@ -123,8 +115,7 @@ fn union(lists: &[&Vec<SeriesId>]) -> Vec<SeriesId> {
         [] => Vec::new(),
         [only] => (*only).clone(),
         _ => {
-            let mut out: Vec<SeriesId> =
-                lists.iter().flat_map(|list| list.iter().copied()).collect();
+            let mut out: Vec<SeriesId> = lists.iter().flat_map(|list| list.iter().copied()).collect();
             out.sort_unstable();
             out.dedup();
             out
@@ -141,12 +132,7 @@ mod tests {
         let series = vec![
             Labels::new([("__name__", "up"), ("job", "api")]).unwrap(),
             Labels::new([("__name__", "up"), ("job", "web"), ("env", "prod")]).unwrap(),
-            Labels::new([
-                ("__name__", "http_requests_total"),
-                ("job", "api"),
-                ("env", "dev"),
-            ])
-            .unwrap(),
+            Labels::new([("__name__", "http_requests_total"), ("job", "api"), ("env", "dev")]).unwrap(),
         ];
         let mut postings = Postings::default();
         for (id, labels) in series.iter().enumerate() {
@@ -168,27 +154,18 @@ mod tests {
     fn all_operators() {
         assert_eq!(select(&[("__name__", MatchOp::Equal, "up")]), [0, 1]);
         assert_eq!(
-            select(&[
-                ("__name__", MatchOp::Equal, "up"),
-                ("job", MatchOp::NotEqual, "api")
-            ]),
+            select(&[("__name__", MatchOp::Equal, "up"), ("job", MatchOp::NotEqual, "api")]),
             [1]
         );
         assert_eq!(select(&[("job", MatchOp::Regex, "a.*")]), [0, 2]);
         assert_eq!(
-            select(&[
-                ("job", MatchOp::Regex, "api|web"),
-                ("env", MatchOp::NotRegex, "p.*")
-            ]),
+            select(&[("job", MatchOp::Regex, "api|web"), ("env", MatchOp::NotRegex, "p.*")]),
             [0, 2]
         );
         // An empty-matching matcher also selects series without the label.
         assert_eq!(select(&[("env", MatchOp::Equal, "")]), [0]);
         assert_eq!(select(&[("env", MatchOp::NotEqual, "")]), [1, 2]);
-        assert_eq!(
-            select(&[("nope", MatchOp::Equal, "x")]),
-            Vec::<SeriesId>::new()
-        );
+        assert_eq!(select(&[("nope", MatchOp::Equal, "x")]), Vec::<SeriesId>::new());
     }
 
     #[test]

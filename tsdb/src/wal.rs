@@ -70,11 +70,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u32>, Error> {
     let mut indexes = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
-        if let Some(index) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<u32>().ok())
-        {
+        if let Some(index) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) {
             indexes.push(index);
         }
     }
@@ -84,9 +80,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u32>, Error> {
 
 /// Checks the record at `pos`; returns its type, payload and the offset after it.
 fn parse_record(data: &[u8], pos: usize) -> Result<(u8, &[u8], usize), &'static str> {
-    let header = data
-        .get(pos..pos + HEADER_LEN)
-        .ok_or("truncated record header")?;
+    let header = data.get(pos..pos + HEADER_LEN).ok_or("truncated record header")?;
     let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
     if len == 0 || len > MAX_RECORD_LEN {
@@ -131,39 +125,37 @@ pub fn replay(dir: &Path, mut apply: impl FnMut(u8, &[u8])) -> Result<ReplayRepo
                     report.records += 1;
                     pos = next;
                 }
-                Err(reason) => {
-                    match next_valid_record(&data, pos + 1) {
-                        Some(next) => {
-                            report.corruptions.push(Error::Corruption {
-                                path: path.clone(),
-                                offset: pos as u64,
-                                reason: format!(
-                                    "{reason}; skipped {} bytes to the next valid record",
-                                    next - pos
-                                ),
-                            });
-                            pos = next;
-                        }
-                        None if is_last => {
-                            let file = OpenOptions::new()
-                                .write(true)
-                                .open(&path)
-                                .map_err(|e| Error::io(&path, e))?;
-                            file.set_len(pos as u64).map_err(|e| Error::io(&path, e))?;
-                            file.sync_all().map_err(|e| Error::io(&path, e))?;
-                            report.truncated_bytes = (data.len() - pos) as u64;
-                            break;
-                        }
-                        None => {
-                            report.corruptions.push(Error::Corruption {
+                Err(reason) => match next_valid_record(&data, pos + 1) {
+                    Some(next) => {
+                        report.corruptions.push(Error::Corruption {
                             path: path.clone(),
                             offset: pos as u64,
-                            reason: format!("{reason}; the remaining {} bytes of the segment are unreadable", data.len() - pos),
+                            reason: format!("{reason}; skipped {} bytes to the next valid record", next - pos),
                         });
-                            break;
-                        }
+                        pos = next;
                     }
-                }
+                    None if is_last => {
+                        let file = OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(|e| Error::io(&path, e))?;
+                        file.set_len(pos as u64).map_err(|e| Error::io(&path, e))?;
+                        file.sync_all().map_err(|e| Error::io(&path, e))?;
+                        report.truncated_bytes = (data.len() - pos) as u64;
+                        break;
+                    }
+                    None => {
+                        report.corruptions.push(Error::Corruption {
+                            path: path.clone(),
+                            offset: pos as u64,
+                            reason: format!(
+                                "{reason}; the remaining {} bytes of the segment are unreadable",
+                                data.len() - pos
+                            ),
+                        });
+                        break;
+                    }
+                },
             }
         }
     }
@@ -310,16 +302,9 @@ mod tests {
             fs::write(segment_path(dir.path(), 1), &full[..cut]).unwrap();
             let (seen, report) = records(dir.path());
             assert_eq!(seen.len(), 4, "cut at {cut}");
-            assert_eq!(
-                report.truncated_bytes as usize,
-                cut - last_start,
-                "cut at {cut}"
-            );
+            assert_eq!(report.truncated_bytes as usize, cut - last_start, "cut at {cut}");
             assert!(report.corruptions.is_empty());
-            assert_eq!(
-                fs::metadata(segment_path(dir.path(), 1)).unwrap().len(),
-                ends[3]
-            );
+            assert_eq!(fs::metadata(segment_path(dir.path(), 1)).unwrap().len(), ends[3]);
         }
     }
 
@@ -335,11 +320,7 @@ mod tests {
             fs::write(segment_path(dir.path(), 1), &bytes).unwrap();
             let (seen, _) = records(dir.path());
             assert_eq!(seen.len(), 4, "flip at {offset}");
-            assert!(
-                seen.iter()
-                    .enumerate()
-                    .all(|(i, payload)| payload[0] == i as u8)
-            );
+            assert!(seen.iter().enumerate().all(|(i, payload)| payload[0] == i as u8));
         }
     }
 

@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use vigil_tsdb::{
-    Appender, Db, DbOptions, Labels, MatchOp, Matcher, Queryable, Sample, SeriesSamples, WalSync,
-};
+use vigil_tsdb::{Appender, Db, DbOptions, Labels, MatchOp, Matcher, Queryable, Sample, SeriesSamples, WalSync};
 
 const WINDOW_MS: i64 = 50;
 
@@ -62,28 +60,18 @@ fn arb_op() -> impl Strategy<Value = Op> {
 fn check_equal(db: &Db, model: &Model) -> Result<(), TestCaseError> {
     let all = [Matcher::new(MatchOp::Regex, "__name__", "m.*").unwrap()];
     let got = db.select(&all, i64::MIN, i64::MAX).unwrap();
-    let expected: Vec<(&Labels, &BTreeMap<i64, u64>)> =
-        model.iter().filter(|(_, s)| !s.is_empty()).collect();
+    let expected: Vec<(&Labels, &BTreeMap<i64, u64>)> = model.iter().filter(|(_, s)| !s.is_empty()).collect();
     prop_assert_eq!(got.len(), expected.len());
     for (series, (labels, samples)) in got.iter().zip(expected) {
         prop_assert_eq!(&series.labels, labels);
-        let got_samples: Vec<(i64, u64)> = series
-            .samples
-            .iter()
-            .map(|s| (s.t, s.v.to_bits()))
-            .collect();
+        let got_samples: Vec<(i64, u64)> = series.samples.iter().map(|s| (s.t, s.v.to_bits())).collect();
         let want: Vec<(i64, u64)> = samples.iter().map(|(t, v)| (*t, *v)).collect();
         prop_assert_eq!(got_samples, want);
     }
     // A narrower time range returns exactly the model's samples inside it.
-    let narrow = db
-        .select(&[Matcher::equal("__name__", "m0")], 20, 60)
-        .unwrap();
+    let narrow = db.select(&[Matcher::equal("__name__", "m0")], 20, 60).unwrap();
     for series in narrow {
-        let want: Vec<i64> = model[&series.labels]
-            .range(20..=60)
-            .map(|(t, _)| *t)
-            .collect();
+        let want: Vec<i64> = model[&series.labels].range(20..=60).map(|(t, _)| *t).collect();
         prop_assert_eq!(series.samples.iter().map(|s| s.t).collect::<Vec<_>>(), want);
     }
     Ok(())
@@ -148,11 +136,7 @@ fn limits_reject_with_reasons() {
         .collect();
     let summary = db.append(&batch).unwrap();
     assert_eq!(summary.accepted, 2);
-    let reasons: Vec<String> = summary
-        .rejected
-        .iter()
-        .map(|r| r.error.to_string())
-        .collect();
+    let reasons: Vec<String> = summary.rejected.iter().map(|r| r.error.to_string()).collect();
     assert_eq!(reasons.len(), 2);
     assert!(reasons[0].contains("series limit of 2"), "{reasons:?}");
     assert!(reasons[1].contains("over the limit of 8"), "{reasons:?}");
@@ -173,10 +157,7 @@ fn duplicate_timestamp_with_other_value_is_rejected() {
     assert_eq!(append(1.0).accepted, 1);
     assert_eq!(append(1.0).accepted, 1, "an identical resend is accepted");
     let summary = append(2.0);
-    assert_eq!(
-        summary.rejected[0].error.to_string(),
-        "duplicate sample for timestamp"
-    );
+    assert_eq!(summary.rejected[0].error.to_string(), "duplicate sample for timestamp");
 }
 
 #[test]
@@ -184,20 +165,13 @@ fn label_names_values_and_series_honour_matchers_and_limits() {
     let db = Db::in_memory(options());
     let batch: Vec<SeriesSamples> = (0..5)
         .map(|i| SeriesSamples {
-            labels: Labels::new([
-                ("__name__", if i < 3 { "up" } else { "down" }),
-                ("i", &i.to_string()),
-            ])
-            .unwrap(),
+            labels: Labels::new([("__name__", if i < 3 { "up" } else { "down" }), ("i", &i.to_string())]).unwrap(),
             samples: vec![Sample { t: 1, v: 1.0 }],
         })
         .collect();
     db.append(&batch).unwrap();
     assert_eq!(db.label_names(&[], None).unwrap(), ["__name__", "i"]);
-    assert_eq!(
-        db.label_values("__name__", &[], None).unwrap(),
-        ["down", "up"]
-    );
+    assert_eq!(db.label_values("__name__", &[], None).unwrap(), ["down", "up"]);
     let up = [Matcher::equal("__name__", "up")];
     assert_eq!(db.label_values("i", &up, None).unwrap(), ["0", "1", "2"]);
     assert_eq!(db.label_values("i", &up, Some(2)).unwrap(), ["0", "1"]);

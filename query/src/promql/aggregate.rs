@@ -13,9 +13,7 @@ use crate::QueryError;
 
 fn group_key(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
     match modifier {
-        Some(LabelModifier::Include(by)) => {
-            labels.retain(|name| by.labels.iter().any(|l| l == name))
-        }
+        Some(LabelModifier::Include(by)) => labels.retain(|name| by.labels.iter().any(|l| l == name)),
         Some(LabelModifier::Exclude(without)) => {
             labels.retain(|name| name != METRIC_NAME && !without.labels.iter().any(|l| l == name))
         }
@@ -24,10 +22,7 @@ fn group_key(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
 }
 
 /// Input samples grouped by key, groups in order of first appearance.
-fn groups(
-    samples: Vec<InstantSample>,
-    modifier: Option<&LabelModifier>,
-) -> Vec<(Labels, Vec<InstantSample>)> {
+fn groups(samples: Vec<InstantSample>, modifier: Option<&LabelModifier>) -> Vec<(Labels, Vec<InstantSample>)> {
     let mut out: Vec<(Labels, Vec<InstantSample>)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for sample in samples {
@@ -41,11 +36,7 @@ fn groups(
     out
 }
 
-pub(super) fn eval(
-    evaluator: &mut Evaluator<'_>,
-    aggregate: &AggregateExpr,
-    t: i64,
-) -> Result<Value, QueryError> {
+pub(super) fn eval(evaluator: &mut Evaluator<'_>, aggregate: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
     let op = aggregate.op.to_string();
     let modifier = aggregate.modifier.as_ref();
     let param = match &aggregate.param {
@@ -55,18 +46,14 @@ pub(super) fn eval(
     let input = evaluator.eval_vector(&aggregate.expr, t)?;
     let scalar_param = || match &param {
         Some(Value::Scalar(v)) => Ok(*v),
-        _ => Err(QueryError::Execution(format!(
-            "{op} needs a scalar parameter"
-        ))),
+        _ => Err(QueryError::Execution(format!("{op} needs a scalar parameter"))),
     };
     let result = match op.as_str() {
         "topk" | "bottomk" | "limitk" => select_k(&op, input, scalar_param()?, modifier)?,
         "limit_ratio" => limit_ratio(input, scalar_param()?, modifier)?,
         "count_values" => {
             let Some(Value::String(label)) = &param else {
-                return Err(QueryError::Execution(
-                    "count_values needs a string parameter".into(),
-                ));
+                return Err(QueryError::Execution("count_values needs a string parameter".into()));
             };
             count_values(input, label, modifier, t)?
         }
@@ -80,6 +67,7 @@ pub(super) fn eval(
                         labels,
                         t,
                         v: quantile(q, &mut values),
+                        drop_name: any_dropped(&samples),
                     }
                 })
                 .collect()
@@ -91,11 +79,17 @@ pub(super) fn eval(
                     labels,
                     t,
                     v: reduce(&op, &samples)?,
+                    drop_name: any_dropped(&samples),
                 })
             })
             .collect::<Result<Vec<_>, QueryError>>()?,
     };
     Ok(Value::Vector(result))
+}
+
+/// An aggregate drops the name when any of its inputs was marked to.
+fn any_dropped(samples: &[InstantSample]) -> bool {
+    samples.iter().any(|sample| sample.drop_name)
 }
 
 fn reduce(op: &str, samples: &[InstantSample]) -> Result<f64, QueryError> {
@@ -109,43 +103,49 @@ fn reduce(op: &str, samples: &[InstantSample]) -> Result<f64, QueryError> {
         "avg" => average(values),
         "count" => samples.len() as f64,
         "group" => 1.0,
-        "min" => values.fold(
-            f64::NAN,
-            |acc, v| if acc.is_nan() || v < acc { v } else { acc },
-        ),
-        "max" => values.fold(
-            f64::NAN,
-            |acc, v| if acc.is_nan() || v > acc { v } else { acc },
-        ),
+        "min" => values.fold(f64::NAN, |acc, v| if acc.is_nan() || v < acc { v } else { acc }),
+        "max" => values.fold(f64::NAN, |acc, v| if acc.is_nan() || v > acc { v } else { acc }),
         "stddev" => variance(values).sqrt(),
         "stdvar" => variance(values),
         other => {
-            return Err(QueryError::Execution(format!(
-                "unknown aggregation {other:?}"
-            )));
+            return Err(QueryError::Execution(format!("unknown aggregation {other:?}")));
         }
     })
 }
 
-/// Mean by compensated summation, switching to an incremental mean if the sum overflows.
+/// Mean by compensated summation; if the running sum would overflow, it switches to an incremental
+/// mean from there on, so large finite inputs still give a finite mean and infinities keep their sign.
 pub(super) fn average(values: impl Iterator<Item = f64>) -> f64 {
-    let mut sum = KahanSum::default();
-    let mut count = 0.0;
-    let mut incremental: Option<f64> = None;
+    let mut values = values.peekable();
+    let Some(first) = values.next() else { return f64::NAN };
+    let mut count = 1.0;
+    let mut sum = KahanSum::new(first);
+    let mut incremental: Option<KahanSum> = None;
     for v in values {
         count += 1.0;
-        if let Some(mean) = incremental.as_mut() {
-            *mean += v / count - *mean / count;
+        let mean = match incremental.as_mut() {
+            Some(mean) => mean,
+            None => {
+                let mut next = sum;
+                next.add(v);
+                if !next.raw_sum().is_infinite() {
+                    sum = next;
+                    continue;
+                }
+                incremental.insert(sum.scaled(1.0 / (count - 1.0)))
+            }
+        };
+        let current = mean.raw_sum();
+        if current.is_infinite() && (v.is_finite() || (v.is_infinite() && (current > 0.0) == (v > 0.0))) {
             continue;
         }
-        let before = sum;
-        sum.add(v);
-        if sum.value().is_infinite() && !v.is_infinite() {
-            let previous_mean = before.value() / (count - 1.0);
-            incremental = Some(previous_mean + v / count - previous_mean / count);
-        }
+        let current_mean = mean.value();
+        mean.add(v / count - current_mean / count);
     }
-    incremental.unwrap_or_else(|| sum.value() / count)
+    match incremental {
+        Some(mean) => mean.value(),
+        None => sum.value() / count,
+    }
 }
 
 /// Population variance (Welford).
@@ -169,18 +169,12 @@ fn select_k(
     modifier: Option<&LabelModifier>,
 ) -> Result<Vec<InstantSample>, QueryError> {
     if k.is_nan() {
-        return Err(QueryError::Execution(format!(
-            "Parameter value is NaN for {op}"
-        )));
+        return Err(QueryError::Execution(format!("Parameter value is NaN for {op}")));
     }
     if k < 1.0 {
         return Ok(Vec::new());
     }
-    let k = if k >= usize::MAX as f64 {
-        usize::MAX
-    } else {
-        k as usize
-    };
+    let k = if k >= usize::MAX as f64 { usize::MAX } else { k as usize };
     let mut out = Vec::new();
     for (_, mut samples) in groups(input, modifier) {
         match op {
@@ -220,9 +214,7 @@ fn limit_ratio(
     _modifier: Option<&LabelModifier>,
 ) -> Result<Vec<InstantSample>, QueryError> {
     if ratio.is_nan() {
-        return Err(QueryError::Execution(
-            "Ratio value is NaN for limit_ratio".into(),
-        ));
+        return Err(QueryError::Execution("Ratio value is NaN for limit_ratio".into()));
     }
     let ratio = ratio.clamp(-1.0, 1.0);
     Ok(input
@@ -252,22 +244,24 @@ fn count_values(
     t: i64,
 ) -> Result<Vec<InstantSample>, QueryError> {
     if label.is_empty() {
-        return Err(QueryError::Execution(format!(
-            "invalid label name {label:?}"
-        )));
+        return Err(QueryError::Execution(format!("invalid label name {label:?}")));
     }
     let mut out: Vec<InstantSample> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for sample in input {
         let key = group_key(&sample.labels, modifier).with(label, &format_float(sample.v));
         match index.get(&key) {
-            Some(position) => out[*position].v += 1.0,
+            Some(position) => {
+                out[*position].v += 1.0;
+                out[*position].drop_name |= sample.drop_name;
+            }
             None => {
                 index.insert(key.clone(), out.len());
                 out.push(InstantSample {
                     labels: key,
                     t,
                     v: 1.0,
+                    drop_name: sample.drop_name,
                 });
             }
         }

@@ -50,9 +50,7 @@ impl Op {
             "or" => Op::Or,
             "unless" => Op::Unless,
             other => {
-                return Err(QueryError::Execution(format!(
-                    "unknown binary operator {other:?}"
-                )));
+                return Err(QueryError::Execution(format!("unknown binary operator {other:?}")));
             }
         })
     }
@@ -86,11 +84,7 @@ impl Op {
     }
 }
 
-pub(super) fn eval(
-    evaluator: &mut Evaluator<'_>,
-    binary: &BinaryExpr,
-    t: i64,
-) -> Result<Value, QueryError> {
+pub(super) fn eval(evaluator: &mut Evaluator<'_>, binary: &BinaryExpr, t: i64) -> Result<Value, QueryError> {
     let op = Op::from_token(&binary.op.to_string())?;
     let return_bool = binary.modifier.as_ref().is_some_and(|m| m.return_bool);
     let lhs = evaluator.eval(&binary.lhs, t)?;
@@ -103,22 +97,12 @@ pub(super) fn eval(
             }
             Ok(Value::Scalar(value))
         }
-        (Value::Vector(vector), Value::Scalar(scalar)) => Ok(Value::Vector(vector_scalar(
-            op,
-            vector,
-            scalar,
-            false,
-            return_bool,
-            t,
-        ))),
-        (Value::Scalar(scalar), Value::Vector(vector)) => Ok(Value::Vector(vector_scalar(
-            op,
-            vector,
-            scalar,
-            true,
-            return_bool,
-            t,
-        ))),
+        (Value::Vector(vector), Value::Scalar(scalar)) => {
+            Ok(Value::Vector(vector_scalar(op, vector, scalar, false, return_bool, t)))
+        }
+        (Value::Scalar(scalar), Value::Vector(vector)) => {
+            Ok(Value::Vector(vector_scalar(op, vector, scalar, true, return_bool, t)))
+        }
         (Value::Vector(lhs), Value::Vector(rhs)) => {
             vector_vector(op, lhs, rhs, binary.modifier.as_ref(), return_bool, t).map(Value::Vector)
         }
@@ -156,15 +140,11 @@ fn vector_scalar(
         } else if !keep {
             continue;
         }
-        let labels = if drop_name {
-            sample.labels.without_metric_name()
-        } else {
-            sample.labels
-        };
         out.push(InstantSample {
-            labels,
+            labels: sample.labels,
             t,
             v: value,
+            drop_name: drop_name || sample.drop_name,
         });
     }
     out
@@ -173,9 +153,7 @@ fn vector_scalar(
 /// The labels two samples are matched on.
 fn signature(labels: &Labels, matching: Option<&LabelModifier>) -> Labels {
     match matching {
-        Some(LabelModifier::Include(on)) => {
-            labels.retain(|name| on.labels.iter().any(|l| l == name))
-        }
+        Some(LabelModifier::Include(on)) => labels.retain(|name| on.labels.iter().any(|l| l == name)),
         Some(LabelModifier::Exclude(ignoring)) => {
             labels.retain(|name| name != METRIC_NAME && !ignoring.labels.iter().any(|l| l == name))
         }
@@ -226,9 +204,7 @@ fn vector_vector(
         let Some(other) = one_side.get(&key) else {
             continue;
         };
-        if one_to_one
-            && let Some(previous) = matched_keys.insert(key.clone(), sample.labels.clone())
-        {
+        if one_to_one && let Some(previous) = matched_keys.insert(key.clone(), sample.labels.clone()) {
             return Err(QueryError::Execution(format!(
                 "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right); found {previous} and {}",
                 sample.labels
@@ -248,14 +224,7 @@ fn vector_vector(
         if op.is_comparison() && !return_bool {
             value = if swapped { other.v } else { sample.v };
         }
-        let labels = result_labels(
-            &sample.labels,
-            &other.labels,
-            matching,
-            one_to_one,
-            include,
-            drop_name,
-        );
+        let labels = result_labels(&sample.labels, &other.labels, matching, one_to_one, include);
         if seen_labels.insert(labels.clone(), ()).is_some() {
             return Err(QueryError::Execution(format!(
                 "vector cannot contain metrics with the same labelset; duplicate: {labels}"
@@ -265,6 +234,7 @@ fn vector_vector(
             labels,
             t,
             v: value,
+            drop_name: drop_name || sample.drop_name,
         });
     }
     Ok(out)
@@ -276,21 +246,12 @@ fn result_labels(
     matching: Option<&LabelModifier>,
     one_to_one: bool,
     include: &[String],
-    drop_name: bool,
 ) -> Labels {
-    let mut labels = if drop_name {
-        many.without_metric_name()
-    } else {
-        many.clone()
-    };
+    let mut labels = many.clone();
     if one_to_one {
         labels = match matching {
-            Some(LabelModifier::Include(on)) => {
-                labels.retain(|name| on.labels.iter().any(|l| l == name))
-            }
-            Some(LabelModifier::Exclude(ignoring)) => {
-                labels.retain(|name| !ignoring.labels.iter().any(|l| l == name))
-            }
+            Some(LabelModifier::Include(on)) => labels.retain(|name| on.labels.iter().any(|l| l == name)),
+            Some(LabelModifier::Exclude(ignoring)) => labels.retain(|name| !ignoring.labels.iter().any(|l| l == name)),
             None => labels,
         };
         return labels;
@@ -307,10 +268,7 @@ fn set_operation(
     rhs: Vec<InstantSample>,
     matching: Option<&LabelModifier>,
 ) -> Vec<InstantSample> {
-    let right_keys: HashMap<Labels, ()> = rhs
-        .iter()
-        .map(|s| (signature(&s.labels, matching), ()))
-        .collect();
+    let right_keys: HashMap<Labels, ()> = rhs.iter().map(|s| (signature(&s.labels, matching), ())).collect();
     match op {
         Op::And => lhs
             .into_iter()
@@ -321,10 +279,7 @@ fn set_operation(
             .filter(|s| !right_keys.contains_key(&signature(&s.labels, matching)))
             .collect(),
         _ => {
-            let left_keys: HashMap<Labels, ()> = lhs
-                .iter()
-                .map(|s| (signature(&s.labels, matching), ()))
-                .collect();
+            let left_keys: HashMap<Labels, ()> = lhs.iter().map(|s| (signature(&s.labels, matching), ())).collect();
             let mut out = lhs;
             out.extend(
                 rhs.into_iter()

@@ -12,8 +12,7 @@ use crate::selector::convert;
 
 /// Parses a PromQL expression, mapping parse errors to `bad_data`.
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
-    parser::parse(query)
-        .map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))
+    parser::parse(query).map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))
 }
 
 /// Evaluates PromQL over a [`Queryable`].
@@ -35,6 +34,8 @@ pub(super) struct Evaluator<'a> {
     /// Query start and end (ms), for `@ start()` and `@ end()`.
     start: i64,
     end: i64,
+    /// Range-query step (ms), 0 for instant queries.
+    step: i64,
     loaded: HashMap<usize, Vec<Loaded>>,
     deadline: Instant,
     steps_since_check: u32,
@@ -89,15 +90,27 @@ impl Engine {
     }
 
     /// Evaluates `expr` at `time_ms`.
-    pub fn instant(
-        &self,
-        storage: &dyn Queryable,
-        expr: &Expr,
-        time_ms: i64,
-    ) -> Result<Value, QueryError> {
-        let mut evaluator = Evaluator::new(&self.options, time_ms, time_ms);
+    pub fn instant(&self, storage: &dyn Queryable, expr: &Expr, time_ms: i64) -> Result<Value, QueryError> {
+        let mut evaluator = Evaluator::new(&self.options, time_ms, time_ms, 0);
         evaluator.load(storage, expr)?;
-        evaluator.eval(expr, time_ms)
+        match evaluator.eval(expr, time_ms)? {
+            Value::Vector(samples) => Ok(Value::Vector(finalize(samples)?)),
+            Value::Matrix(series) => Ok(Value::Matrix(
+                series
+                    .into_iter()
+                    .map(|s| RangeSeries {
+                        labels: if s.drop_name {
+                            s.labels.without_metric_name()
+                        } else {
+                            s.labels
+                        },
+                        samples: s.samples,
+                        drop_name: false,
+                    })
+                    .collect(),
+            )),
+            other => Ok(other),
+        }
     }
 
     /// Evaluates `expr` at every step from `start_ms` to `end_ms`; scalars become a series without labels.
@@ -110,21 +123,20 @@ impl Engine {
         step_ms: i64,
     ) -> Result<Vec<RangeSeries>, QueryError> {
         if step_ms <= 0 {
-            return Err(QueryError::BadData("zero or negative query resolution step widths are not accepted. Try a positive integer".into()));
+            return Err(QueryError::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
         }
-        let mut evaluator = Evaluator::new(&self.options, start_ms, end_ms);
+        let mut evaluator = Evaluator::new(&self.options, start_ms, end_ms, step_ms);
         evaluator.load(storage, expr)?;
         let mut by_labels: HashMap<Labels, Vec<Sample>> = HashMap::new();
         let mut points = 0usize;
         let mut t = start_ms;
         while t <= end_ms {
             match evaluator.eval(expr, t)? {
-                Value::Scalar(v) => by_labels
-                    .entry(Labels::default())
-                    .or_default()
-                    .push(Sample { t, v }),
+                Value::Scalar(v) => by_labels.entry(Labels::default()).or_default().push(Sample { t, v }),
                 Value::Vector(samples) => {
-                    for sample in samples {
+                    for sample in finalize(samples)? {
                         by_labels
                             .entry(sample.labels)
                             .or_default()
@@ -146,28 +158,74 @@ impl Engine {
         }
         let mut series: Vec<RangeSeries> = by_labels
             .into_iter()
-            .map(|(labels, samples)| RangeSeries { labels, samples })
+            .map(|(labels, samples)| RangeSeries {
+                labels,
+                samples,
+                drop_name: false,
+            })
             .collect();
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(series)
     }
 }
 
+/// Removes names marked for dropping; two results that become equal are an error, as in Prometheus.
+fn finalize(samples: Vec<InstantSample>) -> Result<Vec<InstantSample>, QueryError> {
+    let mut seen = std::collections::HashSet::with_capacity(samples.len());
+    let mut out = Vec::with_capacity(samples.len());
+    for sample in samples {
+        let labels = sample.final_labels();
+        if !seen.insert(labels.clone()) {
+            return Err(QueryError::Execution(format!(
+                "vector cannot contain metrics with the same labelset: {labels}"
+            )));
+        }
+        out.push(InstantSample {
+            labels,
+            t: sample.t,
+            v: sample.v,
+            drop_name: false,
+        });
+    }
+    Ok(out)
+}
+
 pub(super) fn too_many_samples() -> QueryError {
-    QueryError::Execution(
-        "query processing would load too many samples into memory in query execution".into(),
-    )
+    QueryError::Execution("query processing would load too many samples into memory in query execution".into())
 }
 
 impl<'a> Evaluator<'a> {
-    fn new(options: &'a EngineOptions, start: i64, end: i64) -> Self {
+    fn new(options: &'a EngineOptions, start: i64, end: i64, step: i64) -> Self {
         Evaluator {
             options,
             start,
             end,
+            step,
             loaded: HashMap::new(),
             deadline: Instant::now() + options.timeout,
             steps_since_check: 0,
+        }
+    }
+
+    pub(super) fn query_start(&self) -> i64 {
+        self.start
+    }
+
+    pub(super) fn query_end(&self) -> i64 {
+        self.end
+    }
+
+    pub(super) fn query_step(&self) -> i64 {
+        self.step
+    }
+
+    /// Where the window of a matrix selector or subquery evaluated at `t` ends (after `offset` and `@`).
+    pub(super) fn range_end(&self, expr: &Expr, t: i64) -> i64 {
+        match expr {
+            Expr::Paren(paren) => self.range_end(&paren.expr, t),
+            Expr::MatrixSelector(matrix) => self.reference_time(&matrix.vs.at, &matrix.vs.offset, t),
+            Expr::Subquery(subquery) => self.reference_time(&subquery.at, &subquery.offset, t),
+            _ => t,
         }
     }
 
@@ -211,18 +269,9 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Finds each selector under `expr` and the sample span it needs when `expr` is evaluated at times in `[lo, hi]`.
-    fn collect_spans<'e>(
-        &self,
-        expr: &'e Expr,
-        lo: i64,
-        hi: i64,
-        needs: &mut Vec<(&'e VectorSelector, i64, i64)>,
-    ) {
+    fn collect_spans<'e>(&self, expr: &'e Expr, lo: i64, hi: i64, needs: &mut Vec<(&'e VectorSelector, i64, i64)>) {
         let shifted = |at: &Option<AtModifier>, offset: &Option<Offset>| {
-            (
-                self.reference_time(at, offset, lo),
-                self.reference_time(at, offset, hi),
-            )
+            (self.reference_time(at, offset, lo), self.reference_time(at, offset, hi))
         };
         match expr {
             Expr::VectorSelector(selector) => {
@@ -263,9 +312,7 @@ impl<'a> Evaluator<'a> {
         if self.steps_since_check >= 64 {
             self.steps_since_check = 0;
             if Instant::now() > self.deadline {
-                return Err(QueryError::Timeout(
-                    "query timed out in expression evaluation".into(),
-                ));
+                return Err(QueryError::Timeout("query timed out in expression evaluation".into()));
             }
         }
         Ok(())
@@ -280,40 +327,32 @@ impl<'a> Evaluator<'a> {
             Expr::Paren(paren) => self.eval(&paren.expr, t),
             Expr::Unary(unary) => match self.eval(&unary.expr, t)? {
                 Value::Scalar(v) => Ok(Value::Scalar(-v)),
-                Value::Vector(samples) => Ok(Value::Vector(
-                    samples
+                Value::Vector(samples) => {
+                    let negated: Vec<InstantSample> = samples
                         .into_iter()
                         .map(|s| InstantSample {
-                            labels: s.labels.without_metric_name(),
+                            labels: s.labels,
+                            drop_name: true,
                             t,
                             v: -s.v,
                         })
-                        .collect(),
-                )),
-                other => Err(QueryError::Execution(format!(
-                    "unary minus on {}",
-                    other.type_name()
-                ))),
+                        .collect();
+                    functions::check_unique(&negated)?;
+                    Ok(Value::Vector(negated))
+                }
+                other => Err(QueryError::Execution(format!("unary minus on {}", other.type_name()))),
             },
             Expr::VectorSelector(selector) => Ok(Value::Vector(self.instant_selector(selector, t))),
-            Expr::MatrixSelector(_) | Expr::Subquery(_) => {
-                Ok(Value::Matrix(self.eval_range(expr, t)?))
-            }
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => Ok(Value::Matrix(self.eval_range(expr, t)?)),
             Expr::Binary(binary) => binary::eval(self, binary, t),
             Expr::Aggregate(aggregate) => aggregate::eval(self, aggregate, t),
             Expr::Call(call) => functions::eval(self, call, t),
-            Expr::Extension(_) => Err(QueryError::Execution(
-                "extension expressions are not supported".into(),
-            )),
+            Expr::Extension(_) => Err(QueryError::Execution("extension expressions are not supported".into())),
         }
     }
 
     /// Evaluates an expression that must give an instant vector.
-    pub(super) fn eval_vector(
-        &mut self,
-        expr: &Expr,
-        t: i64,
-    ) -> Result<Vec<InstantSample>, QueryError> {
+    pub(super) fn eval_vector(&mut self, expr: &Expr, t: i64) -> Result<Vec<InstantSample>, QueryError> {
         match self.eval(expr, t)? {
             Value::Vector(samples) => Ok(samples),
             other => Err(QueryError::Execution(format!(
@@ -353,17 +392,14 @@ impl<'a> Evaluator<'a> {
                 labels: loaded.labels.clone(),
                 t: latest.t,
                 v: latest.v,
+                drop_name: false,
             });
         }
         out
     }
 
     /// Evaluates a matrix selector or subquery (possibly in parentheses) at `t`.
-    pub(super) fn eval_range(
-        &mut self,
-        expr: &Expr,
-        t: i64,
-    ) -> Result<Vec<RangeSeries>, QueryError> {
+    pub(super) fn eval_range(&mut self, expr: &Expr, t: i64) -> Result<Vec<RangeSeries>, QueryError> {
         match expr {
             Expr::Paren(paren) => self.eval_range(&paren.expr, t),
             Expr::MatrixSelector(matrix) => {
@@ -385,6 +421,7 @@ impl<'a> Evaluator<'a> {
                         out.push(RangeSeries {
                             labels: loaded.labels.clone(),
                             samples,
+                            drop_name: false,
                         });
                     }
                 }
@@ -408,10 +445,8 @@ impl<'a> Evaluator<'a> {
                 let mut index: HashMap<Labels, usize> = HashMap::new();
                 while ts <= reference {
                     let points = match self.eval(&subquery.expr, ts)? {
-                        Value::Scalar(v) => vec![(Labels::default(), v)],
-                        Value::Vector(samples) => {
-                            samples.into_iter().map(|s| (s.labels, s.v)).collect()
-                        }
+                        Value::Scalar(v) => vec![(Labels::default(), v, false)],
+                        Value::Vector(samples) => samples.into_iter().map(|s| (s.labels, s.v, s.drop_name)).collect(),
                         other => {
                             return Err(QueryError::Execution(format!(
                                 "subquery of {} is not allowed",
@@ -419,14 +454,16 @@ impl<'a> Evaluator<'a> {
                             )));
                         }
                     };
-                    for (labels, v) in points {
+                    for (labels, v, drop_name) in points {
                         let position = *index.entry(labels.clone()).or_insert_with(|| {
                             by_labels.push(RangeSeries {
                                 labels,
                                 samples: Vec::new(),
+                                drop_name: false,
                             });
                             by_labels.len() - 1
                         });
+                        by_labels[position].drop_name |= drop_name;
                         by_labels[position].samples.push(Sample { t: ts, v });
                     }
                     ts += step;

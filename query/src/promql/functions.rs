@@ -18,6 +18,26 @@ pub(super) struct KahanSum {
 }
 
 impl KahanSum {
+    pub(super) fn new(value: f64) -> Self {
+        KahanSum {
+            sum: value,
+            compensation: 0.0,
+        }
+    }
+
+    /// The running sum without its compensation term.
+    pub(super) fn raw_sum(&self) -> f64 {
+        self.sum
+    }
+
+    /// Both terms multiplied by `factor`.
+    pub(super) fn scaled(&self, factor: f64) -> Self {
+        KahanSum {
+            sum: self.sum * factor,
+            compensation: self.compensation * factor,
+        }
+    }
+
     pub(super) fn add(&mut self, value: f64) {
         let total = self.sum + value;
         if total.is_infinite() {
@@ -50,7 +70,13 @@ pub(super) fn quantile(q: f64, values: &mut [f64]) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    // NaN sorts before every number, as Go's sort.Float64s orders it.
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
     let n = values.len() as f64;
     let rank = q * (n - 1.0);
     let lower = rank.floor().max(0.0) as usize;
@@ -65,11 +91,7 @@ pub(crate) fn format_float(v: f64) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
+        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
     }
     let plain = format!("{v}");
     // Go prints large and tiny magnitudes with an exponent ('g'-style shortest), matching Prometheus output.
@@ -85,24 +107,24 @@ pub(crate) fn format_float(v: f64) -> String {
 }
 
 fn arg<'c>(call: &'c Call, index: usize) -> Result<&'c Expr, QueryError> {
-    call.args
-        .args
-        .get(index)
-        .map(|boxed| boxed.as_ref())
-        .ok_or_else(|| {
-            QueryError::BadData(format!(
-                "function {:?} is missing argument {}",
-                call.func.name,
-                index + 1
-            ))
-        })
+    call.args.args.get(index).map(|boxed| boxed.as_ref()).ok_or_else(|| {
+        QueryError::BadData(format!(
+            "function {:?} is missing argument {}",
+            call.func.name,
+            index + 1
+        ))
+    })
 }
 
-pub(super) fn eval(
-    evaluator: &mut Evaluator<'_>,
-    call: &Call,
-    t: i64,
-) -> Result<Value, QueryError> {
+pub(super) fn eval(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryError> {
+    let value = eval_call(evaluator, call, t)?;
+    if let Value::Vector(samples) = &value {
+        check_unique(samples)?;
+    }
+    Ok(value)
+}
+
+fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryError> {
     let name = call.func.name;
     if let Some(reducer) = range_reducer(name) {
         let series = evaluator.eval_range(arg(call, 0)?, t)?;
@@ -111,9 +133,10 @@ pub(super) fn eval(
     match name {
         "rate" | "increase" | "delta" => {
             let matrix = arg(call, 0)?;
-            let range_ms = range_of(matrix, evaluator.options.default_subquery_step_ms);
+            let range_ms = range_of(matrix);
+            let window_end = evaluator.range_end(matrix, t);
             let series = evaluator.eval_range(matrix, t)?;
-            Ok(Value::Vector(extrapolated(series, t, range_ms, name)))
+            Ok(Value::Vector(extrapolated(series, t, window_end, range_ms, name)))
         }
         "irate" | "idelta" => {
             let series = evaluator.eval_range(arg(call, 0)?, t)?;
@@ -128,7 +151,8 @@ pub(super) fn eval(
                     .map(|s| {
                         let mut values: Vec<f64> = s.samples.iter().map(|p| p.v).collect();
                         InstantSample {
-                            labels: s.labels.without_metric_name(),
+                            labels: s.labels,
+                            drop_name: true,
                             t,
                             v: quantile(q, &mut values),
                         }
@@ -146,7 +170,8 @@ pub(super) fn eval(
                     .map(|s| {
                         let (slope, intercept) = linear_regression(&s.samples, t);
                         InstantSample {
-                            labels: s.labels.without_metric_name(),
+                            labels: s.labels,
+                            drop_name: true,
                             t,
                             v: slope * seconds + intercept,
                         }
@@ -174,7 +199,8 @@ pub(super) fn eval(
                     .filter_map(|s| {
                         let v = double_exponential_smoothing(&s.samples, smoothing, trend)?;
                         Some(InstantSample {
-                            labels: s.labels.without_metric_name(),
+                            labels: s.labels,
+                            drop_name: true,
                             t,
                             v,
                         })
@@ -199,6 +225,20 @@ pub(super) fn eval(
             }))
         }
         "time" => Ok(Value::Scalar(t as f64 / 1000.0)),
+        "start" => Ok(Value::Scalar(evaluator.query_start() as f64 / 1000.0)),
+        "end" => Ok(Value::Scalar(evaluator.query_end() as f64 / 1000.0)),
+        "range" => Ok(Value::Scalar(
+            (evaluator.query_end() - evaluator.query_start()) as f64 / 1000.0,
+        )),
+        "step" => Ok(Value::Scalar(evaluator.query_step() as f64 / 1000.0)),
+        "min_of" | "max_of" => {
+            let a = evaluator.eval_scalar(arg(call, 0)?, t)?;
+            let b = evaluator.eval_scalar(arg(call, 1)?, t)?;
+            if a.is_nan() || b.is_nan() {
+                return Ok(Value::Scalar(f64::NAN));
+            }
+            Ok(Value::Scalar(if name == "min_of" { a.min(b) } else { a.max(b) }))
+        }
         "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
         "vector" => {
             let v = evaluator.eval_scalar(arg(call, 0)?, t)?;
@@ -206,15 +246,12 @@ pub(super) fn eval(
                 labels: Labels::default(),
                 t,
                 v,
+                drop_name: false,
             }]))
         }
         "scalar" => {
             let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
-            Ok(Value::Scalar(if vector.len() == 1 {
-                vector[0].v
-            } else {
-                f64::NAN
-            }))
+            Ok(Value::Scalar(if vector.len() == 1 { vector[0].v } else { f64::NAN }))
         }
         "timestamp" => {
             let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
@@ -222,7 +259,8 @@ pub(super) fn eval(
                 vector
                     .into_iter()
                     .map(|s| InstantSample {
-                        labels: s.labels.without_metric_name(),
+                        labels: s.labels,
+                        drop_name: true,
                         t,
                         v: s.t as f64 / 1000.0,
                     })
@@ -243,11 +281,7 @@ pub(super) fn eval(
             vector.sort_by(|a, b| {
                 let mut ordering = std::cmp::Ordering::Equal;
                 for name in &names {
-                    ordering = a
-                        .labels
-                        .get(name)
-                        .unwrap_or("")
-                        .cmp(b.labels.get(name).unwrap_or(""));
+                    ordering = natural_cmp(a.labels.get(name).unwrap_or(""), b.labels.get(name).unwrap_or(""));
                     if ordering.is_ne() {
                         break;
                     }
@@ -283,9 +317,7 @@ pub(super) fn eval(
             if max < min {
                 return Ok(Value::Vector(Vec::new()));
             }
-            Ok(Value::Vector(map_values(vector, t, |v| {
-                v.max(min).min(max)
-            })))
+            Ok(Value::Vector(map_values(vector, t, |v| v.max(min).min(max))))
         }
         "clamp_min" | "clamp_max" => {
             let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
@@ -303,14 +335,14 @@ pub(super) fn eval(
             let vector = evaluator.eval_vector(arg(call, 1)?, t)?;
             histogram_quantile(q, vector, t)
         }
-        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
-        | "month" | "year" => {
+        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute" | "month" | "year" => {
             let vector = match call.args.args.first() {
                 Some(expr) => evaluator.eval_vector(expr, t)?,
                 None => vec![InstantSample {
                     labels: Labels::default(),
                     t,
                     v: t as f64 / 1000.0,
+                    drop_name: false,
                 }],
             };
             Ok(Value::Vector(map_values(vector, t, |v| date_part(name, v))))
@@ -320,10 +352,38 @@ pub(super) fn eval(
                 let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
                 Ok(Value::Vector(map_values(vector, t, function)))
             }
-            None => Err(QueryError::Execution(format!(
-                "function {name:?} is not supported"
-            ))),
+            None => Err(QueryError::Execution(format!("function {name:?} is not supported"))),
         },
+    }
+}
+
+/// Compares strings with runs of digits ordered by their number ("2" before "10").
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a, b);
+    loop {
+        match (a.chars().next(), b.chars().next()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let a_len = a.find(|c: char| !c.is_ascii_digit()).unwrap_or(a.len());
+                let b_len = b.find(|c: char| !c.is_ascii_digit()).unwrap_or(b.len());
+                let (a_digits, b_digits) = (a[..a_len].trim_start_matches('0'), b[..b_len].trim_start_matches('0'));
+                let ordering = a_digits.len().cmp(&b_digits.len()).then_with(|| a_digits.cmp(b_digits));
+                if ordering.is_ne() {
+                    return ordering;
+                }
+                a = &a[a_len..];
+                b = &b[b_len..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(&y);
+                }
+                a = &a[x.len_utf8()..];
+                b = &b[y.len_utf8()..];
+            }
+        }
     }
 }
 
@@ -348,15 +408,12 @@ fn sort_order(a: f64, b: f64, descending: bool) -> std::cmp::Ordering {
     }
 }
 
-fn map_values(
-    vector: Vec<InstantSample>,
-    t: i64,
-    function: impl Fn(f64) -> f64,
-) -> Vec<InstantSample> {
+fn map_values(vector: Vec<InstantSample>, t: i64, function: impl Fn(f64) -> f64) -> Vec<InstantSample> {
     vector
         .into_iter()
         .map(|s| InstantSample {
-            labels: s.labels.without_metric_name(),
+            labels: s.labels,
+            drop_name: true,
             t,
             v: function(s.v),
         })
@@ -417,13 +474,8 @@ fn date_part(name: &str, seconds: f64) -> f64 {
         "year" => return f64::from(time.year()),
         _ => {
             let (year, month) = (time.year(), time.month());
-            let next = if month == 12 {
-                (year + 1, 1)
-            } else {
-                (year, month + 1)
-            };
-            let first_next =
-                chrono::NaiveDate::from_ymd_opt(next.0, next.1, 1).expect("valid date");
+            let next = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+            let first_next = chrono::NaiveDate::from_ymd_opt(next.0, next.1, 1).expect("valid date");
             first_next.pred_opt().expect("valid date").day()
         }
     })
@@ -441,14 +493,18 @@ fn range_reducer(name: &str) -> Option<Reducer> {
             Some(sum.value())
         },
         "min_over_time" => |s| {
-            Some(s.iter().map(|p| p.v).fold(f64::NAN, |acc, v| {
-                if acc.is_nan() || v < acc { v } else { acc }
-            }))
+            Some(
+                s.iter()
+                    .map(|p| p.v)
+                    .fold(f64::NAN, |acc, v| if acc.is_nan() || v < acc { v } else { acc }),
+            )
         },
         "max_over_time" => |s| {
-            Some(s.iter().map(|p| p.v).fold(f64::NAN, |acc, v| {
-                if acc.is_nan() || v > acc { v } else { acc }
-            }))
+            Some(
+                s.iter()
+                    .map(|p| p.v)
+                    .fold(f64::NAN, |acc, v| if acc.is_nan() || v > acc { v } else { acc }),
+            )
         },
         "count_over_time" => |s| Some(s.len() as f64),
         "last_over_time" => |s| s.last().map(|p| p.v),
@@ -458,6 +514,9 @@ fn range_reducer(name: &str) -> Option<Reducer> {
         "stdvar_over_time" => |s| Some(variance(s.iter().map(|p| p.v))),
         "mad_over_time" => |s| {
             let mut values: Vec<f64> = s.iter().map(|p| p.v).collect();
+            if values.iter().any(|v| v.is_nan()) {
+                return Some(f64::NAN);
+            }
             let median = quantile(0.5, &mut values);
             let mut deviations: Vec<f64> = values.iter().map(|v| (v - median).abs()).collect();
             Some(quantile(0.5, &mut deviations))
@@ -483,9 +542,7 @@ fn extreme_time(samples: &[Sample], better: fn(f64, f64) -> bool) -> Option<f64>
     let mut best: Option<Sample> = None;
     for sample in samples {
         match best {
-            Some(current)
-                if !(better(sample.v, current.v) || current.v.is_nan())
-                    && !(sample.v == current.v) => {}
+            Some(current) if !(better(sample.v, current.v) || current.v.is_nan()) && !(sample.v == current.v) => {}
             _ => best = Some(*sample),
         }
     }
@@ -498,28 +555,29 @@ fn over_time(series: Vec<RangeSeries>, t: i64, name: &str, reducer: Reducer) -> 
         .into_iter()
         .filter_map(|s| {
             let v = reducer(&s.samples)?;
-            let labels = if keeps_name {
-                s.labels
-            } else {
-                s.labels.without_metric_name()
-            };
-            Some(InstantSample { labels, t, v })
+            Some(InstantSample {
+                labels: s.labels,
+                t,
+                v,
+                drop_name: s.drop_name || !keeps_name,
+            })
         })
         .collect()
 }
 
 /// The window of a matrix selector or subquery argument, in ms.
-fn range_of(expr: &Expr, _default_step: i64) -> i64 {
+fn range_of(expr: &Expr) -> i64 {
     match expr {
         Expr::MatrixSelector(matrix) => matrix.range.as_millis() as i64,
         Expr::Subquery(subquery) => subquery.range.as_millis() as i64,
-        Expr::Paren(paren) => range_of(&paren.expr, _default_step),
+        Expr::Paren(paren) => range_of(&paren.expr),
         _ => 0,
     }
 }
 
 /// `rate`, `increase` and `delta`: the change over the window, extrapolated towards its edges.
-fn extrapolated(series: Vec<RangeSeries>, t: i64, range_ms: i64, name: &str) -> Vec<InstantSample> {
+/// `window_end` is where the window closes (the evaluation time moved by `offset` and `@`).
+fn extrapolated(series: Vec<RangeSeries>, t: i64, window_end: i64, range_ms: i64, name: &str) -> Vec<InstantSample> {
     let is_counter = name != "delta";
     let is_rate = name == "rate";
     let mut out = Vec::new();
@@ -537,9 +595,9 @@ fn extrapolated(series: Vec<RangeSeries>, t: i64, range_ms: i64, name: &str) -> 
                 }
             }
         }
-        let range_start = t - range_ms;
+        let range_start = window_end - range_ms;
         let mut to_start = (first.t - range_start) as f64 / 1000.0;
-        let mut to_end = (t - last.t) as f64 / 1000.0;
+        let mut to_end = (window_end - last.t) as f64 / 1000.0;
         let sampled = (last.t - first.t) as f64 / 1000.0;
         let average_gap = sampled / (samples.len() - 1) as f64;
         let threshold = average_gap * 1.1;
@@ -560,7 +618,8 @@ fn extrapolated(series: Vec<RangeSeries>, t: i64, range_ms: i64, name: &str) -> 
             factor /= range_ms as f64 / 1000.0;
         }
         out.push(InstantSample {
-            labels: s.labels.without_metric_name(),
+            labels: s.labels,
+            drop_name: true,
             t,
             v: result * factor,
         });
@@ -590,7 +649,8 @@ fn instant_rate(series: Vec<RangeSeries>, t: i64, is_rate: bool) -> Vec<InstantS
             value /= seconds;
         }
         out.push(InstantSample {
-            labels: s.labels.without_metric_name(),
+            labels: s.labels,
+            drop_name: true,
             t,
             v: value,
         });
@@ -635,11 +695,7 @@ fn linear_regression(samples: &[Sample], intercept_time: i64) -> (f64, f64) {
 }
 
 /// Holt's linear smoothing: a level and a trend, each updated per sample; returns the last level.
-fn double_exponential_smoothing(
-    samples: &[Sample],
-    smoothing: f64,
-    trend_factor: f64,
-) -> Option<f64> {
+fn double_exponential_smoothing(samples: &[Sample], smoothing: f64, trend_factor: f64) -> Option<f64> {
     if samples.len() < 2 {
         return None;
     }
@@ -686,14 +742,17 @@ fn absent_labels(expr: &Expr, t: i64) -> Vec<InstantSample> {
             labels = labels.with(name, "");
         }
     }
-    vec![InstantSample { labels, t, v: 1.0 }]
+    vec![InstantSample {
+        labels,
+        t,
+        v: 1.0,
+        drop_name: false,
+    }]
 }
 
 fn check_label_name(name: &str) -> Result<(), QueryError> {
     if name.is_empty() {
-        return Err(QueryError::Execution(format!(
-            "invalid label name {name:?}"
-        )));
+        return Err(QueryError::Execution(format!("invalid label name {name:?}")));
     }
     Ok(())
 }
@@ -704,27 +763,29 @@ fn label_replace(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<V
     let replacement = string_arg(evaluator, arg(call, 2)?, t)?;
     let source = string_arg(evaluator, arg(call, 3)?, t)?;
     let pattern = string_arg(evaluator, arg(call, 4)?, t)?;
-    let regex = Regex::new(&format!("^(?s:{pattern})$")).map_err(|e| {
-        QueryError::BadData(format!(
-            "invalid regular expression in label_replace(): {pattern}: {e}"
-        ))
-    })?;
+    let regex = Regex::new(&format!("^(?s:{pattern})$"))
+        .map_err(|e| QueryError::BadData(format!("invalid regular expression in label_replace(): {pattern}: {e}")))?;
     check_label_name(&destination)?;
     let mut out = Vec::with_capacity(vector.len());
     for sample in vector {
         let value = sample.labels.get(&source).unwrap_or("");
-        let labels = match regex.captures(value) {
+        // Writing `__name__` explicitly keeps the name, even if an earlier step marked it for dropping.
+        let (labels, drop_name) = match regex.captures(value) {
             Some(captures) => {
                 let mut expanded = String::new();
                 captures.expand(&replacement, &mut expanded);
-                sample.labels.with(&destination, &expanded)
+                (
+                    sample.labels.with(&destination, &expanded),
+                    sample.drop_name && destination != METRIC_NAME,
+                )
             }
-            None => sample.labels,
+            None => (sample.labels, sample.drop_name),
         };
         out.push(InstantSample {
             labels,
             t: sample.t,
             v: sample.v,
+            drop_name,
         });
     }
     check_unique(&out)?;
@@ -748,10 +809,12 @@ fn label_join(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Valu
                 .map(|name| sample.labels.get(name).unwrap_or(""))
                 .collect();
             let labels = sample.labels.with(&destination, &joined.join(&separator));
+            let drop_name = sample.drop_name && destination != METRIC_NAME;
             InstantSample {
                 labels,
                 t: sample.t,
                 v: sample.v,
+                drop_name,
             }
         })
         .collect();
@@ -759,7 +822,7 @@ fn label_join(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Valu
     Ok(Value::Vector(out))
 }
 
-fn check_unique(samples: &[InstantSample]) -> Result<(), QueryError> {
+pub(super) fn check_unique(samples: &[InstantSample]) -> Result<(), QueryError> {
     let mut seen = std::collections::HashSet::new();
     for sample in samples {
         if !seen.insert(&sample.labels) {
@@ -780,9 +843,7 @@ fn histogram_quantile(q: f64, vector: Vec<InstantSample>, t: i64) -> Result<Valu
             continue;
         };
         let Ok(upper) = parse_bound(le) else { continue };
-        let key = sample
-            .labels
-            .retain(|name| name != "le" && name != METRIC_NAME);
+        let key = sample.labels.retain(|name| name != "le" && name != METRIC_NAME);
         let position = *index.entry(key.clone()).or_insert_with(|| {
             groups.push((key, Vec::new()));
             groups.len() - 1
@@ -796,6 +857,7 @@ fn histogram_quantile(q: f64, vector: Vec<InstantSample>, t: i64) -> Result<Valu
                 labels,
                 t,
                 v: bucket_quantile(q, &mut buckets),
+                drop_name: false,
             })
             .collect(),
     ))
