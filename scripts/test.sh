@@ -8,11 +8,26 @@ if [ ! -d ../shared/conformance ]; then
   echo "warning: ../shared/conformance is missing; conformance tests will fail with a message saying so" >&2
 fi
 
-# Test peers: none of the current tests needs one beyond the Rust toolchain and `kill`.
-need_cmds=(cargo kill)
-for cmd in "${need_cmds[@]}"; do
+for cmd in cargo kill; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "missing required command: $cmd" >&2; exit 1; }
 done
+
+# Test peers from Debian packages: command -> package.
+declare -A peers=([prometheus]=prometheus [promtool]=prometheus)
+missing=()
+for cmd in "${!peers[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${peers[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  packages=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+  echo "installing test peers: $packages"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends $packages
+fi
+# The Debian package starts a system Prometheus on :9090; tests start their own on free ports.
 
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt

@@ -43,6 +43,8 @@ pub enum Command {
     Top(TopArgs),
     /// Offline backfill into a data directory.
     Import(ImportArgs),
+    /// Runs a PromQL query against a server and prints the result.
+    Query(QueryArgs),
     /// Prints the version.
     Version,
 }
@@ -129,6 +131,34 @@ pub struct TopArgs {
     /// Vigil server URL.
     #[arg(long, env = "VIGIL_SERVER", default_value = "http://127.0.0.1:9090")]
     pub server: String,
+}
+
+/// Flags of `query`.
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// The PromQL expression.
+    pub expr: String,
+    /// Vigil server URL.
+    #[arg(long, env = "VIGIL_SERVER", default_value = "http://127.0.0.1:9090")]
+    pub server: String,
+    /// Evaluation time of an instant query (RFC 3339 or Unix seconds) [default: now].
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Start of a range query; with --end and --step.
+    #[arg(long, requires_all = ["end", "step"])]
+    pub start: Option<String>,
+    /// End of a range query.
+    #[arg(long, requires = "start")]
+    pub end: Option<String>,
+    /// Resolution of a range query, e.g. `15s`.
+    #[arg(long, requires = "start")]
+    pub step: Option<String>,
+    /// Bearer token for the query API.
+    #[arg(long, env = "VIGIL_QUERY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the raw JSON response instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `import`.

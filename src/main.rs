@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod http;
 mod local_agent;
+mod query_cli;
 mod server;
 mod telemetry;
 
@@ -51,6 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Command::Top(_) => anyhow::bail!("`vigil top` is not built yet"),
         Command::Import(_) => anyhow::bail!("`vigil import` is not built yet"),
+        Command::Query(args) => query_cli::run(args),
     }
 }
 

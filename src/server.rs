@@ -16,10 +16,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use vigil_collector::{Ingest, IngestLimits};
 use vigil_query::BuildInfo;
+use vigil_query::promql::Engine;
 use vigil_tsdb::{Db, Queryable};
 
 use crate::config::{LocalAgentConfig, ServerConfig};
 use crate::{http, local_agent, telemetry};
+
+/// Queries evaluated at once, as Prometheus's `--query.max-concurrency` default.
+const MAX_CONCURRENT_QUERIES: usize = 20;
 
 /// How long in-flight requests get to finish after a stop signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
@@ -135,7 +139,12 @@ fn router(config: &ServerConfig, probes: Probes) -> Router {
     Router::new()
         .merge(own)
         .merge(ingest.http_routes())
-        .merge(vigil_query::prometheus::routes(storage, build))
+        .merge(vigil_query::prometheus::routes(
+            storage,
+            build,
+            Engine::default(),
+            MAX_CONCURRENT_QUERIES,
+        ))
         .merge(vigil_dashboards::routes())
         .layer(axum::middleware::from_fn(http::record_request))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))

@@ -15,6 +15,9 @@ pub enum QueryError {
     /// The query ran past its timeout: `timeout`, 503.
     #[error("{0}")]
     Timeout(String),
+    /// The client went away: `canceled`, 503.
+    #[error("{0}")]
+    Canceled(String),
     /// Storage failed: `internal`, 500.
     #[error("{0}")]
     Internal(String),
@@ -26,6 +29,7 @@ impl QueryError {
             QueryError::BadData(_) => (StatusCode::BAD_REQUEST, "bad_data"),
             QueryError::Execution(_) => (StatusCode::UNPROCESSABLE_ENTITY, "execution"),
             QueryError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            QueryError::Canceled(_) => (StatusCode::SERVICE_UNAVAILABLE, "canceled"),
             QueryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

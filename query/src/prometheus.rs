@@ -1,6 +1,8 @@
 //! The Prometheus HTTP API (`/api/v1/...`) with Prometheus's JSON shapes.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -11,20 +13,37 @@ use serde_json::{Map, Value, json};
 use vigil_tsdb::{Labels, Matcher, Queryable};
 
 use crate::params::{MAX_TIME_MS, MIN_TIME_MS, Params};
+use crate::promql::{self, Engine, InstantSample, QueryControl, RangeSeries, Value as PromValue};
 use crate::selector::parse_selector;
 use crate::{BuildInfo, QueryError};
+
+/// Most points a range query may return per series, as in Prometheus.
+const MAX_POINTS_PER_SERIES: i64 = 11_000;
 
 /// What the handlers read.
 #[derive(Clone)]
 pub struct ApiState {
     storage: Arc<dyn Queryable>,
     build: BuildInfo,
+    engine: Arc<Engine>,
+    /// Bounds the queries evaluated at once.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// The Prometheus API routes over `storage`.
-pub fn routes(storage: Arc<dyn Queryable>, build: BuildInfo) -> Router {
-    let state = ApiState { storage, build };
+/// The Prometheus API routes over `storage`, evaluating PromQL with `engine`, at most
+/// `max_concurrency` queries at once.
+pub fn routes(storage: Arc<dyn Queryable>, build: BuildInfo, engine: Engine, max_concurrency: usize) -> Router {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_concurrency.max(1)));
+    let state = ApiState {
+        storage,
+        build,
+        engine: Arc::new(engine),
+        slots,
+    };
     Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/format_query", get(format_query).post(format_query))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/series", get(series).post(series))
@@ -122,6 +141,177 @@ async fn series(State(state): State<ApiState>, RawQuery(query): RawQuery, body: 
     Ok(success(Value::Array(all.iter().map(labels_json).collect())))
 }
 
+/// Sets the cancel flag when dropped: a handler future dropped because the client left cancels its query.
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn control(params: &Params) -> Result<QueryControl, QueryError> {
+    let mut control = QueryControl::default();
+    if let Some(raw) = params.get("timeout").filter(|t| !t.is_empty()) {
+        let seconds = crate::parse_duration_seconds(raw)
+            .map_err(|e| QueryError::BadData(format!("invalid parameter \"timeout\": {e}")))?;
+        control.timeout = Some(Duration::from_secs_f64(seconds));
+    }
+    if let Some(raw) = params.get("lookback_delta").filter(|t| !t.is_empty()) {
+        let seconds = crate::parse_duration_seconds(raw)
+            .map_err(|e| QueryError::BadData(format!("invalid parameter \"lookback_delta\": {e}")))?;
+        control.lookback_ms = Some((seconds * 1000.0) as i64);
+    }
+    Ok(control)
+}
+
+fn query_text(params: &Params) -> Result<String, QueryError> {
+    match params.get("query") {
+        Some(text) if !text.trim().is_empty() => Ok(text.to_owned()),
+        _ => Err(QueryError::BadData(
+            "invalid parameter \"query\": query must not be empty".into(),
+        )),
+    }
+}
+
+/// Runs blocking evaluation on the blocking pool, holding a concurrency slot, cancelling if dropped.
+async fn evaluate<T: Send + 'static>(
+    state: &ApiState,
+    control: QueryControl,
+    work: impl FnOnce(&Engine, &dyn Queryable, &QueryControl) -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, QueryError> {
+    let _slot = state
+        .slots
+        .acquire()
+        .await
+        .map_err(|e| QueryError::Internal(e.to_string()))?;
+    let _cancel_guard = CancelOnDrop(control.cancel.clone());
+    let engine = state.engine.clone();
+    let storage = state.storage.clone();
+    tokio::task::spawn_blocking(move || work(&engine, storage.as_ref(), &control))
+        .await
+        .map_err(|e| QueryError::Internal(format!("query task failed: {e}")))?
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A time as Prometheus writes it: Unix seconds, a JSON number without a fraction when whole.
+fn json_time(ms: i64) -> Value {
+    if ms % 1000 == 0 {
+        return json!(ms / 1000);
+    }
+    json!(ms as f64 / 1000.0)
+}
+
+fn json_point(ms: i64, value: f64) -> Value {
+    json!([json_time(ms), promql::format_value(value)])
+}
+
+fn vector_json(samples: &[InstantSample], t: i64) -> Value {
+    Value::Array(
+        samples
+            .iter()
+            .map(|s| json!({"metric": labels_json(&s.labels), "value": json_point(t, s.v)}))
+            .collect(),
+    )
+}
+
+fn matrix_json(series: &[RangeSeries]) -> Value {
+    Value::Array(
+        series
+            .iter()
+            .map(|s| {
+                let values: Vec<Value> = s.samples.iter().map(|p| json_point(p.t, p.v)).collect();
+                json!({"metric": labels_json(&s.labels), "values": values})
+            })
+            .collect(),
+    )
+}
+
+async fn query(State(state): State<ApiState>, RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, QueryError> {
+    let params = Params::parse(raw.as_deref(), &body);
+    let text = query_text(&params)?;
+    let time = params.time_ms("time", now_ms())?;
+    let limit = params.limit()?;
+    let expr = promql::parse(&text)?;
+    let control = control(&params)?;
+    let value = evaluate(&state, control, move |engine, storage, control| {
+        engine.instant(storage, &expr, time, control)
+    })
+    .await?;
+    let data = match value {
+        PromValue::Scalar(v) => json!({"resultType": "scalar", "result": json_point(time, v)}),
+        PromValue::String(s) => json!({"resultType": "string", "result": [json_time(time), s]}),
+        PromValue::Vector(mut samples) => {
+            if let Some(limit) = limit {
+                samples.truncate(limit);
+            }
+            json!({"resultType": "vector", "result": vector_json(&samples, time)})
+        }
+        PromValue::Matrix(mut series) => {
+            if let Some(limit) = limit {
+                series.truncate(limit);
+            }
+            json!({"resultType": "matrix", "result": matrix_json(&series)})
+        }
+    };
+    Ok(success(data))
+}
+
+async fn query_range(
+    State(state): State<ApiState>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, QueryError> {
+    let params = Params::parse(raw.as_deref(), &body);
+    let text = query_text(&params)?;
+    let missing = |name: &str| QueryError::BadData(format!("invalid parameter \"{name}\": missing"));
+    params.get("start").ok_or_else(|| missing("start"))?;
+    params.get("end").ok_or_else(|| missing("end"))?;
+    let start = params.time_ms("start", 0)?;
+    let end = params.time_ms("end", 0)?;
+    if end < start {
+        return Err(QueryError::BadData(
+            "end timestamp must not be before start time".into(),
+        ));
+    }
+    let step_raw = params.get("step").ok_or_else(|| missing("step"))?;
+    let step_seconds = crate::parse_duration_seconds(step_raw)
+        .map_err(|e| QueryError::BadData(format!("invalid parameter \"step\": {e}")))?;
+    let step = (step_seconds * 1000.0).round() as i64;
+    if step <= 0 {
+        return Err(QueryError::BadData(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+        ));
+    }
+    if (end - start) / step > MAX_POINTS_PER_SERIES {
+        return Err(QueryError::BadData(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+                .into(),
+        ));
+    }
+    let limit = params.limit()?;
+    let expr = promql::parse(&text)?;
+    let control = control(&params)?;
+    let mut series = evaluate(&state, control, move |engine, storage, control| {
+        engine.range(storage, &expr, start, end, step, control)
+    })
+    .await?;
+    if let Some(limit) = limit {
+        series.truncate(limit);
+    }
+    Ok(success(json!({"resultType": "matrix", "result": matrix_json(&series)})))
+}
+
+async fn format_query(RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, QueryError> {
+    use promql_parser::parser::Prettier;
+    let params = Params::parse(raw.as_deref(), &body);
+    let expr = promql::parse(&query_text(&params)?)?;
+    Ok(success(json!(expr.pretty(0, 100))))
+}
+
 async fn buildinfo(State(state): State<ApiState>) -> Response {
     success(json!({
         "version": state.build.version,
@@ -156,13 +346,11 @@ mod tests {
         })
         .collect();
         db.append(&batch).unwrap();
-        routes(
-            Arc::new(db),
-            BuildInfo {
-                version: "0.1.0".into(),
-                revision: "abc".into(),
-            },
-        )
+        let build = BuildInfo {
+            version: "0.1.0".into(),
+            revision: "abc".into(),
+        };
+        routes(Arc::new(db), build, Engine::default(), 4)
     }
 
     async fn get_json(uri: &str) -> (StatusCode, Value) {
@@ -173,6 +361,53 @@ mod tests {
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn grafana_health_check_is_a_scalar() {
+        let (status, body) = get_json("/api/v1/query?query=1%2B1&time=4").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            json!({"status": "success", "data": {"resultType": "scalar", "result": [4, "2"]}})
+        );
+    }
+
+    #[tokio::test]
+    async fn instant_and_range_queries_have_prometheus_shapes() {
+        let (_, body) = get_json("/api/v1/query?query=up%7Bjob%3D%22node%22%7D&time=1.5").await;
+        assert_eq!(
+            body["data"],
+            json!({"resultType": "vector", "result": [{"metric": {"__name__": "up", "instance": "a", "job": "node"}, "value": [1.5, "1"]}]})
+        );
+        let (_, body) = get_json("/api/v1/query_range?query=sum(up)&start=0&end=2&step=1").await;
+        assert_eq!(
+            body["data"],
+            json!({"resultType": "matrix", "result": [{"metric": {}, "values": [[1, "2"], [2, "2"]]}]})
+        );
+    }
+
+    #[tokio::test]
+    async fn query_errors_use_prometheus_error_types() {
+        let (status, body) = get_json("/api/v1/query?query=sum(").await;
+        assert_eq!(
+            (status, body["errorType"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad_data"))
+        );
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid parameter \"query\""),
+            "{body}"
+        );
+        let (status, body) = get_json("/api/v1/query_range?query=up&start=10&end=0&step=1").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"], "end timestamp must not be before start time");
+        let (status, _) = get_json("/api/v1/query_range?query=up&start=0&end=100000&step=1").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, body) = get_json("/api/v1/query?query=label_replace(up,%22x%22,%22%22,%22job%22,%22(%22)").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     }
 
     #[tokio::test]

@@ -9,9 +9,12 @@ mod binary;
 mod eval;
 mod functions;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 pub use eval::{Engine, parse};
+pub use functions::format_float as format_value;
 use vigil_tsdb::{Labels, Sample};
 
 /// Default lookback window of instant selectors: 5 minutes.
@@ -39,6 +42,17 @@ impl Default for EngineOptions {
             default_subquery_step_ms: 60_000,
         }
     }
+}
+
+/// Per-query settings and the cancellation switch.
+#[derive(Debug, Clone, Default)]
+pub struct QueryControl {
+    /// Set to true to stop the query (the client went away); it then fails with `canceled`.
+    pub cancel: Arc<AtomicBool>,
+    /// Shorter timeout than the engine's, if any.
+    pub timeout: Option<Duration>,
+    /// Lookback window for this query, if not the engine's.
+    pub lookback_ms: Option<i64>,
 }
 
 /// One element of an instant vector.

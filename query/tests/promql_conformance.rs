@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use promql_parser::parser::{self, Expr};
 use vigil_query::parse_duration_seconds;
-use vigil_query::promql::{Engine, EngineOptions, RangeSeries, Value};
+use vigil_query::promql::{Engine, EngineOptions, QueryControl, RangeSeries, Value};
 use vigil_tsdb::{Appender, Db, DbOptions, Labels, STALE_NAN_BITS, Sample, SeriesSamples};
 
 /// Files whose every case is in the target (stable PromQL, float samples).
@@ -328,9 +328,11 @@ fn run_case(db: &Db, case: &Case) -> Result<(), String> {
     let result = match parser::parse(&case.query) {
         Err(error) => Err(error),
         Ok(expr) => match case.eval {
-            Eval::Instant { at } => engine.instant(db, &expr, at).map_err(|e| e.to_string()),
+            Eval::Instant { at } => engine
+                .instant(db, &expr, at, &QueryControl::default())
+                .map_err(|e| e.to_string()),
             Eval::Range { start, end, step } => engine
-                .range(db, &expr, start, end, step)
+                .range(db, &expr, start, end, step, &QueryControl::default())
                 .map(Value::Matrix)
                 .map_err(|e| e.to_string()),
         },

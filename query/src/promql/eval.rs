@@ -1,12 +1,13 @@
 //! The evaluator: selector loading, evaluation of each expression kind, range stepping.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 use vigil_tsdb::{Labels, METRIC_NAME, Matcher, Queryable, Sample, is_stale_marker};
 
-use super::{EngineOptions, InstantSample, RangeSeries, Value, aggregate, binary, functions};
+use super::{EngineOptions, InstantSample, QueryControl, RangeSeries, Value, aggregate, binary, functions};
 use crate::QueryError;
 use crate::selector::convert;
 
@@ -30,7 +31,8 @@ struct Loaded {
 
 /// State of one query's evaluation.
 pub(super) struct Evaluator<'a> {
-    pub(super) options: &'a EngineOptions,
+    pub(super) options: EngineOptions,
+    control: &'a QueryControl,
     /// Query start and end (ms), for `@ start()` and `@ end()`.
     start: i64,
     end: i64,
@@ -90,8 +92,14 @@ impl Engine {
     }
 
     /// Evaluates `expr` at `time_ms`.
-    pub fn instant(&self, storage: &dyn Queryable, expr: &Expr, time_ms: i64) -> Result<Value, QueryError> {
-        let mut evaluator = Evaluator::new(&self.options, time_ms, time_ms, 0);
+    pub fn instant(
+        &self,
+        storage: &dyn Queryable,
+        expr: &Expr,
+        time_ms: i64,
+        control: &QueryControl,
+    ) -> Result<Value, QueryError> {
+        let mut evaluator = Evaluator::new(&self.options, control, time_ms, time_ms, 0);
         evaluator.load(storage, expr)?;
         match evaluator.eval(expr, time_ms)? {
             Value::Vector(samples) => Ok(Value::Vector(finalize(samples)?)),
@@ -121,13 +129,14 @@ impl Engine {
         start_ms: i64,
         end_ms: i64,
         step_ms: i64,
+        control: &QueryControl,
     ) -> Result<Vec<RangeSeries>, QueryError> {
         if step_ms <= 0 {
             return Err(QueryError::BadData(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
             ));
         }
-        let mut evaluator = Evaluator::new(&self.options, start_ms, end_ms, step_ms);
+        let mut evaluator = Evaluator::new(&self.options, control, start_ms, end_ms, step_ms);
         evaluator.load(storage, expr)?;
         let mut by_labels: HashMap<Labels, Vec<Sample>> = HashMap::new();
         let mut points = 0usize;
@@ -195,14 +204,22 @@ pub(super) fn too_many_samples() -> QueryError {
 }
 
 impl<'a> Evaluator<'a> {
-    fn new(options: &'a EngineOptions, start: i64, end: i64, step: i64) -> Self {
+    fn new(options: &EngineOptions, control: &'a QueryControl, start: i64, end: i64, step: i64) -> Self {
+        let mut options = options.clone();
+        if let Some(timeout) = control.timeout {
+            options.timeout = options.timeout.min(timeout);
+        }
+        if let Some(lookback) = control.lookback_ms {
+            options.lookback_ms = lookback;
+        }
         Evaluator {
-            options,
+            control,
             start,
             end,
             step,
             loaded: HashMap::new(),
             deadline: Instant::now() + options.timeout,
+            options,
             steps_since_check: 0,
         }
     }
@@ -311,6 +328,9 @@ impl<'a> Evaluator<'a> {
         self.steps_since_check += 1;
         if self.steps_since_check >= 64 {
             self.steps_since_check = 0;
+            if self.control.cancel.load(Ordering::Relaxed) {
+                return Err(QueryError::Canceled("query was canceled".into()));
+            }
             if Instant::now() > self.deadline {
                 return Err(QueryError::Timeout("query timed out in expression evaluation".into()));
             }

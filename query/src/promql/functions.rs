@@ -85,28 +85,19 @@ pub(super) fn quantile(q: f64, values: &mut [f64]) -> f64 {
     values[lower] * (1.0 - weight) + values[upper] * weight
 }
 
-/// Formats a float the way Prometheus prints label values and sample values.
-pub(crate) fn format_float(v: f64) -> String {
+/// Formats a float as Prometheus prints sample values and `count_values` labels: the shortest
+/// decimal that reads back exactly, never an exponent, and `NaN`, `+Inf`, `-Inf`.
+pub fn format_float(v: f64) -> String {
     if v.is_nan() {
         return "NaN".into();
     }
     if v.is_infinite() {
         return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
     }
-    let plain = format!("{v}");
-    // Go prints large and tiny magnitudes with an exponent ('g'-style shortest), matching Prometheus output.
-    if v != 0.0 && (v.abs() >= 1e21 || v.abs() < 1e-4) {
-        let exp = format!("{v:e}");
-        if let Some((mantissa, exponent)) = exp.split_once('e') {
-            let exponent: i32 = exponent.parse().unwrap_or(0);
-            let sign = if exponent < 0 { '-' } else { '+' };
-            return format!("{mantissa}e{sign}{:02}", exponent.abs());
-        }
-    }
-    plain
+    format!("{v}")
 }
 
-fn arg<'c>(call: &'c Call, index: usize) -> Result<&'c Expr, QueryError> {
+fn arg(call: &Call, index: usize) -> Result<&Expr, QueryError> {
     call.args.args.get(index).map(|boxed| boxed.as_ref()).ok_or_else(|| {
         QueryError::BadData(format!(
             "function {:?} is missing argument {}",
@@ -538,12 +529,16 @@ fn range_reducer(name: &str) -> Option<Reducer> {
     })
 }
 
+/// Time (seconds) of the best sample by `better`; ties go to the latest, NaN loses to any number.
 fn extreme_time(samples: &[Sample], better: fn(f64, f64) -> bool) -> Option<f64> {
     let mut best: Option<Sample> = None;
     for sample in samples {
-        match best {
-            Some(current) if !(better(sample.v, current.v) || current.v.is_nan()) && !(sample.v == current.v) => {}
-            _ => best = Some(*sample),
+        let replace = match best {
+            None => true,
+            Some(current) => current.v.is_nan() || better(sample.v, current.v) || sample.v == current.v,
+        };
+        if replace {
+            best = Some(*sample);
         }
     }
     best.map(|s| s.t as f64 / 1000.0)
@@ -871,7 +866,7 @@ fn parse_bound(text: &str) -> Result<f64, std::num::ParseFloatError> {
     }
 }
 
-fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -942,7 +937,7 @@ mod tests {
         assert_eq!(format_float(1.0), "1");
         assert_eq!(format_float(0.25), "0.25");
         assert_eq!(format_float(f64::INFINITY), "+Inf");
-        assert_eq!(format_float(1e-7), "1e-07");
+        assert_eq!(format_float(1e-7), "0.0000001");
     }
 
     #[test]

@@ -1,0 +1,302 @@
+//! Real Prometheus as the oracle: the same remote-write data goes to both, and Grafana's calls
+//! (health check, label browser, instant and range queries) must give the same answers.
+//! The peer comes from the Debian package `prometheus`, installed by `scripts/test.sh`.
+
+mod harness;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::{Vigil, client, get, remote_write_body};
+use serde_json::Value;
+
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_prometheus() -> Prometheus {
+    let binary = which("prometheus")
+        .expect("the `prometheus` binary (Debian package `prometheus`) is needed: scripts/test.sh installs it");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
+    let port = free_port();
+    let child = Command::new(binary)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let prometheus = Prometheus { child, port, _dir: dir };
+    let http = client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut response) = http.get(format!("http://127.0.0.1:{port}/-/ready")).call()
+            && response.status() == 200
+            && response.body_mut().read_to_string().is_ok()
+        {
+            return prometheus;
+        }
+        assert!(Instant::now() < deadline, "prometheus did not become ready in 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+const STEP_MS: i64 = 15_000;
+const POINTS: i64 = 240;
+
+type OwnedSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
+
+/// An hour of node- and app-like series ending a minute ago, every 15 s.
+fn dataset(start_ms: i64) -> Vec<OwnedSeries> {
+    let mut out = Vec::new();
+    let times =
+        |f: &dyn Fn(i64) -> f64| -> Vec<(i64, f64)> { (0..POINTS).map(|i| (start_ms + i * STEP_MS, f(i))).collect() };
+    for (job, instance, rate) in [("api", "a:1", 3.0), ("api", "b:1", 5.0), ("web", "c:1", 1.5)] {
+        for (code, share) in [("200", 0.9), ("500", 0.1)] {
+            let labels = vec![
+                ("__name__".into(), "http_requests_total".into()),
+                ("job".into(), job.into()),
+                ("instance".into(), instance.into()),
+                ("code".into(), code.into()),
+            ];
+            // A counter with a reset two thirds of the way through.
+            let values = times(&|i| {
+                let base = if i < 160 { i } else { i - 160 };
+                (base as f64 * 15.0 * rate * share).floor()
+            });
+            out.push((labels, values));
+        }
+        for (le, fraction) in [("0.1", 0.5), ("0.5", 0.8), ("1", 0.95), ("+Inf", 1.0)] {
+            let labels = vec![
+                ("__name__".into(), "http_request_duration_seconds_bucket".into()),
+                ("job".into(), job.into()),
+                ("instance".into(), instance.into()),
+                ("le".into(), le.into()),
+            ];
+            out.push((labels, times(&|i| (i as f64 * 15.0 * rate * fraction).floor())));
+        }
+        let up = vec![
+            ("__name__".into(), "up".into()),
+            ("job".into(), job.into()),
+            ("instance".into(), instance.into()),
+        ];
+        out.push((
+            up,
+            times(&|i| {
+                if job == "web" && (100..120).contains(&i) {
+                    0.0
+                } else {
+                    1.0
+                }
+            }),
+        ));
+        let temperature = vec![
+            ("__name__".into(), "node_temperature_celsius".into()),
+            ("instance".into(), instance.into()),
+        ];
+        out.push((temperature, times(&|i| 40.0 + ((i as f64) / 7.0).sin() * 5.0 + rate)));
+    }
+    out
+}
+
+fn write_body(series: &[OwnedSeries]) -> Vec<u8> {
+    let label_refs: Vec<Vec<(&str, &str)>> = series
+        .iter()
+        .map(|(labels, _)| labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+        .collect();
+    let refs: Vec<harness::WireSeries<'_>> = label_refs
+        .iter()
+        .zip(series)
+        .map(|(labels, (_, samples))| (labels.as_slice(), samples.as_slice()))
+        .collect();
+    remote_write_body(&refs)
+}
+
+fn post_write(url: &str, body: &[u8]) -> u16 {
+    let mut response = client()
+        .post(url)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .send(body)
+        .unwrap();
+    let status = response.status().as_u16();
+    let _ = response.body_mut().read_to_string();
+    status
+}
+
+/// The `data` of a successful response with vector/matrix results keyed and sorted by labels.
+fn normalised(body: &str) -> Value {
+    let parsed: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(parsed["status"], "success", "{body}");
+    let mut data = parsed["data"].clone();
+    if let Some(result) = data.get_mut("result").and_then(Value::as_array_mut) {
+        result.sort_by_key(|entry| entry["metric"].to_string());
+    }
+    data
+}
+
+fn numbers_close(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => match (x.parse::<f64>(), y.parse::<f64>()) {
+            (Ok(x), Ok(y)) => x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) || (x.is_nan() && y.is_nan()),
+            _ => x == y,
+        },
+        (Value::Number(x), Value::Number(y)) => (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-6,
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| numbers_close(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| numbers_close(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+#[test]
+fn grafana_calls_answer_like_prometheus() {
+    let prometheus = start_prometheus();
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = Vigil::server(dir.path(), &[]);
+    let now_ms = chrono_now_ms();
+    let start_ms = (now_ms - 61 * 60 * 1000) / 60_000 * 60_000;
+    let body = write_body(&dataset(start_ms));
+    let prometheus_base = format!("http://127.0.0.1:{}", prometheus.port);
+    assert_eq!(post_write(&format!("{prometheus_base}/api/v1/write"), &body), 204);
+    assert_eq!(post_write(&vigil.http("/api/v1/write"), &body), 204);
+
+    // Between sample times, so closed- and open-left windows see the same samples.
+    let at = |offset_s: i64| format!("{:.1}", (start_ms as f64 / 1000.0) + offset_s as f64 + 7.5);
+    let (range_start, range_end) = (at(1200), at(3300));
+    let instant_queries = [
+        "1+1",
+        "up",
+        "count(up)",
+        "sum by (job) (rate(http_requests_total[5m]))",
+        "sum(increase(http_requests_total{code=\"500\"}[10m])) by (instance)",
+        "irate(http_requests_total{job=\"api\"}[2m])",
+        "histogram_quantile(0.9, sum by (le) (rate(http_request_duration_seconds_bucket[5m])))",
+        "histogram_quantile(0.5, sum by (job, le) (rate(http_request_duration_seconds_bucket[10m])))",
+        "topk(2, sum by (instance) (rate(http_requests_total[5m])))",
+        "avg_over_time(node_temperature_celsius[10m])",
+        "max_over_time(node_temperature_celsius[30m]) - min_over_time(node_temperature_celsius[30m])",
+        "sum(rate(http_requests_total{code=\"500\"}[5m])) / sum(rate(http_requests_total[5m]))",
+        "rate(http_requests_total[5m]) * on(instance) group_left up",
+        "label_replace(up, \"host\", \"$1\", \"instance\", \"(.*):.*\")",
+        "absent(nonexistent_metric{job=\"x\"})",
+        "deriv(node_temperature_celsius[10m])",
+        "quantile(0.5, node_temperature_celsius)",
+        "count_values(\"value\", up)",
+        "resets(http_requests_total[1h])",
+        "predict_linear(node_temperature_celsius[15m], 600)",
+    ];
+    let http = client();
+    let mut compared = 0;
+    for query in instant_queries {
+        for time in [at(1800), at(3000)] {
+            let path = format!("/api/v1/query?query={}&time={time}", urlencode(query));
+            let (_, theirs) = get(&http, &format!("{prometheus_base}{path}"), None);
+            let (_, ours) = get(&http, &vigil.http(&path), None);
+            let (theirs, ours) = (normalised(&theirs), normalised(&ours));
+            assert!(
+                numbers_close(&theirs, &ours),
+                "{query} at {time}\nprometheus: {theirs}\nvigil:      {ours}"
+            );
+            let empty = theirs["result"].as_array().is_some_and(Vec::is_empty);
+            assert!(!empty, "{query}: every query is chosen to have a result: {theirs}");
+            compared += 1;
+        }
+    }
+    let range_queries = [
+        "sum by (job) (rate(http_requests_total[5m]))",
+        "histogram_quantile(0.9, sum by (le) (rate(http_request_duration_seconds_bucket[5m])))",
+        "up",
+        "avg_over_time(node_temperature_celsius[5m])",
+    ];
+    for query in range_queries {
+        let path = format!(
+            "/api/v1/query_range?query={}&start={range_start}&end={range_end}&step=60",
+            urlencode(query)
+        );
+        let (_, theirs) = get(&http, &format!("{prometheus_base}{path}"), None);
+        let (_, ours) = get(&http, &vigil.http(&path), None);
+        let (theirs, ours) = (normalised(&theirs), normalised(&ours));
+        assert!(
+            numbers_close(&theirs, &ours),
+            "{query}\nprometheus: {theirs}\nvigil:      {ours}"
+        );
+        assert!(
+            theirs["result"][0]["values"].as_array().is_some_and(|v| v.len() == 36),
+            "{query}: {theirs}"
+        );
+        compared += 1;
+    }
+    for path in [
+        "/api/v1/labels".to_owned(),
+        "/api/v1/label/__name__/values?limit=40000".to_owned(),
+        "/api/v1/label/job/values?match[]=up".to_owned(),
+        format!("/api/v1/series?match[]={}&limit=40000", urlencode("{__name__!=\"\"}")),
+        format!(
+            "/api/v1/series?match[]={}",
+            urlencode("http_requests_total{code=\"500\"}")
+        ),
+    ] {
+        let (_, theirs) = get(&http, &format!("{prometheus_base}{path}"), None);
+        let (_, ours) = get(&http, &vigil.http(&path), None);
+        let mut theirs = normalised_list(&theirs);
+        let mut ours = normalised_list(&ours);
+        theirs.sort_by_key(Value::to_string);
+        ours.sort_by_key(Value::to_string);
+        assert!(!theirs.is_empty(), "{path}");
+        assert_eq!(theirs, ours, "{path}");
+        compared += 1;
+    }
+    assert_eq!(compared, 2 * instant_queries.len() + range_queries.len() + 5);
+}
+
+fn normalised_list(body: &str) -> Vec<Value> {
+    let parsed: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(parsed["status"], "success", "{body}");
+    parsed["data"].as_array().cloned().unwrap_or_default()
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn urlencode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
