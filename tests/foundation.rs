@@ -228,19 +228,43 @@ fn query_command_prints_results_from_a_server() {
     let dir = tempfile::tempdir().unwrap();
     let vigil = Vigil::server(dir.path(), &[]);
     let http = client();
-    let body = remote_write_body(&[(&[("__name__", "cli_metric"), ("job", "a")], &[(10_000, 3.0), (20_000, 4.0)])]);
+    let body = remote_write_body(&[(
+        &[("__name__", "cli_metric"), ("job", "a")],
+        &[(10_000, 3.0), (20_000, 4.0)],
+    )]);
     assert_eq!(remote_write(&http, &vigil, &body, None).0, 204);
     let server = vigil.http("");
     let run = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_vigil")).arg("query").args(args).output().unwrap();
-        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .arg("query")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     };
     let (code, stdout, _) = run(&["sum by (job) (cli_metric)", "--server", &server, "--time", "25"]);
     assert_eq!((code, stdout.as_str()), (Some(0), "{job=\"a\"} => 4 @ 25\n"));
-    let (code, stdout, _) = run(&["cli_metric", "--server", &server, "--start", "10", "--end", "20", "--step", "10"]);
+    let (code, stdout, _) = run(&[
+        "cli_metric",
+        "--server",
+        &server,
+        "--start",
+        "10",
+        "--end",
+        "20",
+        "--step",
+        "10",
+    ]);
     assert_eq!(code, Some(0));
     assert_eq!(stdout, "cli_metric{job=\"a\"} =>\n  3 @ 10\n  4 @ 20\n");
     let (code, _, stderr) = run(&["sum(", "--server", &server]);
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("bad_data") && stderr.contains("invalid parameter \"query\""), "{stderr}");
+    assert!(
+        stderr.contains("bad_data") && stderr.contains("invalid parameter \"query\""),
+        "{stderr}"
+    );
 }

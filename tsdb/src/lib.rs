@@ -5,6 +5,7 @@
 //! tests of the crates above. This crate knows nothing about HTTP, wire protocols or PromQL.
 
 mod bitstream;
+pub mod block;
 pub mod chunk;
 mod db;
 mod error;
@@ -12,6 +13,7 @@ mod head;
 mod labels;
 mod matcher;
 mod postings;
+pub mod series_codec;
 mod varint;
 pub mod wal;
 
