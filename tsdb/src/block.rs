@@ -44,6 +44,8 @@ pub struct BlockMeta {
     pub level: u32,
     /// Names of the blocks this one was compacted from (removed once this one is complete).
     pub sources: Vec<String>,
+    /// Every sample at or before this time went to blocks when this one was written: the head's floor.
+    pub covers_until: Timestamp,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,8 +84,14 @@ pub struct BlockWriter {
 }
 
 impl BlockWriter {
-    /// Starts a block named `name` under `dir`.
-    pub fn create(dir: &Path, name: &str, level: u32, sources: Vec<String>) -> Result<Self, Error> {
+    /// Starts a block named `name` under `dir`; `covers_until` is recorded in its meta.
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        level: u32,
+        sources: Vec<String>,
+        covers_until: Timestamp,
+    ) -> Result<Self, Error> {
         let tmp_dir = dir.join(format!("{name}{TMP_SUFFIX}"));
         let final_dir = dir.join(name);
         if tmp_dir.exists() {
@@ -100,6 +108,7 @@ impl BlockWriter {
             samples: 0,
             level,
             sources,
+            covers_until,
         };
         Ok(BlockWriter {
             tmp_dir,
@@ -470,7 +479,7 @@ mod tests {
     }
 
     fn write(dir: &Path, series: usize, samples: i64) -> BlockMeta {
-        let mut writer = BlockWriter::create(dir, "b1", 1, Vec::new()).unwrap();
+        let mut writer = BlockWriter::create(dir, "b1", 1, Vec::new(), i64::MAX).unwrap();
         for i in 0..series {
             let points: Vec<Sample> = (0..samples)
                 .map(|k| Sample {
@@ -535,7 +544,7 @@ mod tests {
     #[test]
     fn an_empty_writer_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = BlockWriter::create(dir.path(), "empty", 1, Vec::new()).unwrap();
+        let writer = BlockWriter::create(dir.path(), "empty", 1, Vec::new(), 0).unwrap();
         assert!(writer.finish().unwrap().is_none());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }

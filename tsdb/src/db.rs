@@ -1,11 +1,18 @@
-//! The database: head plus WAL, behind the [`Appender`] and [`Queryable`] traits.
+//! The database: blocks, head and WAL, behind the [`Appender`] and [`Queryable`] traits.
+//!
+//! Maintenance ([`Db::maintain`]) moves old head data into blocks, compacts blocks, and applies retention.
+//! Each step is crash-safe: a block becomes visible only once renamed into place; the head is truncated
+//! and the WAL checkpointed only after that; on open, partial (`.tmp`) blocks are deleted, blocks already
+//! merged into a complete one are deleted, and WAL samples at or before the newest block time are skipped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
+use crate::block::{Block, BlockMeta, BlockWriter, TMP_SUFFIX};
 use crate::head::Head;
 use crate::postings::SeriesId;
 use crate::varint::{put_uvarint, put_varint, uvarint, varint};
@@ -29,6 +36,12 @@ pub struct DbOptions {
     pub wal_sync: WalSync,
     /// Bytes per WAL segment before a new one is started.
     pub wal_segment_size: u64,
+    /// Time range of a block cut from the head; the head holds about 1.5 of these before a cut.
+    pub block_duration_ms: i64,
+    /// Blocks whose newest sample is older than this (relative to the newest data) are deleted.
+    pub retention_ms: Option<i64>,
+    /// Oldest blocks are deleted while blocks take more bytes than this.
+    pub retention_bytes: Option<u64>,
 }
 
 impl Default for DbOptions {
@@ -38,6 +51,9 @@ impl Default for DbOptions {
             limits: HeadLimits::default(),
             wal_sync: WalSync::Always,
             wal_segment_size: 128 << 20,
+            block_duration_ms: 2 * 60 * 60 * 1000,
+            retention_ms: Some(15 * 24 * 60 * 60 * 1000),
+            retention_bytes: None,
         }
     }
 }
@@ -51,8 +67,23 @@ pub struct OpenReport {
     pub samples: u64,
     /// Bytes of a torn final WAL record that were cut.
     pub truncated_bytes: u64,
-    /// Corrupt WAL regions skipped (the rest was served).
+    /// Corrupt WAL regions and unreadable blocks skipped (the rest is served).
     pub corruptions: Vec<Error>,
+    /// Blocks opened.
+    pub blocks: usize,
+    /// Partial block directories (a crash while writing) deleted.
+    pub partial_blocks_removed: usize,
+}
+
+/// What one [`Db::maintain`] pass did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MaintenanceReport {
+    /// Blocks cut from the head.
+    pub cut: Vec<BlockMeta>,
+    /// Blocks written by compaction.
+    pub compacted: Vec<BlockMeta>,
+    /// Time ranges of blocks deleted by retention.
+    pub deleted: Vec<(Timestamp, Timestamp)>,
 }
 
 /// One sample that was not stored, and why.
@@ -81,6 +112,10 @@ pub struct AppendSummary {
 pub struct Db {
     head: RwLock<Head>,
     wal: Option<Arc<Wal>>,
+    blocks: RwLock<Vec<Arc<Block>>>,
+    /// One maintenance step at a time.
+    maintenance: Mutex<()>,
+    block_sequence: AtomicU64,
     options: DbOptions,
     dir: Option<PathBuf>,
 }
@@ -99,16 +134,29 @@ impl Db {
         Db {
             head: RwLock::new(Head::default()),
             wal: None,
+            blocks: RwLock::new(Vec::new()),
+            maintenance: Mutex::new(()),
+            block_sequence: AtomicU64::new(0),
             options,
             dir: None,
         }
     }
 
-    /// Opens (or creates) the database under `dir`, replaying its WAL.
+    /// Opens (or creates) the database under `dir`: its blocks, then the WAL on top.
     pub fn open(dir: &Path, options: DbOptions) -> Result<(Self, OpenReport), Error> {
+        let mut report = OpenReport::default();
+        let blocks = open_blocks(&dir.join("blocks"), &mut report)?;
+        let floor = blocks
+            .iter()
+            .map(|b| b.meta().covers_until)
+            .max()
+            .unwrap_or(Timestamp::MIN);
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir).map_err(|e| Error::io(&wal_dir, e))?;
         let mut head = Head::default();
+        if floor != Timestamp::MIN {
+            head.truncate(floor);
+        }
         let mut samples = 0u64;
         let mut undecodable = 0u64;
         let replay = wal::replay(&wal_dir, |record_type, payload| {
@@ -121,12 +169,11 @@ impl Db {
                 undecodable += 1;
             }
         })?;
-        let mut report = OpenReport {
-            series: head.series_count(),
-            samples,
-            truncated_bytes: replay.truncated_bytes,
-            corruptions: replay.corruptions,
-        };
+        report.series = head.series_count();
+        report.samples = samples;
+        report.truncated_bytes = replay.truncated_bytes;
+        report.corruptions.extend(replay.corruptions);
+        report.blocks = blocks.len();
         if undecodable > 0 {
             report.corruptions.push(Error::Corruption {
                 path: wal_dir.clone(),
@@ -138,6 +185,9 @@ impl Db {
         let db = Db {
             head: RwLock::new(head),
             wal: Some(wal),
+            blocks: RwLock::new(blocks),
+            maintenance: Mutex::new(()),
+            block_sequence: AtomicU64::new(0),
             options,
             dir: Some(dir.to_owned()),
         };
@@ -276,6 +326,306 @@ fn encode_plan(plan: &Plan) -> Vec<u8> {
     framed
 }
 
+/// WAL records (series, then samples) for everything the head still holds: a checkpoint's content.
+fn encode_snapshot(head: &Head) -> Vec<u8> {
+    let mut plan = Plan::default();
+    for (id, labels, samples) in head.snapshot() {
+        plan.new_series.push((id, labels.clone()));
+        plan.samples.extend(samples.into_iter().map(|sample| (id, sample)));
+    }
+    encode_plan(&plan)
+}
+
+/// Opens every complete block under `dir`, deleting partial ones and ones already compacted into another.
+fn open_blocks(dir: &Path, report: &mut OpenReport) -> Result<Vec<Arc<Block>>, Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut blocks = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if !path.is_dir() {
+            continue;
+        }
+        if path.to_string_lossy().ends_with(TMP_SUFFIX) {
+            tracing::warn!(path = %path.display(), "removing partially written block");
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+            report.partial_blocks_removed += 1;
+            continue;
+        }
+        match Block::open(&path) {
+            Ok(block) => blocks.push(Arc::new(block)),
+            Err(error) => {
+                tracing::error!(%error, "block skipped");
+                report.corruptions.push(error);
+            }
+        }
+    }
+    let replaced: Vec<String> = blocks.iter().flat_map(|b| b.meta().sources.clone()).collect();
+    let (superseded, kept): (Vec<_>, Vec<_>) = blocks.into_iter().partition(|b| replaced.contains(&b.name()));
+    for block in superseded {
+        tracing::info!(block = block.name(), "removing block already compacted into another");
+        remove_block_dir(block.dir())?;
+    }
+    let mut kept = kept;
+    kept.sort_by_key(|b| b.meta().min_time);
+    Ok(kept)
+}
+
+/// Renames a block directory to a `.tmp` name first, so a crash mid-delete leaves a partial block that
+/// the next open removes rather than a broken one it would try to read.
+fn remove_block_dir(dir: &Path) -> Result<(), Error> {
+    let doomed = PathBuf::from(format!("{}.deleting{TMP_SUFFIX}", dir.display()));
+    std::fs::rename(dir, &doomed).map_err(|e| Error::io(dir, e))?;
+    std::fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))
+}
+
+/// How many series' samples are copied out of the head per read-lock hold while writing a block.
+const CUT_BATCH: usize = 1024;
+
+impl Db {
+    fn blocks_dir(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|dir| dir.join("blocks"))
+    }
+
+    fn next_block_name(&self) -> String {
+        let sequence = self.block_sequence.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("{:013}-{:06}", now.as_millis(), sequence)
+    }
+
+    /// The open blocks, oldest first.
+    pub fn blocks(&self) -> Vec<BlockMeta> {
+        self.blocks.read().iter().map(|b| b.meta().clone()).collect()
+    }
+
+    /// Moves head samples at or before `cut` into a new block, then frees them from memory and
+    /// checkpoints the WAL. Appends at or before `cut` are refused from the moment this starts.
+    /// Returns the new block's meta, `None` when there was nothing to move (or no data directory).
+    pub fn flush_head_before(&self, cut: Timestamp) -> Result<Option<BlockMeta>, Error> {
+        let _maintenance = self.maintenance.lock();
+        let Some(blocks_dir) = self.blocks_dir() else {
+            return Ok(None);
+        };
+        let (previous_floor, ids) = {
+            let mut head = self.head.write();
+            let previous_floor = head.append_floor();
+            if cut <= previous_floor {
+                return Ok(None);
+            }
+            head.set_append_floor(cut);
+            (previous_floor, head.ids_by_labels())
+        };
+        let written = self.write_head_block(&blocks_dir, &ids, previous_floor.saturating_add(1), cut);
+        let written = match written {
+            Ok(written) => written,
+            Err(error) => {
+                self.head.write().set_append_floor(previous_floor);
+                return Err(error);
+            }
+        };
+        let Some((name, meta)) = written else {
+            // Nothing at or before `cut`: no block, and the floor goes back so nothing is refused for it.
+            self.head.write().set_append_floor(previous_floor);
+            return Ok(None);
+        };
+        let block = Block::open(&blocks_dir.join(name))?;
+        {
+            let mut blocks = self.blocks.write();
+            blocks.push(Arc::new(block));
+            blocks.sort_by_key(|b| b.meta().min_time);
+        }
+        self.truncate_head_and_checkpoint(cut)?;
+        metrics::counter!("vigil_tsdb_blocks_cut_total").increment(1);
+        Ok(Some(meta))
+    }
+
+    fn write_head_block(
+        &self,
+        blocks_dir: &Path,
+        ids: &[SeriesId],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Option<(String, BlockMeta)>, Error> {
+        let name = self.next_block_name();
+        let mut writer = BlockWriter::create(blocks_dir, &name, 1, Vec::new(), maxt)?;
+        for batch in ids.chunks(CUT_BATCH) {
+            let copied: Vec<(Labels, Vec<Sample>)> = {
+                let head = self.head.read();
+                batch
+                    .iter()
+                    .filter_map(|id| head.series_samples(*id, mint, maxt))
+                    .map(|(labels, samples)| (labels.clone(), samples))
+                    .collect()
+            };
+            for (labels, samples) in copied {
+                writer.add(&labels, &samples)?;
+            }
+        }
+        Ok(writer.finish()?.map(|meta| (name, meta)))
+    }
+
+    fn truncate_head_and_checkpoint(&self, cut: Timestamp) -> Result<(), Error> {
+        let (closed_segment, snapshot) = {
+            let mut head = self.head.write();
+            head.truncate(cut);
+            match &self.wal {
+                Some(wal) => (Some(wal.rotate()?), encode_snapshot(&head)),
+                None => (None, Vec::new()),
+            }
+        };
+        if let (Some(wal), Some(closed)) = (&self.wal, closed_segment) {
+            wal::write_checkpoint(wal.dir(), closed, &snapshot)?;
+        }
+        Ok(())
+    }
+
+    /// Merges adjacent blocks of the same level while the result spans at most three times that
+    /// level's range (2h blocks become 6h, then 18h, ...). Returns the blocks written.
+    pub fn compact(&self) -> Result<Vec<BlockMeta>, Error> {
+        let _maintenance = self.maintenance.lock();
+        let Some(blocks_dir) = self.blocks_dir() else {
+            return Ok(Vec::new());
+        };
+        let mut written = Vec::new();
+        while let Some(group) = self.compaction_candidates() {
+            let level = group.iter().map(|b| b.meta().level).max().unwrap_or(1) + 1;
+            let sources: Vec<String> = group.iter().map(|b| b.name()).collect();
+            let mut merged: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+            for block in &group {
+                for series in block.all_series()? {
+                    merged.entry(series.labels).or_default().extend(series.samples);
+                }
+            }
+            let name = self.next_block_name();
+            let covers_until = group
+                .iter()
+                .map(|b| b.meta().covers_until)
+                .max()
+                .unwrap_or(Timestamp::MIN);
+            let mut writer = BlockWriter::create(&blocks_dir, &name, level, sources, covers_until)?;
+            for (labels, mut samples) in merged {
+                samples.sort_by_key(|s| s.t);
+                samples.dedup_by_key(|s| s.t);
+                writer.add(&labels, &samples)?;
+            }
+            let Some(meta) = writer.finish()? else { break };
+            let block = Arc::new(Block::open(&blocks_dir.join(&name))?);
+            {
+                let mut blocks = self.blocks.write();
+                blocks.retain(|b| !group.iter().any(|g| Arc::ptr_eq(b, g)));
+                blocks.push(block);
+                blocks.sort_by_key(|b| b.meta().min_time);
+            }
+            for source in &group {
+                remove_block_dir(source.dir())?;
+            }
+            metrics::counter!("vigil_tsdb_compactions_total").increment(1);
+            written.push(meta);
+        }
+        Ok(written)
+    }
+
+    fn compaction_candidates(&self) -> Option<Vec<Arc<Block>>> {
+        let blocks = self.blocks.read();
+        for window in blocks.windows(2) {
+            let (a, b) = (window[0].meta(), window[1].meta());
+            if a.level != b.level {
+                continue;
+            }
+            let limit = self
+                .options
+                .block_duration_ms
+                .saturating_mul(3i64.saturating_pow(a.level));
+            // Level-l blocks start on boundaries of their own range; the merged block must stay inside one
+            // boundary of the next range so blocks of a level never overlap.
+            let window_start = a.min_time.div_euclid(limit) * limit;
+            if b.max_time < window_start.saturating_add(limit) {
+                return Some(vec![window[0].clone(), window[1].clone()]);
+            }
+        }
+        None
+    }
+
+    /// Deletes blocks past the time or size retention; `reference` is the newest time the data has.
+    /// Returns the deleted blocks' time ranges.
+    pub fn apply_retention(&self, reference: Timestamp) -> Result<Vec<(Timestamp, Timestamp)>, Error> {
+        let _maintenance = self.maintenance.lock();
+        let doomed: Vec<Arc<Block>> = {
+            let blocks = self.blocks.read();
+            let mut doomed: Vec<Arc<Block>> = match self.options.retention_ms {
+                Some(retention) => blocks
+                    .iter()
+                    .filter(|b| b.meta().max_time < reference.saturating_sub(retention))
+                    .cloned()
+                    .collect(),
+                None => Vec::new(),
+            };
+            if let Some(limit) = self.options.retention_bytes {
+                let mut total: u64 = blocks
+                    .iter()
+                    .filter(|b| !doomed.iter().any(|d| Arc::ptr_eq(d, b)))
+                    .map(|b| b.size_bytes())
+                    .sum();
+                for block in blocks.iter() {
+                    if total <= limit {
+                        break;
+                    }
+                    if !doomed.iter().any(|d| Arc::ptr_eq(d, block)) {
+                        total -= block.size_bytes();
+                        doomed.push(block.clone());
+                    }
+                }
+            }
+            doomed
+        };
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.blocks
+            .write()
+            .retain(|b| !doomed.iter().any(|d| Arc::ptr_eq(b, d)));
+        let mut deleted = Vec::new();
+        for block in doomed {
+            remove_block_dir(block.dir())?;
+            deleted.push((block.meta().min_time, block.meta().max_time));
+        }
+        metrics::counter!("vigil_tsdb_blocks_deleted_total").increment(deleted.len() as u64);
+        Ok(deleted)
+    }
+
+    /// One maintenance pass: cut the head while it spans 1.5 block ranges, compact, apply retention.
+    pub fn maintain(&self) -> Result<MaintenanceReport, Error> {
+        let mut report = MaintenanceReport::default();
+        let duration = self.options.block_duration_ms;
+        loop {
+            let Some((min, max)) = self.head.read().time_range() else {
+                break;
+            };
+            if max - min < duration + duration / 2 {
+                break;
+            }
+            let cut = min.div_euclid(duration) * duration + duration - 1;
+            match self.flush_head_before(cut)? {
+                Some(meta) => report.cut.push(meta),
+                None => break,
+            }
+        }
+        report.compacted = self.compact()?;
+        let newest = self.head.read().time_range().map(|(_, max)| max);
+        let newest_block = self.blocks.read().iter().map(|b| b.meta().max_time).max();
+        if let Some(reference) = newest.max(newest_block) {
+            report.deleted = self.apply_retention(reference)?;
+        }
+        Ok(report)
+    }
+
+    /// Bytes the blocks take on disk.
+    pub fn blocks_size_bytes(&self) -> u64 {
+        self.blocks.read().iter().map(|b| b.size_bytes()).sum()
+    }
+}
+
 fn read_string(payload: &[u8], pos: &mut usize) -> Option<String> {
     let len = usize::try_from(uvarint(payload, pos)?).ok()?;
     let bytes = payload.get(*pos..pos.checked_add(len)?)?;
@@ -309,7 +659,7 @@ fn replay_samples(head: &mut Head, payload: &[u8]) -> Option<u64> {
         let t = varint(payload, &mut pos)?;
         let bits = u64::from_le_bytes(payload.get(pos..pos + 8)?.try_into().ok()?);
         pos += 8;
-        if head.apply(
+        if head.apply_replayed(
             id,
             Sample {
                 t,
@@ -353,6 +703,7 @@ impl Appender for Db {
             let reason = match rejected.error {
                 SampleError::DuplicateTimestamp => "duplicate_timestamp",
                 SampleError::OutOfOrder => "out_of_order",
+                SampleError::OutOfBounds => "out_of_bounds",
                 SampleError::SeriesRejected(_) => "series_rejected",
             };
             metrics::counter!("vigil_tsdb_samples_rejected_total", "reason" => reason).increment(1);
@@ -370,42 +721,86 @@ fn truncate_sorted(mut values: Vec<String>, limit: Option<usize>) -> Vec<String>
     values
 }
 
+impl Db {
+    fn blocks_overlapping(&self, mint: Timestamp, maxt: Timestamp) -> Vec<Arc<Block>> {
+        let blocks = self.blocks.read();
+        blocks
+            .iter()
+            .filter(|b| b.meta().min_time <= maxt && b.meta().max_time >= mint)
+            .cloned()
+            .collect()
+    }
+
+    /// Label sets matching `matchers` across blocks and head, deduplicated, passed to `visit`.
+    fn for_each_matching(&self, matchers: &[Matcher], mut visit: impl FnMut(&Labels)) {
+        let blocks = self.blocks.read().clone();
+        for block in &blocks {
+            block.matching_labels(matchers).into_iter().for_each(&mut visit);
+        }
+        self.head
+            .read()
+            .matching_labels(matchers)
+            .into_iter()
+            .for_each(&mut visit);
+    }
+}
+
 impl Queryable for Db {
     fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, Error> {
-        Ok(self.head.read().select(matchers, mint, maxt))
+        let blocks = self.blocks_overlapping(mint, maxt);
+        if blocks.is_empty() {
+            return Ok(self.head.read().select(matchers, mint, maxt));
+        }
+        let mut merged: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        for block in &blocks {
+            for series in block.select(matchers, mint, maxt)? {
+                merged.entry(series.labels).or_default().extend(series.samples);
+            }
+        }
+        for series in self.head.read().select(matchers, mint, maxt) {
+            merged.entry(series.labels).or_default().extend(series.samples);
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(labels, mut samples)| {
+                samples.sort_by_key(|s| s.t);
+                samples.dedup_by_key(|s| s.t);
+                Series { labels, samples }
+            })
+            .collect())
     }
 
     fn label_names(&self, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<String>, Error> {
-        let head = self.head.read();
+        let mut names = Vec::new();
         if matchers.is_empty() {
-            return Ok(truncate_sorted(head.label_names().map(str::to_owned).collect(), limit));
+            for block in self.blocks.read().iter() {
+                names.extend(block.label_names().map(str::to_owned));
+            }
+            names.extend(self.head.read().label_names().map(str::to_owned));
+        } else {
+            self.for_each_matching(matchers, |labels| names.extend(labels.iter().map(|l| l.name.clone())));
         }
-        let names = head
-            .matching_labels(matchers)
-            .into_iter()
-            .flat_map(|labels| labels.iter().map(|l| l.name.clone()));
-        Ok(truncate_sorted(names.collect(), limit))
+        Ok(truncate_sorted(names, limit))
     }
 
     fn label_values(&self, name: &str, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<String>, Error> {
-        let head = self.head.read();
+        let mut values = Vec::new();
         if matchers.is_empty() {
-            return Ok(truncate_sorted(
-                head.label_values(name).map(str::to_owned).collect(),
-                limit,
-            ));
+            for block in self.blocks.read().iter() {
+                values.extend(block.label_values(name).map(str::to_owned));
+            }
+            values.extend(self.head.read().label_values(name).map(str::to_owned));
+        } else {
+            self.for_each_matching(matchers, |labels| values.extend(labels.get(name).map(str::to_owned)));
         }
-        let values = head
-            .matching_labels(matchers)
-            .into_iter()
-            .filter_map(|labels| labels.get(name).map(str::to_owned));
-        Ok(truncate_sorted(values.collect(), limit))
+        Ok(truncate_sorted(values, limit))
     }
 
     fn series_labels(&self, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<Labels>, Error> {
-        let head = self.head.read();
-        let mut all: Vec<Labels> = head.matching_labels(matchers).into_iter().cloned().collect();
+        let mut all: Vec<Labels> = Vec::new();
+        self.for_each_matching(matchers, |labels| all.push(labels.clone()));
         all.sort();
+        all.dedup();
         if let Some(limit) = limit {
             all.truncate(limit);
         }

@@ -50,6 +50,9 @@ pub enum SampleError {
     /// Older than the out-of-order window allows.
     #[error("out of order sample")]
     OutOfOrder,
+    /// At or before the newest time already written to a block.
+    #[error("out of bounds")]
+    OutOfBounds,
     /// The series could not be created (limits, invalid labels).
     #[error("{0}")]
     SeriesRejected(String),

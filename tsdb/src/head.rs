@@ -184,6 +184,43 @@ impl MemSeries {
         self.open.append(sample.t, sample.v);
     }
 
+    /// Stores a sample read back from the WAL, skipping one already present (a checkpoint and a
+    /// segment may both hold it).
+    fn apply_replayed(&mut self, sample: Sample) {
+        if self.max_time().is_some_and(|max_t| sample.t <= max_t) && self.value_at(sample.t).is_some() {
+            return;
+        }
+        self.apply(sample);
+    }
+
+    /// Drops data at or before `cut` that no longer needs to stay in memory: whole chunks and
+    /// out-of-order samples. A chunk straddling `cut` stays; reads filter it by the read floor.
+    fn truncate(&mut self, cut: Timestamp) {
+        self.closed.retain(|chunk| chunk.max_t > cut);
+        if !self.open.is_empty() && self.open.max_time() <= cut && self.closed.is_empty() {
+            self.open = XorAppender::default();
+        }
+        if let Some(ooo) = self.out_of_order.as_mut() {
+            *ooo = Box::new(ooo.split_off(&(cut + 1)));
+            if ooo.is_empty() {
+                self.out_of_order = None;
+            }
+        }
+    }
+
+    /// Time of the oldest sample held.
+    fn min_time(&self) -> Option<Timestamp> {
+        let chunk_min = match self.closed.first() {
+            Some(chunk) => Some(chunk.min_t),
+            None => (!self.open.is_empty()).then(|| self.open.min_time()),
+        };
+        let ooo_min = self.out_of_order.as_ref().and_then(|ooo| ooo.keys().next().copied());
+        match (chunk_min, ooo_min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn samples(&self, mint: Timestamp, maxt: Timestamp) -> Vec<Sample> {
         let mut out = Vec::new();
         let in_range = |chunk_min: Timestamp, chunk_max: Timestamp| chunk_min <= maxt && chunk_max >= mint;
@@ -223,14 +260,107 @@ fn decode_into(bytes: &[u8], mint: Timestamp, maxt: Timestamp, out: &mut Vec<Sam
 }
 
 /// In-memory series and their index.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Head {
     series: Vec<MemSeries>,
     by_labels: HashMap<Labels, SeriesId>,
     postings: Postings,
+    /// Samples at or before this time belong to blocks: appends there are refused.
+    append_floor: Timestamp,
+    /// Reads return only samples after this time (it trails `append_floor` while a block is written).
+    read_floor: Timestamp,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            series: Vec::new(),
+            by_labels: HashMap::new(),
+            postings: Postings::default(),
+            append_floor: Timestamp::MIN,
+            read_floor: Timestamp::MIN,
+        }
+    }
 }
 
 impl Head {
+    pub(crate) fn append_floor(&self) -> Timestamp {
+        self.append_floor
+    }
+
+    pub(crate) fn set_append_floor(&mut self, floor: Timestamp) {
+        self.append_floor = floor;
+    }
+
+    /// Marks everything at or before `cut` as moved to a block: reads stop returning it and memory is freed.
+    pub(crate) fn truncate(&mut self, cut: Timestamp) {
+        self.read_floor = cut;
+        self.append_floor = self.append_floor.max(cut);
+        for series in &mut self.series {
+            series.truncate(cut);
+        }
+    }
+
+    /// Oldest and newest sample times readable from the head.
+    pub(crate) fn time_range(&self) -> Option<(Timestamp, Timestamp)> {
+        let mut range: Option<(Timestamp, Timestamp)> = None;
+        for series in &self.series {
+            let (Some(min), Some(max)) = (series.min_time(), series.max_time()) else {
+                continue;
+            };
+            let min = min.max(self.read_floor.saturating_add(1));
+            if max <= self.read_floor {
+                continue;
+            }
+            range = Some(match range {
+                Some((lo, hi)) => (lo.min(min), hi.max(max)),
+                None => (min, max),
+            });
+        }
+        range
+    }
+
+    /// Series ids in label order.
+    pub(crate) fn ids_by_labels(&self) -> Vec<SeriesId> {
+        let mut ids: Vec<SeriesId> = (0..self.series.len() as SeriesId).collect();
+        ids.sort_by(|a, b| self.series[*a as usize].labels.cmp(&self.series[*b as usize].labels));
+        ids
+    }
+
+    /// A series' labels and its samples in `[mint, maxt]`.
+    pub(crate) fn series_samples(
+        &self,
+        id: SeriesId,
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Option<(&Labels, Vec<Sample>)> {
+        let series = self.series.get(id as usize)?;
+        Some((&series.labels, series.samples(mint, maxt)))
+    }
+
+    /// Every series (id, labels) and its readable samples, for a WAL checkpoint.
+    pub(crate) fn snapshot(&self) -> impl Iterator<Item = (SeriesId, &Labels, Vec<Sample>)> {
+        let floor = self.read_floor.saturating_add(1);
+        self.series
+            .iter()
+            .enumerate()
+            .map(move |(id, series)| (id as SeriesId, &series.labels, series.samples(floor, Timestamp::MAX)))
+    }
+
+    /// Stores a sample from the WAL: skipped if at or before the floor (it is in a block) or already present.
+    pub(crate) fn apply_replayed(&mut self, id: SeriesId, sample: Sample) -> bool {
+        if sample.t <= self.append_floor {
+            return false;
+        }
+        match self.series.get_mut(id as usize) {
+            Some(series) => {
+                series.apply_replayed(sample);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(crate) fn series_count(&self) -> usize {
         self.series.len()
     }
@@ -262,6 +392,9 @@ impl Head {
         pending_max: Option<Timestamp>,
         window_ms: i64,
     ) -> Result<bool, SampleError> {
+        if sample.t <= self.append_floor {
+            return Err(SampleError::OutOfBounds);
+        }
         match id.and_then(|id| self.series.get(id as usize)) {
             Some(series) => series.check(sample, pending_max, window_ms),
             None => Ok(pending_max.is_none_or(|max| sample.t > max)),
@@ -280,6 +413,10 @@ impl Head {
     }
 
     pub(crate) fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<Series> {
+        let mint = mint.max(self.read_floor.saturating_add(1));
+        if mint > maxt {
+            return Vec::new();
+        }
         let ids = self.postings.select(matchers, |id| &self.series[id as usize].labels);
         let mut out: Vec<Series> = ids
             .into_iter()

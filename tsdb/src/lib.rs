@@ -17,7 +17,8 @@ pub mod series_codec;
 mod varint;
 pub mod wal;
 
-pub use db::{AppendSummary, Db, DbOptions, OpenReport, RejectedSample};
+pub use block::BlockMeta;
+pub use db::{AppendSummary, Db, DbOptions, MaintenanceReport, OpenReport, RejectedSample};
 pub use error::{Error, SampleError};
 pub use head::{HeadLimits, Series};
 pub use labels::{Label, Labels, METRIC_NAME};

@@ -5,6 +5,9 @@
 //! Replay reads segments in order. A record that fails its checksum is skipped by searching for the next
 //! valid record; if none follows in the last segment the bad bytes are a torn tail and are truncated,
 //! otherwise the corruption is reported with file and offset and replay goes on.
+//!
+//! A checkpoint `checkpoint.NNNNNNNN` holds, in the same record format, everything still needed from
+//! segments up to `NNNNNNNN`; replay reads the newest checkpoint and then only the segments after it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -109,14 +112,76 @@ pub fn frame(record_type: u8, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
-/// Replays every record under `dir` in order through `apply(type, payload)`.
+const CHECKPOINT_PREFIX: &str = "checkpoint.";
+
+/// The newest complete checkpoint: the last segment index it covers.
+fn latest_checkpoint(dir: &Path) -> Result<Option<u32>, Error> {
+    let mut latest = None;
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(index) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(CHECKPOINT_PREFIX))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        latest = latest.max(Some(index));
+    }
+    Ok(latest)
+}
+
+fn checkpoint_path(dir: &Path, upto: u32) -> PathBuf {
+    dir.join(format!("{CHECKPOINT_PREFIX}{upto:08}"))
+}
+
+/// Writes a checkpoint standing for segments up to `upto`, then deletes those segments and older checkpoints.
+pub fn write_checkpoint(dir: &Path, upto: u32, framed: &[u8]) -> Result<(), Error> {
+    let path = checkpoint_path(dir, upto);
+    let tmp = dir.join(format!("{CHECKPOINT_PREFIX}{upto:08}.tmp"));
+    {
+        let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        file.write_all(framed).map_err(|e| Error::io(&tmp, e))?;
+        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    }
+    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))?;
+    for index in list_segments(dir)?.into_iter().filter(|index| *index <= upto) {
+        let segment = segment_path(dir, index);
+        fs::remove_file(&segment).map_err(|e| Error::io(&segment, e))?;
+    }
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let older = name
+            .strip_prefix(CHECKPOINT_PREFIX)
+            .is_some_and(|rest| rest.ends_with(".tmp") || rest.parse::<u32>().is_ok_and(|index| index < upto));
+        if older {
+            fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Replays the newest checkpoint and every later segment under `dir`, in order, through `apply(type, payload)`.
 pub fn replay(dir: &Path, mut apply: impl FnMut(u8, &[u8])) -> Result<ReplayReport, Error> {
     let mut report = ReplayReport::default();
-    let segments = list_segments(dir)?;
-    for (position, index) in segments.iter().enumerate() {
-        let path = segment_path(dir, *index);
+    let checkpoint = latest_checkpoint(dir)?;
+    let mut files: Vec<PathBuf> = checkpoint.iter().map(|upto| checkpoint_path(dir, *upto)).collect();
+    let after = checkpoint.unwrap_or(0);
+    files.extend(
+        list_segments(dir)?
+            .into_iter()
+            .filter(|index| checkpoint.is_none() || *index > after)
+            .map(|i| segment_path(dir, i)),
+    );
+    for (position, path) in files.iter().enumerate() {
+        let path = path.clone();
         let data = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let is_last = position + 1 == segments.len();
+        let is_last = position + 1 == files.len();
         let mut pos = 0;
         while pos < data.len() {
             match parse_record(&data, pos) {
@@ -233,6 +298,22 @@ impl Wal {
         Ok(self.written_seq.fetch_add(1, Ordering::AcqRel) + 1)
     }
 
+    /// Syncs the active segment and starts the next one; returns the index of the one just closed.
+    /// Every write after this returns lands in the new segment.
+    pub fn rotate(&self) -> Result<u32, Error> {
+        let mut active = self.active.lock();
+        let closed = active.index;
+        let path = segment_path(&self.dir, closed);
+        active.file.sync_data().map_err(|e| Error::io(&path, e))?;
+        *active = Self::create_segment(&self.dir, closed + 1)?;
+        Ok(closed)
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Makes the write numbered `seq` durable according to the sync policy.
     pub fn commit(&self, seq: u64) -> Result<(), Error> {
         match self.sync {
@@ -342,6 +423,24 @@ mod tests {
             message.contains("00000001") && message.contains(&format!("offset {}", ends[1])),
             "{message}"
         );
+    }
+
+    #[test]
+    fn checkpoints_replace_the_segments_they_cover() {
+        let dir = tempfile::tempdir().unwrap();
+        write_records(dir.path(), 3);
+        let wal = Wal::open(dir.path(), WalSync::Always, 1 << 20).unwrap();
+        let closed = wal.rotate().unwrap();
+        let mut framed = Vec::new();
+        frame(2, &[42], &mut framed);
+        write_checkpoint(dir.path(), closed, &framed).unwrap();
+        let mut later = Vec::new();
+        frame(2, &[43], &mut later);
+        wal.write(&later).unwrap();
+        wal.flush().unwrap();
+        let (seen, _) = records(dir.path());
+        assert_eq!(seen, [vec![42], vec![43]]);
+        assert_eq!(list_segments(dir.path()).unwrap(), [closed + 1]);
     }
 
     #[test]

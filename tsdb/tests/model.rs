@@ -12,8 +12,14 @@ const WINDOW_MS: i64 = 50;
 enum Op {
     /// Samples for series `series` at the given times (relative to that series' newest time) and values.
     Append { series: u8, samples: Vec<(i64, u8)> },
-    /// Drop the database without flushing and open it again.
-    Crash,
+    /// Drop the database without flushing and open it again; optionally leave a half-written block behind.
+    Crash { partial_block: bool },
+    /// Move head samples at or before this time into a block.
+    Cut(i64),
+    /// Merge adjacent blocks.
+    Compact,
+    /// Apply retention with this reference time.
+    Retention(i64),
 }
 
 type Model = BTreeMap<Labels, BTreeMap<i64, u64>>;
@@ -29,7 +35,7 @@ fn labels_for(series: u8) -> Labels {
 /// Applies the same acceptance rules the store documents: newer than the newest sample is stored;
 /// an equal timestamp with equal value is a no-op; else a stored timestamp is a duplicate error;
 /// else within the window it is stored, otherwise it is out of order.
-fn model_append(model: &mut Model, labels: &Labels, samples: &[Sample]) -> usize {
+fn model_append(model: &mut Model, labels: &Labels, samples: &[Sample], floor: i64) -> usize {
     let series = model.entry(labels.clone()).or_default();
     let mut sorted = samples.to_vec();
     sorted.sort_by_key(|s| s.t);
@@ -38,6 +44,7 @@ fn model_append(model: &mut Model, labels: &Labels, samples: &[Sample]) -> usize
         let bits = sample.v.to_bits();
         let newest = series.keys().next_back().copied();
         match (series.get(&sample.t), newest) {
+            _ if sample.t <= floor => {}
             (Some(stored), _) => accepted += usize::from(*stored == bits),
             (None, Some(newest)) if sample.t < newest - WINDOW_MS => {}
             (None, _) => {
@@ -53,7 +60,10 @@ fn arb_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (0u8..6, prop::collection::vec((-80i64..40, 0u8..4), 1..12))
             .prop_map(|(series, samples)| Op::Append { series, samples }),
-        1 => Just(Op::Crash),
+        1 => any::<bool>().prop_map(|partial_block| Op::Crash { partial_block }),
+        1 => (0i64..400).prop_map(Op::Cut),
+        1 => Just(Op::Compact),
+        1 => (0i64..600).prop_map(Op::Retention),
     ]
 }
 
@@ -86,7 +96,8 @@ fn options() -> DbOptions {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    // PROPTEST_CASES raises the count for a deeper run.
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96), ..ProptestConfig::default() })]
 
     #[test]
     fn db_matches_model(ops in prop::collection::vec(arb_op(), 1..40)) {
@@ -94,6 +105,7 @@ proptest! {
         let mut db = Db::open(dir.path(), options()).unwrap().0;
         let mut model = Model::new();
         let mut newest: BTreeMap<u8, i64> = BTreeMap::new();
+        let mut floor = i64::MIN;
         for op in ops {
             match op {
                 Op::Append { series, samples } => {
@@ -101,18 +113,40 @@ proptest! {
                     let samples: Vec<Sample> =
                         samples.iter().map(|(dt, v)| Sample { t: base + dt, v: f64::from(*v) }).collect();
                     let labels = labels_for(series);
-                    let want_accepted = model_append(&mut model, &labels, &samples);
+                    let want_accepted = model_append(&mut model, &labels, &samples, floor);
                     if let Some(t) = model[&labels].keys().next_back() {
                         newest.insert(series, *t);
                     }
                     let summary = db.append(&[SeriesSamples { labels, samples }]).unwrap();
                     prop_assert_eq!(summary.accepted, want_accepted);
                 }
-                Op::Crash => {
+                Op::Crash { partial_block } => {
                     drop(db);
+                    if partial_block {
+                        let partial = dir.path().join("blocks/0000000000000-999999.tmp");
+                        std::fs::create_dir_all(&partial).unwrap();
+                        std::fs::write(partial.join("chunks"), b"half a block").unwrap();
+                    }
                     let (reopened, report) = Db::open(dir.path(), options()).unwrap();
-                    prop_assert!(report.corruptions.is_empty());
+                    prop_assert!(report.corruptions.is_empty(), "{:?}", report.corruptions);
+                    prop_assert_eq!(report.partial_blocks_removed, usize::from(partial_block));
                     db = reopened;
+                }
+                Op::Cut(cut) => {
+                    if db.flush_head_before(cut).unwrap().is_some() {
+                        floor = floor.max(cut);
+                    }
+                }
+                Op::Compact => {
+                    db.compact().unwrap();
+                }
+                Op::Retention(reference) => {
+                    for (min, max) in db.apply_retention(reference).unwrap() {
+                        prop_assert!(max <= floor, "retention deleted data newer than the blocks");
+                        for series in model.values_mut() {
+                            series.retain(|t, _| *t < min || *t > max);
+                        }
+                    }
                 }
             }
             check_equal(&db, &model)?;
