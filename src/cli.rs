@@ -88,6 +88,12 @@ pub struct ServerArgs {
     /// WAL fsync policy: `always`, `never` or an interval like `1s` [default: always].
     #[arg(long, env = "VIGIL_WAL_FSYNC")]
     pub wal_fsync: Option<String>,
+    /// Delete metric blocks older than this, e.g. `15d` [default: 15d].
+    #[arg(long, env = "VIGIL_RETENTION_TIME")]
+    pub retention_time: Option<String>,
+    /// Delete the oldest metric blocks while blocks take more than this, e.g. `50GiB` [default: unlimited].
+    #[arg(long, env = "VIGIL_RETENTION_SIZE")]
+    pub retention_size: Option<String>,
 }
 
 /// Flags of `up`: the server's, plus what the local agent reads.

@@ -87,6 +87,12 @@ pub struct StorageSection {
     pub wal_fsync: Option<String>,
     /// How far behind a series' newest sample a sample may arrive, e.g. `10m`.
     pub out_of_order_window: Option<String>,
+    /// Blocks older than this are deleted, e.g. `15d`.
+    pub retention_time: Option<String>,
+    /// Oldest blocks are deleted while blocks take more than this, e.g. `50GiB`.
+    pub retention_size: Option<String>,
+    /// Time range of a block cut from memory, e.g. `2h`.
+    pub block_duration: Option<String>,
 }
 
 /// `agent:`
@@ -219,6 +225,27 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Ser
     if let Some(window) = &section.storage.out_of_order_window {
         db.out_of_order_window_ms = parse_duration(window)?.as_millis() as i64;
     }
+    if let Some(retention) = args
+        .retention_time
+        .as_deref()
+        .or(section.storage.retention_time.as_deref())
+    {
+        db.retention_ms = Some(parse_duration(retention)?.as_millis() as i64);
+    }
+    if let Some(size) = args
+        .retention_size
+        .as_deref()
+        .or(section.storage.retention_size.as_deref())
+    {
+        db.retention_bytes = Some(parse_size(size)? as u64);
+    }
+    if let Some(duration) = &section.storage.block_duration {
+        db.block_duration_ms = parse_duration(duration)?.as_millis() as i64;
+        anyhow::ensure!(
+            db.block_duration_ms >= 60_000,
+            "storage.block_duration must be at least 1m"
+        );
+    }
     let defaults = HeadLimits::default();
     db.limits = HeadLimits {
         max_series: section.limits.max_series.unwrap_or(defaults.max_series),
@@ -312,6 +339,9 @@ mod tests {
         assert_eq!(config.db.wal_sync, WalSync::Always);
         assert_eq!(config.db.out_of_order_window_ms, 600_000);
         assert_eq!(config.db.limits.max_series, 2_000_000);
+        assert_eq!(config.db.retention_ms, Some(15 * 86_400_000));
+        assert_eq!(config.db.retention_bytes, Some(50 << 30));
+        assert_eq!(config.db.block_duration_ms, 7_200_000);
         assert_eq!(file.log.format, Some(LogFormat::Json));
         assert_eq!(file.agent.interval.as_deref(), Some("15s"));
     }

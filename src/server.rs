@@ -66,6 +66,7 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
         "otlp receivers are not built yet; nothing listens on the otlp addresses"
     );
     let agent = local_agent.map(|agent_config| tokio::spawn(local_agent::run(agent_config, db.clone(), stop.clone())));
+    let maintenance = tokio::spawn(maintain_storage(db.clone(), stop.clone()));
 
     ready.store(true, Ordering::Release);
     let scheme = if config.tls.is_some() { "https" } else { "http" };
@@ -88,12 +89,47 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     if let Some(agent) = agent {
         let _ = tokio::time::timeout(Duration::from_secs(1), agent).await;
     }
+    // A pass in progress finishes (a block being written is either renamed into place or left as .tmp).
+    let _ = tokio::time::timeout(Duration::from_secs(5), maintenance).await;
     let flushed = db.clone();
     tokio::task::spawn_blocking(move || flushed.flush())
         .await?
         .context("final flush of the WAL failed")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// How often storage maintenance (cutting blocks, compaction, retention) runs.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Runs [`Db::maintain`] on the blocking pool every interval until `stop`.
+async fn maintain_storage(db: Arc<Db>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        let db = db.clone();
+        let started = Instant::now();
+        match tokio::task::spawn_blocking(move || db.maintain()).await {
+            Ok(Ok(report)) => {
+                if !(report.cut.is_empty() && report.compacted.is_empty() && report.deleted.is_empty()) {
+                    tracing::info!(
+                        blocks_cut = report.cut.len(),
+                        blocks_compacted = report.compacted.len(),
+                        blocks_deleted = report.deleted.len(),
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "storage maintenance"
+                    );
+                }
+            }
+            Ok(Err(error)) => tracing::error!(%error, "storage maintenance failed; will retry"),
+            Err(error) => tracing::error!(%error, "storage maintenance task failed"),
+        }
+        metrics::histogram!("vigil_tsdb_maintenance_duration_seconds").record(started.elapsed().as_secs_f64());
+    }
 }
 
 async fn open_storage(config: &ServerConfig) -> anyhow::Result<Arc<Db>> {
@@ -109,7 +145,14 @@ async fn open_storage(config: &ServerConfig) -> anyhow::Result<Arc<Db>> {
     if report.truncated_bytes > 0 {
         tracing::warn!(bytes = report.truncated_bytes, "torn wal tail truncated");
     }
+    if report.partial_blocks_removed > 0 {
+        tracing::warn!(
+            count = report.partial_blocks_removed,
+            "partially written blocks removed"
+        );
+    }
     tracing::info!(
+        blocks = report.blocks,
         series = report.series,
         samples = report.samples,
         replay_ms = opened.elapsed().as_millis() as u64,
@@ -164,6 +207,8 @@ async fn ready(State(probes): State<Probes>) -> impl IntoResponse {
 
 async fn render_metrics(State(probes): State<Probes>) -> impl IntoResponse {
     metrics::gauge!("vigil_tsdb_head_series").set(probes.db.series_count() as f64);
+    metrics::gauge!("vigil_tsdb_blocks").set(probes.db.blocks().len() as f64);
+    metrics::gauge!("vigil_tsdb_blocks_bytes").set(probes.db.blocks_size_bytes() as f64);
     (
         [(
             axum::http::header::CONTENT_TYPE,

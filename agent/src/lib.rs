@@ -3,6 +3,7 @@
 //! The agent knows nothing about storage: it produces [`Point`]s, and its caller ships or stores them.
 
 mod error;
+pub mod exposition;
 pub mod host;
 
 pub use error::AgentError;

@@ -79,8 +79,18 @@ pub struct BlockWriter {
     frames: Vec<FrameRef>,
     symbols: HashMap<String, u32>,
     symbol_list: Vec<String>,
-    series: Vec<(Vec<(u32, u32)>, u32, u32, Timestamp, Timestamp)>,
+    series: Vec<WrittenSeries>,
     meta: BlockMeta,
+}
+
+/// A series as the index will list it.
+struct WrittenSeries {
+    /// (name, value) symbol ids.
+    label_refs: Vec<(u32, u32)>,
+    frame: u32,
+    offset: u32,
+    min_time: Timestamp,
+    max_time: Timestamp,
 }
 
 impl BlockWriter {
@@ -146,8 +156,13 @@ impl BlockWriter {
         let offset = self.frame.len() as u32;
         series_codec::encode(samples, &mut self.frame);
         let (min_time, max_time) = (samples[0].t, samples[samples.len() - 1].t);
-        self.series
-            .push((refs, self.frames.len() as u32, offset, min_time, max_time));
+        self.series.push(WrittenSeries {
+            label_refs: refs,
+            frame: self.frames.len() as u32,
+            offset,
+            min_time,
+            max_time,
+        });
         self.meta.series += 1;
         self.meta.samples += samples.len() as u64;
         self.meta.min_time = self.meta.min_time.min(min_time);
@@ -200,16 +215,16 @@ impl BlockWriter {
             index.extend_from_slice(symbol.as_bytes());
         }
         put_uvarint(&mut index, self.series.len() as u64);
-        for (refs, frame, offset, min_time, max_time) in &self.series {
-            put_uvarint(&mut index, refs.len() as u64);
-            for (name, value) in refs {
+        for series in &self.series {
+            put_uvarint(&mut index, series.label_refs.len() as u64);
+            for (name, value) in &series.label_refs {
                 put_uvarint(&mut index, u64::from(*name));
                 put_uvarint(&mut index, u64::from(*value));
             }
-            put_uvarint(&mut index, u64::from(*frame));
-            put_uvarint(&mut index, u64::from(*offset));
-            put_varint(&mut index, *min_time);
-            put_varint(&mut index, max_time - min_time);
+            put_uvarint(&mut index, u64::from(series.frame));
+            put_uvarint(&mut index, u64::from(series.offset));
+            put_varint(&mut index, series.min_time);
+            put_varint(&mut index, series.max_time - series.min_time);
         }
         put_uvarint(&mut index, self.frames.len() as u64);
         for frame in &self.frames {

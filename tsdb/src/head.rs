@@ -201,7 +201,7 @@ impl MemSeries {
             self.open = XorAppender::default();
         }
         if let Some(ooo) = self.out_of_order.as_mut() {
-            *ooo = Box::new(ooo.split_off(&(cut + 1)));
+            **ooo = ooo.split_off(&(cut + 1));
             if ooo.is_empty() {
                 self.out_of_order = None;
             }

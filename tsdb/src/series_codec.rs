@@ -243,7 +243,7 @@ mod tests {
             .collect();
         let mut bytes = Vec::new();
         encode(&samples, &mut bytes);
-        assert!(bytes.iter().any(|b| *b == VALUES_DECIMAL));
+        assert!(bytes.contains(&VALUES_DECIMAL));
         assert!(bytes.len() < 240 * 3, "{} bytes", bytes.len());
         assert!(same(&round_trip(&samples), &samples));
     }
