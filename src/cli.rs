@@ -170,9 +170,9 @@ pub struct QueryArgs {
 /// Flags of `import`.
 #[derive(Debug, Clone, Args)]
 pub struct ImportArgs {
-    /// Input format: `openmetrics`.
+    /// Input format: `openmetrics` (as `promtool tsdb create-blocks-from openmetrics` takes it).
     pub format: String,
-    /// Input file.
+    /// Input file: OpenMetrics text with a timestamp (seconds) on every sample, ending in `# EOF`.
     pub file: PathBuf,
     /// Data directory to fill.
     #[arg(long, env = "VIGIL_DATA_DIR")]

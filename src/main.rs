@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod http;
+mod import;
 mod local_agent;
 mod query_cli;
 mod server;
@@ -51,7 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             "the standalone agent (OTLP shipping, container metrics, log tailing) is not built yet; `vigil up` runs a local agent for host metrics"
         ),
         Command::Top(_) => anyhow::bail!("`vigil top` is not built yet"),
-        Command::Import(_) => anyhow::bail!("`vigil import` is not built yet"),
+        Command::Import(args) => import::run(args),
         Command::Query(args) => query_cli::run(args),
     }
 }

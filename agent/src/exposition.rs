@@ -111,16 +111,45 @@ pub struct ParseError {
     pub reason: String,
 }
 
-/// Parses a whole exposition.
+/// Parses a whole exposition held in memory.
 pub fn parse(text: &str, format: Format) -> Result<Vec<MetricFamily>, ParseError> {
+    let mut collected: Vec<Vec<ParsedSample>> = Vec::new();
+    let mut families = parse_stream(text.as_bytes(), format, |index, _, sample| {
+        if collected.len() <= index {
+            collected.resize_with(index + 1, Vec::new);
+        }
+        collected[index].push(sample);
+        Ok(())
+    })?;
+    collected.resize_with(families.len(), Vec::new);
+    for (family, samples) in families.iter_mut().zip(collected) {
+        debug_assert!(family.samples.is_empty(), "every sample was handed over");
+        family.samples = samples;
+    }
+    Ok(families)
+}
+
+/// What [`parse_stream`] calls for each validated sample: the family's index and metadata, and the sample.
+/// An error stops parsing; it is reported at the current line.
+pub type SampleSink<'a> = dyn FnMut(usize, &MetricFamily, ParsedSample) -> Result<(), String> + 'a;
+
+/// Parses an exposition line by line, handing each sample to `sink` once its metric point is complete and
+/// valid, so memory stays bounded by one metric point. Returns the families' metadata (without samples).
+pub fn parse_stream(
+    reader: impl std::io::BufRead,
+    format: Format,
+    mut sink: impl FnMut(usize, &MetricFamily, ParsedSample) -> Result<(), String>,
+) -> Result<Vec<MetricFamily>, ParseError> {
     let parser = Parser {
         format,
         families: Vec::new(),
+        family_has_samples: Vec::new(),
         names: HashSet::new(),
         typed: HashSet::new(),
         point: PointState::default(),
+        sink: &mut sink,
     };
-    parser.run(text)
+    parser.run(reader)
 }
 
 #[derive(Debug, Default)]
@@ -133,14 +162,18 @@ struct PointState {
     start: usize,
 }
 
-struct Parser {
+struct Parser<'s> {
     format: Format,
+    /// Families so far; `samples` holds only those not yet handed to the sink (the current point).
     families: Vec<MetricFamily>,
+    /// Whether each family had any sample (metadata after samples is an error).
+    family_has_samples: Vec<bool>,
     /// Every family name used so far.
     names: HashSet<String>,
     /// Families that had a `# TYPE` line.
     typed: HashSet<usize>,
     point: PointState,
+    sink: &'s mut SampleSink<'s>,
 }
 
 fn fail<T>(line: usize, reason: impl Into<String>) -> Result<T, ParseError> {
@@ -275,27 +308,40 @@ fn unescape_help(text: &str) -> String {
     out
 }
 
-impl Parser {
-    fn run(mut self, text: &str) -> Result<Vec<MetricFamily>, ParseError> {
+impl Parser<'_> {
+    fn run(mut self, mut reader: impl std::io::BufRead) -> Result<Vec<MetricFamily>, ParseError> {
         let strict = self.format == Format::OpenMetrics;
         let mut saw_eof = false;
-        let lines: Vec<&str> = text.split('\n').collect();
-        for (index, raw) in lines.iter().enumerate() {
-            let line = index + 1;
-            if saw_eof {
-                let is_final_newline = index + 1 == lines.len() && raw.is_empty();
-                if !is_final_newline {
-                    return fail(line, "text after # EOF");
-                }
-                continue;
-            }
-            if index + 1 == lines.len() && raw.is_empty() {
+        let mut buffer = Vec::new();
+        let mut line = 0;
+        loop {
+            buffer.clear();
+            let read = reader.read_until(b'\n', &mut buffer).map_err(|e| ParseError {
+                line: line + 1,
+                reason: e.to_string(),
+            })?;
+            if read == 0 {
                 break;
             }
-            let raw = if strict { *raw } else { raw.trim_end_matches('\r') };
+            line += 1;
+            if saw_eof {
+                return fail(line, "text after # EOF");
+            }
+            let had_newline = buffer.last() == Some(&b'\n');
+            if had_newline {
+                buffer.pop();
+            }
+            let raw = std::str::from_utf8(&buffer).map_err(|_| ParseError {
+                line,
+                reason: "invalid UTF-8".into(),
+            })?;
+            let raw = if strict { raw } else { raw.trim_end_matches('\r') };
             if raw == "# EOF" {
                 saw_eof = true;
                 continue;
+            }
+            if strict && !had_newline {
+                return fail(line, "missing # EOF");
             }
             if raw.trim().is_empty() {
                 if strict {
@@ -310,10 +356,23 @@ impl Parser {
             self.sample(raw, line)?;
         }
         if strict && !saw_eof {
-            return fail(lines.len(), "missing # EOF");
+            return fail(line.max(1), "missing # EOF");
         }
-        self.finish_point(lines.len())?;
+        self.finish_point(line)?;
         Ok(self.families)
+    }
+
+    /// Hands the pending samples of the last family to the sink.
+    fn emit_pending(&mut self, line: usize) -> Result<(), ParseError> {
+        let Some(index) = self.families.len().checked_sub(1) else {
+            return Ok(());
+        };
+        let pending = std::mem::take(&mut self.families[index].samples);
+        for sample in pending {
+            (self.sink)(index, &self.families[index], sample).map_err(|reason| ParseError { line, reason })?;
+        }
+        self.point.start = 0;
+        Ok(())
     }
 
     fn metadata(&mut self, comment: &str, line: usize) -> Result<(), ParseError> {
@@ -348,7 +407,7 @@ impl Parser {
                 self.families[family].help = Some(unescape_help(text));
             }
             "TYPE" => {
-                if !self.typed.insert(family) || !self.families[family].samples.is_empty() {
+                if !self.typed.insert(family) || self.family_has_samples[family] {
                     return fail(line, format!("repeated or late # TYPE for {name}"));
                 }
                 let text = if strict { text } else { text.trim() };
@@ -389,7 +448,7 @@ impl Parser {
     fn family_for_metadata(&mut self, name: &str, line: usize) -> Result<usize, ParseError> {
         if let Some(last) = self.families.last()
             && last.name == name
-            && last.samples.is_empty()
+            && !self.family_has_samples[self.families.len() - 1]
         {
             return Ok(self.families.len() - 1);
         }
@@ -405,6 +464,7 @@ impl Parser {
             );
         }
         self.names.insert(name.to_owned());
+        self.family_has_samples.push(false);
         self.families.push(MetricFamily {
             name: name.to_owned(),
             metric_type: MetricType::Unknown,
@@ -518,6 +578,10 @@ impl Parser {
             self.check_sample(family, &sample, line)?;
         }
         self.families[family].samples.push(sample);
+        self.family_has_samples[family] = true;
+        if !strict {
+            self.emit_pending(line)?;
+        }
         Ok(())
     }
 
@@ -637,6 +701,11 @@ impl Parser {
 
     /// Checks the invariants of the metric point just finished.
     fn finish_point(&mut self, line: usize) -> Result<(), ParseError> {
+        self.check_point(line)?;
+        self.emit_pending(line)
+    }
+
+    fn check_point(&mut self, line: usize) -> Result<(), ParseError> {
         let Some(key) = self.point.key.take() else {
             return Ok(());
         };
@@ -812,5 +881,24 @@ mod tests {
         let error = parse("a 1\nb x\n# EOF\n", Format::OpenMetrics).unwrap_err();
         assert_eq!(error.line, 2);
         assert!(error.reason.contains("invalid value"), "{error}");
+    }
+}
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn streaming_hands_over_every_sample() {
+        let mut seen = Vec::new();
+        parse_stream(
+            &b"# TYPE a gauge\na 1 1\na 2 2\n# EOF\n"[..],
+            Format::OpenMetrics,
+            |_, _, s| {
+                seen.push(s.value);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, [1.0, 2.0]);
     }
 }

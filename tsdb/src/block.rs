@@ -144,7 +144,8 @@ impl BlockWriter {
         id
     }
 
-    /// Adds one series; calls must come in increasing label order, samples in increasing time order.
+    /// Adds one series' samples (in increasing time order). Series may come in any order; a label set
+    /// added twice is stored twice and merged when read.
     pub fn add(&mut self, labels: &Labels, samples: &[Sample]) -> Result<(), Error> {
         if samples.is_empty() {
             return Ok(());
@@ -189,6 +190,12 @@ impl BlockWriter {
         self.chunks_len += compressed.len() as u64;
         self.frame.clear();
         Ok(())
+    }
+
+    /// Abandons the block, removing everything written so far.
+    pub fn abort(self) -> Result<(), Error> {
+        drop(self.chunks);
+        fs::remove_dir_all(&self.tmp_dir).map_err(io(&self.tmp_dir))
     }
 
     /// Writes the index and meta, syncs, and renames the directory into place. Returns the meta,
