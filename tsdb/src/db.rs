@@ -210,8 +210,8 @@ impl Db {
     fn plan(&self, head: &Head, batch: &[SeriesSamples]) -> Plan {
         let mut plan = Plan::default();
         let mut next_id = head.next_id();
-        for (labels, mut samples) in group_by_series(batch) {
-            let id = match head.lookup(labels) {
+        for (labels, existing, mut samples) in group_by_series(head, batch) {
+            let id = match existing {
                 Some(id) => id,
                 None => {
                     if let Err(reason) = self.admit_series(head, labels, plan.new_series.len()) {
@@ -225,7 +225,6 @@ impl Db {
                     id
                 }
             };
-            let existing = head.lookup(labels);
             samples.sort_by_key(|sample| sample.t);
             let mut pending: Option<Sample> = None;
             for sample in samples {
@@ -273,17 +272,28 @@ impl Db {
     }
 }
 
-fn group_by_series(batch: &[SeriesSamples]) -> Vec<(&Labels, Vec<Sample>)> {
-    let mut order: Vec<(&Labels, Vec<Sample>)> = Vec::with_capacity(batch.len());
-    let mut index: HashMap<&Labels, usize> = HashMap::new();
+/// A batch's entries grouped by series (a series may appear more than once), each with its head id
+/// if it exists. Label sets are hashed once: existing series are grouped by id.
+fn group_by_series<'b>(head: &Head, batch: &'b [SeriesSamples]) -> Vec<(&'b Labels, Option<SeriesId>, Vec<Sample>)> {
+    let mut order: Vec<(&Labels, Option<SeriesId>, Vec<Sample>)> = Vec::with_capacity(batch.len());
+    let mut by_id: HashMap<SeriesId, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(batch.len(), Default::default());
+    let mut new_series: HashMap<&Labels, usize> = HashMap::new();
     for entry in batch {
-        match index.get(&entry.labels) {
-            Some(position) => order[*position].1.extend_from_slice(&entry.samples),
-            None => {
-                index.insert(&entry.labels, order.len());
-                order.push((&entry.labels, entry.samples.clone()));
-            }
+        let id = head.lookup(&entry.labels);
+        let slot = match id {
+            Some(id) => by_id.get(&id).copied(),
+            None => new_series.get(&entry.labels).copied(),
+        };
+        if let Some(position) = slot {
+            order[position].2.extend_from_slice(&entry.samples);
+            continue;
         }
+        match id {
+            Some(id) => by_id.insert(id, order.len()),
+            None => new_series.insert(&entry.labels, order.len()),
+        };
+        order.push((&entry.labels, id, entry.samples.clone()));
     }
     order
 }

@@ -263,7 +263,8 @@ fn decode_into(bytes: &[u8], mint: Timestamp, maxt: Timestamp, out: &mut Vec<Sam
 #[derive(Debug)]
 pub(crate) struct Head {
     series: Vec<MemSeries>,
-    by_labels: HashMap<Labels, SeriesId>,
+    /// Seeded per process (foldhash's random state), so ingested label sets cannot aim for collisions.
+    by_labels: HashMap<Labels, SeriesId, foldhash::fast::RandomState>,
     postings: Postings,
     /// Samples at or before this time belong to blocks: appends there are refused.
     append_floor: Timestamp,
@@ -275,7 +276,7 @@ impl Default for Head {
     fn default() -> Self {
         Head {
             series: Vec::new(),
-            by_labels: HashMap::new(),
+            by_labels: HashMap::default(),
             postings: Postings::default(),
             append_floor: Timestamp::MIN,
             read_floor: Timestamp::MIN,
