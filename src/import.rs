@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use vigil_agent::exposition::{self, Format};
 use vigil_tsdb::block::BlockWriter;
-use vigil_tsdb::{DbOptions, Labels, METRIC_NAME, Sample};
+use vigil_tsdb::{Db, DbOptions, Labels, METRIC_NAME, Sample};
 
 use crate::cli::ImportArgs;
 
@@ -41,6 +41,7 @@ struct Summary {
     max_time: i64,
     blocks: usize,
     bytes: u64,
+    bytes_before_compaction: u64,
 }
 
 /// Buffers samples per series and writes them to one block writer per block-duration window.
@@ -190,8 +191,14 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
             }
         }
     }
-    summary.blocks = finished.len();
-    summary.bytes = finished.iter().map(|dir| dir_size(dir)).sum();
+    let written: u64 = finished.iter().map(|dir| dir_size(dir)).sum();
+    // Compact right away, as the server would later, so the data lands in its long-term shape.
+    let metrics_dir = args.data_dir.join("metrics");
+    let (db, _) = Db::open(&metrics_dir, DbOptions::default()).context("cannot open the imported data")?;
+    db.compact().context("compacting imported blocks failed")?;
+    summary.blocks = db.blocks().len();
+    summary.bytes = db.blocks_size_bytes();
+    summary.bytes_before_compaction = written;
     print_summary(&summary, started.elapsed(), &args.data_dir);
     Ok(())
 }
@@ -227,10 +234,16 @@ fn print_summary(summary: &Summary, took: Duration, data_dir: &Path) {
         );
     }
     println!("  blocks:        {}", summary.blocks);
+    let per_sample = |bytes: u64| bytes as f64 / summary.samples.max(1) as f64;
     println!(
         "  bytes on disk: {} ({:.3} bytes/sample)",
         summary.bytes,
-        summary.bytes as f64 / summary.samples.max(1) as f64
+        per_sample(summary.bytes)
+    );
+    println!(
+        "  before compaction: {} ({:.3} bytes/sample)",
+        summary.bytes_before_compaction,
+        per_sample(summary.bytes_before_compaction)
     );
     println!(
         "  took:          {:.2}s ({:.0} samples/s)",

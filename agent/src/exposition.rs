@@ -160,6 +160,8 @@ struct PointState {
     finished: HashSet<Vec<(String, String)>>,
     /// Index in the family's samples where the current point starts.
     start: usize,
+    /// Timestamp of the current point's samples.
+    timestamp: Option<i64>,
 }
 
 struct Parser<'s> {
@@ -678,9 +680,20 @@ impl Parser<'_> {
             }
             self.point.key = Some(key);
             self.point.start = self.families[family_index].samples.len();
-        } else {
-            self.check_repeat(family_index, sample, line)?;
+            self.point.timestamp = sample.timestamp_ms;
+            return Ok(());
         }
+        if sample.timestamp_ms == self.point.timestamp {
+            return self.check_repeat(family_index, sample, line);
+        }
+        // The same series set at another time: a later metric point, which needs a later timestamp.
+        match (self.point.timestamp, sample.timestamp_ms) {
+            (Some(before), Some(now)) if now > before => {}
+            _ => return fail(line, format!("{} repeated without increasing timestamps", sample.name)),
+        }
+        self.close_point(line)?;
+        self.point.start = self.families[family_index].samples.len();
+        self.point.timestamp = sample.timestamp_ms;
         Ok(())
     }
 
@@ -701,15 +714,23 @@ impl Parser<'_> {
 
     /// Checks the invariants of the metric point just finished.
     fn finish_point(&mut self, line: usize) -> Result<(), ParseError> {
+        self.close_point(line)?;
+        if let Some(key) = self.point.key.take() {
+            self.point.finished.insert(key);
+        }
+        Ok(())
+    }
+
+    /// Validates the current metric point and hands its samples over, keeping its series set current.
+    fn close_point(&mut self, line: usize) -> Result<(), ParseError> {
         self.check_point(line)?;
         self.emit_pending(line)
     }
 
     fn check_point(&mut self, line: usize) -> Result<(), ParseError> {
-        let Some(key) = self.point.key.take() else {
+        if self.point.key.is_none() {
             return Ok(());
-        };
-        self.point.finished.insert(key);
+        }
         let Some(family) = self.families.last() else {
             return Ok(());
         };
@@ -900,5 +921,19 @@ mod stream_tests {
         )
         .unwrap();
         assert_eq!(seen, [1.0, 2.0]);
+    }
+}
+
+#[cfg(test)]
+mod timestamped_points {
+    use super::*;
+
+    #[test]
+    fn histogram_points_repeat_with_later_timestamps() {
+        let text = "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1 10\nh_count 1 10\nh_sum 2 10\nh_bucket{le=\"+Inf\"} 3 25\nh_count 3 25\nh_sum 4 25\n# EOF\n";
+        let families = parse(text, Format::OpenMetrics).unwrap();
+        assert_eq!(families[0].samples.len(), 6);
+        let stale = "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1 10\nh_count 1 10\nh_sum 2 10\nh_bucket{le=\"+Inf\"} 3 5\n# EOF\n";
+        assert!(parse(stale, Format::OpenMetrics).unwrap_err().reason.contains("increasing timestamps"));
     }
 }

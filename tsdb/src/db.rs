@@ -490,8 +490,8 @@ impl Db {
         Ok(())
     }
 
-    /// Merges adjacent blocks of the same level while the result spans at most three times that
-    /// level's range (2h blocks become 6h, then 18h, ...). Returns the blocks written.
+    /// Merges blocks that lie in one window of a larger range (see `compaction_candidates`) until none
+    /// are left to merge. Returns the blocks written.
     pub fn compact(&self) -> Result<Vec<BlockMeta>, Error> {
         let _maintenance = self.maintenance.lock();
         let Some(blocks_dir) = self.blocks_dir() else {
@@ -536,22 +536,26 @@ impl Db {
         Ok(written)
     }
 
+    /// The first group to merge: for windows of 3, 9, 27 and 81 block durations (smallest first), all
+    /// blocks lying inside one window, when there are at least two and newer data exists past the window.
     fn compaction_candidates(&self) -> Option<Vec<Arc<Block>>> {
         let blocks = self.blocks.read();
-        for window in blocks.windows(2) {
-            let (a, b) = (window[0].meta(), window[1].meta());
-            if a.level != b.level {
-                continue;
+        let newest = blocks.iter().map(|b| b.meta().max_time).max()?;
+        for power in 1..=4u32 {
+            let range = self.options.block_duration_ms.saturating_mul(3i64.pow(power));
+            let mut windows: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
+            for block in blocks.iter() {
+                let window = block.meta().min_time.div_euclid(range);
+                let window_end = window.saturating_add(1).saturating_mul(range);
+                if block.meta().max_time < window_end {
+                    windows.entry(window).or_default().push(block.clone());
+                }
             }
-            let limit = self
-                .options
-                .block_duration_ms
-                .saturating_mul(3i64.saturating_pow(a.level));
-            // Level-l blocks start on boundaries of their own range; the merged block must stay inside one
-            // boundary of the next range so blocks of a level never overlap.
-            let window_start = a.min_time.div_euclid(limit) * limit;
-            if b.max_time < window_start.saturating_add(limit) {
-                return Some(vec![window[0].clone(), window[1].clone()]);
+            for (window, group) in windows {
+                let window_end = window.saturating_add(1).saturating_mul(range);
+                if group.len() >= 2 && newest >= window_end {
+                    return Some(group);
+                }
             }
         }
         None
