@@ -175,9 +175,7 @@ pub fn parse_size(raw: &str) -> anyhow::Result<usize> {
         "GiB" => 1 << 30,
         other => bail!("invalid size {raw:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"),
     };
-    number
-        .checked_mul(multiplier)
-        .with_context(|| format!("size {raw:?} is too large"))
+    number.checked_mul(multiplier).with_context(|| format!("size {raw:?} is too large"))
 }
 
 /// Parses a Prometheus-style duration such as `15s` or `1h30m`.
@@ -207,73 +205,35 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Ser
         (None, None) => None,
         _ => bail!("TLS needs both a certificate and a key file (--tls-cert-file and --tls-key-file)"),
     };
-    let max_body = args
-        .max_body_size
-        .as_deref()
-        .or(section.limits.max_body_size.as_deref())
-        .unwrap_or("32MiB");
+    let max_body = args.max_body_size.as_deref().or(section.limits.max_body_size.as_deref()).unwrap_or("32MiB");
     let max_decompressed = section.limits.max_decompressed_size.as_deref().unwrap_or("256MiB");
-    let wal_sync = args
-        .wal_fsync
-        .as_deref()
-        .or(section.storage.wal_fsync.as_deref())
-        .unwrap_or("always");
-    let mut db = DbOptions {
-        wal_sync: parse_wal_sync(wal_sync)?,
-        ..DbOptions::default()
-    };
+    let wal_sync = args.wal_fsync.as_deref().or(section.storage.wal_fsync.as_deref()).unwrap_or("always");
+    let mut db = DbOptions { wal_sync: parse_wal_sync(wal_sync)?, ..DbOptions::default() };
     if let Some(window) = &section.storage.out_of_order_window {
         db.out_of_order_window_ms = parse_duration(window)?.as_millis() as i64;
     }
-    if let Some(retention) = args
-        .retention_time
-        .as_deref()
-        .or(section.storage.retention_time.as_deref())
-    {
+    if let Some(retention) = args.retention_time.as_deref().or(section.storage.retention_time.as_deref()) {
         db.retention_ms = Some(parse_duration(retention)?.as_millis() as i64);
     }
-    if let Some(size) = args
-        .retention_size
-        .as_deref()
-        .or(section.storage.retention_size.as_deref())
-    {
+    if let Some(size) = args.retention_size.as_deref().or(section.storage.retention_size.as_deref()) {
         db.retention_bytes = Some(parse_size(size)? as u64);
     }
     if let Some(duration) = &section.storage.block_duration {
         db.block_duration_ms = parse_duration(duration)?.as_millis() as i64;
-        anyhow::ensure!(
-            db.block_duration_ms >= 60_000,
-            "storage.block_duration must be at least 1m"
-        );
+        anyhow::ensure!(db.block_duration_ms >= 60_000, "storage.block_duration must be at least 1m");
     }
     let defaults = HeadLimits::default();
     db.limits = HeadLimits {
         max_series: section.limits.max_series.unwrap_or(defaults.max_series),
         max_label_count: section.limits.max_label_count.unwrap_or(defaults.max_label_count),
-        max_label_value_len: section
-            .limits
-            .max_label_value_length
-            .unwrap_or(defaults.max_label_value_len),
+        max_label_value_len: section.limits.max_label_value_length.unwrap_or(defaults.max_label_value_len),
         ..defaults
     };
     Ok(ServerConfig {
-        data_dir: args
-            .data_dir
-            .clone()
-            .or_else(|| section.data_dir.clone())
-            .unwrap_or_else(|| "vigil-data".into()),
-        http_addr: args
-            .http_addr
-            .or(section.http_addr)
-            .unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
-        otlp_grpc_addr: args
-            .otlp_grpc_addr
-            .or(section.otlp_grpc_addr)
-            .unwrap_or_else(|| ([0, 0, 0, 0], 4317).into()),
-        otlp_http_addr: args
-            .otlp_http_addr
-            .or(section.otlp_http_addr)
-            .unwrap_or_else(|| ([0, 0, 0, 0], 4318).into()),
+        data_dir: args.data_dir.clone().or_else(|| section.data_dir.clone()).unwrap_or_else(|| "vigil-data".into()),
+        http_addr: args.http_addr.or(section.http_addr).unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
+        otlp_grpc_addr: args.otlp_grpc_addr.or(section.otlp_grpc_addr).unwrap_or_else(|| ([0, 0, 0, 0], 4317).into()),
+        otlp_http_addr: args.otlp_http_addr.or(section.otlp_http_addr).unwrap_or_else(|| ([0, 0, 0, 0], 4318).into()),
         tls,
         tokens: Tokens {
             ingest: args.ingest_token.clone().or_else(|| section.auth.ingest_token.clone()),
@@ -289,11 +249,7 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Ser
 /// The local agent's settings for `vigil up`.
 pub fn local_agent_config(args: &UpArgs, file: &FileConfig) -> anyhow::Result<LocalAgentConfig> {
     let section = &file.agent;
-    let root = args
-        .root
-        .clone()
-        .or_else(|| section.root.clone())
-        .unwrap_or_else(|| "/".into());
+    let root = args.root.clone().or_else(|| section.root.clone()).unwrap_or_else(|| "/".into());
     let node_name = match args.node_name.clone().or_else(|| section.node_name.clone()) {
         Some(name) => name,
         None => std::fs::read_to_string(root.join("proc/sys/kernel/hostname"))
@@ -304,11 +260,7 @@ pub fn local_agent_config(args: &UpArgs, file: &FileConfig) -> anyhow::Result<Lo
     if interval.is_zero() {
         bail!("agent.interval must be greater than zero");
     }
-    Ok(LocalAgentConfig {
-        node_name,
-        root,
-        interval,
-    })
+    Ok(LocalAgentConfig { node_name, root, interval })
 }
 
 #[cfg(test)]

@@ -34,14 +34,8 @@ pub enum Scope {
 impl Scope {
     /// The scope of a request path.
     pub fn of(path: &str) -> Scope {
-        const INGEST: [&str; 6] = [
-            "/api/v1/write",
-            "/loki/api/v1/push",
-            "/api/v2/spans",
-            "/v1/traces",
-            "/v1/metrics",
-            "/v1/logs",
-        ];
+        const INGEST: [&str; 6] =
+            ["/api/v1/write", "/loki/api/v1/push", "/api/v2/spans", "/v1/traces", "/v1/metrics", "/v1/logs"];
         if path == "/-/healthy" || path == "/-/ready" || path == "/" {
             return Scope::Public;
         }
@@ -72,10 +66,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn unauthorized(message: String) -> Response {
     let body = json!({"status": "error", "errorType": "unauthorized", "error": message});
     let mut response = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"vigil\""),
-    );
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"vigil\""));
     response
 }
 
@@ -191,11 +182,7 @@ impl TlsListener {
                 });
             }
         });
-        Ok(TlsListener {
-            ready,
-            local_addr,
-            accept_task,
-        })
+        Ok(TlsListener { ready, local_addr, accept_task })
     }
 }
 

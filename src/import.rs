@@ -93,11 +93,7 @@ impl Writers<'_> {
     fn writer(&mut self, window: i64) -> anyhow::Result<&mut BlockWriter> {
         if !self.open.contains_key(&window) {
             self.sequence += 1;
-            let name = format!(
-                "{:013}-import{:06}",
-                chrono::Utc::now().timestamp_millis(),
-                self.sequence
-            );
+            let name = format!("{:013}-import{:06}", chrono::Utc::now().timestamp_millis(), self.sequence);
             // Imported blocks do not move the head's floor, so live data in the same directory stays accepted.
             let writer = BlockWriter::create(self.blocks_dir, &name, 1, Vec::new(), i64::MIN)?;
             self.open.insert(window, (name, writer));
@@ -115,22 +111,13 @@ impl Writers<'_> {
 /// Runs the import.
 pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
     if args.format != "openmetrics" {
-        bail!(
-            "unknown import format {:?}: the supported format is openmetrics",
-            args.format
-        );
+        bail!("unknown import format {:?}: the supported format is openmetrics", args.format);
     }
     let started = Instant::now();
     let file = File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let read = Arc::new(AtomicU64::new(0));
-    let reader = BufReader::with_capacity(
-        1 << 20,
-        Counting {
-            inner: file,
-            read: read.clone(),
-        },
-    );
+    let reader = BufReader::with_capacity(1 << 20, Counting { inner: file, read: read.clone() });
     let blocks_dir = args.data_dir.join("metrics").join("blocks");
     std::fs::create_dir_all(&blocks_dir).with_context(|| format!("cannot create {}", blocks_dir.display()))?;
     let mut writers = Writers {
@@ -140,30 +127,15 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
         buffered: HashMap::new(),
         buffered_samples: 0,
         series: HashSet::new(),
-        summary: Summary {
-            min_time: i64::MAX,
-            max_time: i64::MIN,
-            ..Summary::default()
-        },
+        summary: Summary { min_time: i64::MAX, max_time: i64::MIN, ..Summary::default() },
         sequence: 0,
     };
     let progress = Progress::new(total, read.clone());
     let parsed = exposition::parse_stream(reader, Format::OpenMetrics, |_, _, sample| {
-        let timestamp = sample
-            .timestamp_ms
-            .ok_or("sample without a timestamp: backfill needs one on every sample")?;
-        let pairs = sample
-            .labels
-            .into_iter()
-            .chain(std::iter::once((METRIC_NAME.to_owned(), sample.name)));
+        let timestamp = sample.timestamp_ms.ok_or("sample without a timestamp: backfill needs one on every sample")?;
+        let pairs = sample.labels.into_iter().chain(std::iter::once((METRIC_NAME.to_owned(), sample.name)));
         let labels = Labels::new(pairs).map_err(|e| e.to_string())?;
-        writers.push(
-            labels,
-            Sample {
-                t: timestamp,
-                v: sample.value,
-            },
-        )?;
+        writers.push(labels, Sample { t: timestamp, v: sample.value })?;
         progress.tick(writers.summary.samples);
         Ok(())
     });
@@ -205,20 +177,12 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
 
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
+        .map(|entries| entries.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
         .unwrap_or(0)
 }
 
 fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_else(|| ms.to_string())
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()).unwrap_or_else(|| ms.to_string())
 }
 
 fn print_summary(summary: &Summary, took: Duration, data_dir: &Path) {
@@ -227,29 +191,17 @@ fn print_summary(summary: &Summary, took: Duration, data_dir: &Path) {
     println!("  series:        {}", summary.series);
     println!("  samples:       {}", summary.samples);
     if summary.samples > 0 {
-        println!(
-            "  time range:    {} .. {}",
-            rfc3339(summary.min_time),
-            rfc3339(summary.max_time)
-        );
+        println!("  time range:    {} .. {}", rfc3339(summary.min_time), rfc3339(summary.max_time));
     }
     println!("  blocks:        {}", summary.blocks);
     let per_sample = |bytes: u64| bytes as f64 / summary.samples.max(1) as f64;
-    println!(
-        "  bytes on disk: {} ({:.3} bytes/sample)",
-        summary.bytes,
-        per_sample(summary.bytes)
-    );
+    println!("  bytes on disk: {} ({:.3} bytes/sample)", summary.bytes, per_sample(summary.bytes));
     println!(
         "  before compaction: {} ({:.3} bytes/sample)",
         summary.bytes_before_compaction,
         per_sample(summary.bytes_before_compaction)
     );
-    println!(
-        "  took:          {:.2}s ({:.0} samples/s)",
-        seconds,
-        summary.samples as f64 / seconds
-    );
+    println!("  took:          {:.2}s ({:.0} samples/s)", seconds, summary.samples as f64 / seconds);
 }
 
 /// Progress on stderr (bytes, samples/s, ETA), only when stderr is a terminal.

@@ -37,11 +37,7 @@ fn collect_once(config: &LocalAgentConfig, db: &Db) -> Result<usize, vigil_tsdb:
         tracing::warn!(%error, "host metric source failed");
     }
     let target = [("job", "node"), ("instance", config.node_name.as_str())];
-    let up = Point {
-        name: "up".into(),
-        labels: Vec::new(),
-        value: if points.is_empty() { 0.0 } else { 1.0 },
-    };
+    let up = Point { name: "up".into(), labels: Vec::new(), value: if points.is_empty() { 0.0 } else { 1.0 } };
     let mut batch = Vec::with_capacity(points.len() + 1);
     for point in points.into_iter().chain(std::iter::once(up)) {
         let pairs = point
@@ -51,13 +47,7 @@ fn collect_once(config: &LocalAgentConfig, db: &Db) -> Result<usize, vigil_tsdb:
             .chain(target)
             .chain(std::iter::once((METRIC_NAME, point.name.as_str())));
         match Labels::new(pairs) {
-            Ok(labels) => batch.push(SeriesSamples {
-                labels,
-                samples: vec![Sample {
-                    t: now_ms,
-                    v: point.value,
-                }],
-            }),
+            Ok(labels) => batch.push(SeriesSamples { labels, samples: vec![Sample { t: now_ms, v: point.value }] }),
             Err(error) => tracing::warn!(%error, metric = point.name, "host metric skipped"),
         }
     }

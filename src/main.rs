@@ -58,25 +58,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 fn init_logging(cli: &Cli, file: &FileConfig) -> anyhow::Result<()> {
     let format = cli.log_format.or(file.log.format).unwrap_or(LogFormat::Human);
-    let level = cli
-        .log_level
-        .clone()
-        .or_else(|| file.log.level.clone())
-        .unwrap_or_else(|| "info".into());
+    let level = cli.log_level.clone().or_else(|| file.log.level.clone()).unwrap_or_else(|| "info".into());
     let filter = EnvFilter::try_new(&level).with_context(|| format!("invalid log level {level:?}"))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout).with_ansi(ansi);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),

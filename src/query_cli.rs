@@ -12,10 +12,9 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let base = args.server.trim_end_matches('/');
     let (path, mut form) = match (&args.start, &args.end, &args.step) {
-        (Some(start), Some(end), Some(step)) => (
-            "/api/v1/query_range",
-            vec![("start", start.clone()), ("end", end.clone()), ("step", step.clone())],
-        ),
+        (Some(start), Some(end), Some(step)) => {
+            ("/api/v1/query_range", vec![("start", start.clone()), ("end", end.clone()), ("step", step.clone())])
+        }
         _ => ("/api/v1/query", args.time.iter().map(|t| ("time", t.clone())).collect()),
     };
     form.push(("query", args.expr.clone()));
@@ -23,20 +22,11 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<()> {
     if let Some(token) = &args.token {
         request = request.header("Authorization", &format!("Bearer {token}"));
     }
-    let mut response = request
-        .send_form(form)
-        .with_context(|| format!("cannot reach {base}"))?;
-    let body = response
-        .body_mut()
-        .read_to_string()
-        .context("cannot read the response")?;
+    let mut response = request.send_form(form).with_context(|| format!("cannot reach {base}"))?;
+    let body = response.body_mut().read_to_string().context("cannot read the response")?;
     let parsed: Value = serde_json::from_str(&body).with_context(|| format!("not a JSON response: {body}"))?;
     if parsed["status"] != "success" {
-        bail!(
-            "{}: {}",
-            parsed["errorType"].as_str().unwrap_or("error"),
-            parsed["error"].as_str().unwrap_or(&body)
-        );
+        bail!("{}: {}", parsed["errorType"].as_str().unwrap_or("error"), parsed["error"].as_str().unwrap_or(&body));
     }
     if args.json {
         println!("{body}");

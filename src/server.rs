@@ -41,11 +41,7 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     let metrics = telemetry::install()?;
     let db = open_storage(&config).await?;
     let ready = Arc::new(AtomicBool::new(false));
-    let probes = Probes {
-        ready: ready.clone(),
-        metrics,
-        db: db.clone(),
-    };
+    let probes = Probes { ready: ready.clone(), metrics, db: db.clone() };
     let app = router(&config, probes);
 
     let tcp = TcpListener::bind(config.http_addr)
@@ -92,9 +88,7 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     // A pass in progress finishes (a block being written is either renamed into place or left as .tmp).
     let _ = tokio::time::timeout(Duration::from_secs(5), maintenance).await;
     let flushed = db.clone();
-    tokio::task::spawn_blocking(move || flushed.flush())
-        .await?
-        .context("final flush of the WAL failed")?;
+    tokio::task::spawn_blocking(move || flushed.flush()).await?.context("final flush of the WAL failed")?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -146,10 +140,7 @@ async fn open_storage(config: &ServerConfig) -> anyhow::Result<Arc<Db>> {
         tracing::warn!(bytes = report.truncated_bytes, "torn wal tail truncated");
     }
     if report.partial_blocks_removed > 0 {
-        tracing::warn!(
-            count = report.partial_blocks_removed,
-            "partially written blocks removed"
-        );
+        tracing::warn!(count = report.partial_blocks_removed, "partially written blocks removed");
     }
     tracing::info!(
         blocks = report.blocks,
@@ -167,12 +158,7 @@ fn router(config: &ServerConfig, probes: Probes) -> Router {
         version: env!("CARGO_PKG_VERSION").into(),
         revision: option_env!("VIGIL_REVISION").unwrap_or("").into(),
     };
-    let ingest = Ingest::new(
-        probes.db.clone(),
-        IngestLimits {
-            max_decompressed_bytes: config.max_decompressed_bytes,
-        },
-    );
+    let ingest = Ingest::new(probes.db.clone(), IngestLimits { max_decompressed_bytes: config.max_decompressed_bytes });
     let storage: Arc<dyn Queryable> = probes.db.clone();
     let own = Router::new()
         .route("/-/healthy", get(|| async { "Vigil is healthy.\n" }))
@@ -182,19 +168,11 @@ fn router(config: &ServerConfig, probes: Probes) -> Router {
     Router::new()
         .merge(own)
         .merge(ingest.http_routes())
-        .merge(vigil_query::prometheus::routes(
-            storage,
-            build,
-            Engine::default(),
-            MAX_CONCURRENT_QUERIES,
-        ))
+        .merge(vigil_query::prometheus::routes(storage, build, Engine::default(), MAX_CONCURRENT_QUERIES))
         .merge(vigil_dashboards::routes())
         .layer(axum::middleware::from_fn(http::record_request))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(config.tokens.clone()),
-            http::require_token,
-        ))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(config.tokens.clone()), http::require_token))
 }
 
 async fn ready(State(probes): State<Probes>) -> impl IntoResponse {
@@ -209,13 +187,7 @@ async fn render_metrics(State(probes): State<Probes>) -> impl IntoResponse {
     metrics::gauge!("vigil_tsdb_head_series").set(probes.db.series_count() as f64);
     metrics::gauge!("vigil_tsdb_blocks").set(probes.db.blocks().len() as f64);
     metrics::gauge!("vigil_tsdb_blocks_bytes").set(probes.db.blocks_size_bytes() as f64);
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        probes.metrics.render(),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], probes.metrics.render())
 }
 
 async fn serve<L>(listener: L, app: Router, mut stop: watch::Receiver<bool>) -> std::io::Result<()>
@@ -241,11 +213,7 @@ async fn wait_for_stop_signal() {
 }
 
 fn print_urls(scheme: &str, addr: SocketAddr) {
-    let host = if addr.ip().is_unspecified() {
-        "localhost".to_owned()
-    } else {
-        addr.ip().to_string()
-    };
+    let host = if addr.ip().is_unspecified() { "localhost".to_owned() } else { addr.ip().to_string() };
     let base = format!("{scheme}://{host}:{}", addr.port());
     println!("Vigil is up.");
     println!("  UI:              {base}/");

@@ -21,19 +21,10 @@ fn probes_ingest_and_own_metrics() {
     let (status, series) = get(&http, &vigil.http("/api/v1/series?match[]=probe_metric"), None);
     assert_eq!(status, 200);
     let series: Value = serde_json::from_str(&series).unwrap();
-    assert_eq!(
-        series["data"],
-        serde_json::json!([{"__name__": "probe_metric", "job": "e2e"}])
-    );
+    assert_eq!(series["data"], serde_json::json!([{"__name__": "probe_metric", "job": "e2e"}]));
     let (_, metrics) = get(&http, &vigil.http("/metrics"), None);
-    assert!(
-        metrics.contains("vigil_ingest_samples_accepted_total{receiver=\"remote_write\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("vigil_http_requests_total{route=\"/api/v1/series\",code=\"200\"} 1"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("vigil_ingest_samples_accepted_total{receiver=\"remote_write\"} 1"), "{metrics}");
+    assert!(metrics.contains("vigil_http_requests_total{route=\"/api/v1/series\",code=\"200\"} 1"), "{metrics}");
     assert!(metrics.contains("vigil_tsdb_head_series 1"), "{metrics}");
 }
 
@@ -42,14 +33,7 @@ fn bearer_tokens_guard_each_scope() {
     let dir = tempfile::tempdir().unwrap();
     let vigil = Vigil::server(
         dir.path(),
-        &[
-            "--ingest-token",
-            "in-secret",
-            "--query-token",
-            "q-secret",
-            "--admin-token",
-            "adm-secret",
-        ],
+        &["--ingest-token", "in-secret", "--query-token", "q-secret", "--admin-token", "adm-secret"],
     );
     let http = client();
     assert_eq!(get(&http, &vigil.http("/-/ready"), None).0, 200, "probes need no token");
@@ -79,17 +63,10 @@ fn tls_listener_serves_https_only() {
     std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
     let vigil = Vigil::server(
         &dir.path().join("data"),
-        &[
-            "--tls-cert-file",
-            cert_path.to_str().unwrap(),
-            "--tls-key-file",
-            key_path.to_str().unwrap(),
-        ],
+        &["--tls-cert-file", cert_path.to_str().unwrap(), "--tls-key-file", key_path.to_str().unwrap()],
     );
     let root = ureq::tls::Certificate::from_der(certified.cert.der()).to_owned();
-    let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&[root]))
-        .build();
+    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&[root])).build();
     let https: ureq::Agent = ureq::Agent::config_builder()
         .tls_config(tls)
         .http_status_as_error(false)
@@ -98,10 +75,7 @@ fn tls_listener_serves_https_only() {
         .into();
     let (status, body) = get(&https, &vigil.url("https", "/-/ready"), None);
     assert_eq!((status, body.as_str()), (200, "Vigil is ready.\n"));
-    assert!(
-        client().get(vigil.http("/-/ready")).call().is_err(),
-        "plain HTTP to a TLS listener must fail"
-    );
+    assert!(client().get(vigil.http("/-/ready")).call().is_err(), "plain HTTP to a TLS listener must fail");
     // A client that does not trust the certificate is refused.
     assert!(client().get(vigil.url("https", "/-/ready")).call().is_err());
 }
@@ -122,9 +96,7 @@ fn sigterm_exits_zero_and_a_restart_keeps_acknowledged_data() {
     let dir = tempfile::tempdir().unwrap();
     let vigil = Vigil::server(dir.path(), &[]);
     let http = client();
-    let samples: Vec<(i64, f64)> = (0..500)
-        .map(|i| (1_700_000_000_000 + i * 15_000, i as f64 * 0.5))
-        .collect();
+    let samples: Vec<(i64, f64)> = (0..500).map(|i| (1_700_000_000_000 + i * 15_000, i as f64 * 0.5)).collect();
     let body = remote_write_body(&[(&[("__name__", "kept"), ("job", "restart")], &samples)]);
     assert_eq!(remote_write(&http, &vigil, &body, None).0, 204);
     let (status, took) = vigil.terminate(Duration::from_secs(10));
@@ -141,9 +113,7 @@ fn sigterm_exits_zero_and_a_restart_keeps_acknowledged_data() {
     // Every acknowledged sample is on disk, bit for bit.
     let (db, report) = Db::open(&dir.path().join("metrics"), DbOptions::default()).unwrap();
     assert!(report.corruptions.is_empty());
-    let stored = db
-        .select(&[Matcher::equal("__name__", "kept")], i64::MIN, i64::MAX)
-        .unwrap();
+    let stored = db.select(&[Matcher::equal("__name__", "kept")], i64::MIN, i64::MAX).unwrap();
     let got: Vec<(i64, f64)> = stored[0].samples.iter().map(|s| (s.t, s.v)).collect();
     assert_eq!(got, samples);
 }
@@ -153,11 +123,7 @@ fn flags_win_over_env_and_env_over_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("vigil.yaml");
     let from = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-    std::fs::write(
-        &config,
-        format!("server:\n  data_dir: {}\n  http_addr: 127.0.0.1:0\n", from("file")),
-    )
-    .unwrap();
+    std::fs::write(&config, format!("server:\n  data_dir: {}\n  http_addr: 127.0.0.1:0\n", from("file"))).unwrap();
     let data_dir_of = |env: Option<&str>, flag: Option<&str>| {
         let mut args = vec!["server", "--config", config.to_str().unwrap()];
         if let Some(flag) = flag {
@@ -180,15 +146,10 @@ fn unknown_config_key_stops_start_up_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("vigil.yaml");
     std::fs::write(&config, "server:\n  data_dir: /tmp/x\n  listen_adress: 1\n").unwrap();
-    let output = command(&["server", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let output = command(&["server", "--config", config.to_str().unwrap()]).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("unknown field `listen_adress`") && stderr.contains("vigil.yaml"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("unknown field `listen_adress`") && stderr.contains("vigil.yaml"), "{stderr}");
 }
 
 #[test]
@@ -217,10 +178,7 @@ fn up_collects_this_machine_within_seconds() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (_, names) = get(&http, &vigil.http("/api/v1/label/__name__/values"), None);
-    assert!(
-        names.contains("node_cpu_seconds_total") && names.contains("node_memory_MemAvailable_bytes"),
-        "{names}"
-    );
+    assert!(names.contains("node_cpu_seconds_total") && names.contains("node_memory_MemAvailable_bytes"), "{names}");
 }
 
 #[test]
@@ -228,18 +186,11 @@ fn query_command_prints_results_from_a_server() {
     let dir = tempfile::tempdir().unwrap();
     let vigil = Vigil::server(dir.path(), &[]);
     let http = client();
-    let body = remote_write_body(&[(
-        &[("__name__", "cli_metric"), ("job", "a")],
-        &[(10_000, 3.0), (20_000, 4.0)],
-    )]);
+    let body = remote_write_body(&[(&[("__name__", "cli_metric"), ("job", "a")], &[(10_000, 3.0), (20_000, 4.0)])]);
     assert_eq!(remote_write(&http, &vigil, &body, None).0, 204);
     let server = vigil.http("");
     let run = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .arg("query")
-            .args(args)
-            .output()
-            .unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_vigil")).arg("query").args(args).output().unwrap();
         (
             output.status.code(),
             String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -248,23 +199,10 @@ fn query_command_prints_results_from_a_server() {
     };
     let (code, stdout, _) = run(&["sum by (job) (cli_metric)", "--server", &server, "--time", "25"]);
     assert_eq!((code, stdout.as_str()), (Some(0), "{job=\"a\"} => 4 @ 25\n"));
-    let (code, stdout, _) = run(&[
-        "cli_metric",
-        "--server",
-        &server,
-        "--start",
-        "10",
-        "--end",
-        "20",
-        "--step",
-        "10",
-    ]);
+    let (code, stdout, _) = run(&["cli_metric", "--server", &server, "--start", "10", "--end", "20", "--step", "10"]);
     assert_eq!(code, Some(0));
     assert_eq!(stdout, "cli_metric{job=\"a\"} =>\n  3 @ 10\n  4 @ 20\n");
     let (code, _, stderr) = run(&["sum(", "--server", &server]);
     assert_eq!(code, Some(1));
-    assert!(
-        stderr.contains("bad_data") && stderr.contains("invalid parameter \"query\""),
-        "{stderr}"
-    );
+    assert!(stderr.contains("bad_data") && stderr.contains("invalid parameter \"query\""), "{stderr}");
 }

@@ -12,25 +12,17 @@ fn manifests_dir() -> &'static Path {
 
 fn documents(file: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(manifests_dir().join(file)).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap())
-        .collect()
+    serde_yaml::Deserializer::from_str(&text).map(|doc| Value::deserialize(doc).unwrap()).collect()
 }
 
 fn help_of(subcommand: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args([subcommand, "--help"])
-        .output()
-        .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vigil")).args([subcommand, "--help"]).output().unwrap();
     assert!(output.status.success());
     String::from_utf8(output.stdout).unwrap()
 }
 
 fn workload(file: &str, kind: &str) -> Value {
-    documents(file)
-        .into_iter()
-        .find(|doc| doc["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} in {file}"))
+    documents(file).into_iter().find(|doc| doc["kind"] == kind).unwrap_or_else(|| panic!("no {kind} in {file}"))
 }
 
 #[test]
@@ -41,36 +33,21 @@ fn kustomization_lists_existing_files_that_parse() {
     for resource in resources {
         let file = resource.as_str().unwrap();
         for doc in documents(file) {
-            assert!(
-                doc["apiVersion"].is_string() && doc["kind"].is_string(),
-                "{file}: {doc:?}"
-            );
+            assert!(doc["apiVersion"].is_string() && doc["kind"].is_string(), "{file}: {doc:?}");
         }
     }
 }
 
 #[test]
 fn container_args_are_flags_the_binary_accepts() {
-    for (file, kind) in [
-        ("server-statefulset.yaml", "StatefulSet"),
-        ("agent-daemonset.yaml", "DaemonSet"),
-    ] {
+    for (file, kind) in [("server-statefulset.yaml", "StatefulSet"), ("agent-daemonset.yaml", "DaemonSet")] {
         let spec = workload(file, kind);
         let container = &spec["spec"]["template"]["spec"]["containers"][0];
-        let args: Vec<&str> = container["args"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
+        let args: Vec<&str> = container["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
         let help = help_of(args[0]);
         for arg in &args[1..] {
             let flag = arg.split('=').next().unwrap();
-            assert!(
-                help.contains(&format!("{flag} ")),
-                "{file}: {flag} is not a flag of `vigil {}`",
-                args[0]
-            );
+            assert!(help.contains(&format!("{flag} ")), "{file}: {flag} is not a flag of `vigil {}`", args[0]);
         }
     }
 }
@@ -85,27 +62,14 @@ fn server_has_probes_storage_and_ports_that_match_its_service() {
     let mount = &container["volumeMounts"][0];
     assert_eq!(&mount["name"], claim);
     let data_dir_arg = format!("--data-dir={}", mount["mountPath"].as_str().unwrap());
-    assert!(
-        container["args"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .any(|a| a.as_str() == Some(&data_dir_arg))
-    );
+    assert!(container["args"].as_sequence().unwrap().iter().any(|a| a.as_str() == Some(&data_dir_arg)));
     let service = workload("server-statefulset.yaml", "Service");
-    let port_names: Vec<&str> = container["ports"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let port_names: Vec<&str> =
+        container["ports"].as_sequence().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     for port in service["spec"]["ports"].as_sequence().unwrap() {
         assert!(port_names.contains(&port["targetPort"].as_str().unwrap()), "{port:?}");
     }
-    assert_eq!(
-        service["spec"]["selector"],
-        statefulset["spec"]["template"]["metadata"]["labels"]
-    );
+    assert_eq!(service["spec"]["selector"], statefulset["spec"]["template"]["metadata"]["labels"]);
 }
 
 #[test]

@@ -61,9 +61,7 @@ fn start_prometheus() -> Prometheus {
 
 fn which(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }
 
 const STEP_MS: i64 = 15_000;
@@ -100,40 +98,26 @@ fn dataset(start_ms: i64) -> Vec<OwnedSeries> {
             ];
             out.push((labels, times(&|i| (i as f64 * 15.0 * rate * fraction).floor())));
         }
-        let up = vec![
-            ("__name__".into(), "up".into()),
-            ("job".into(), job.into()),
-            ("instance".into(), instance.into()),
-        ];
+        let up =
+            vec![("__name__".into(), "up".into()), ("job".into(), job.into()), ("instance".into(), instance.into())];
         out.push((
             up,
             times(&|i| {
-                if job == "web" && (100..120).contains(&i) {
-                    0.0
-                } else {
-                    1.0
-                }
+                if job == "web" && (100..120).contains(&i) { 0.0 } else { 1.0 }
             }),
         ));
-        let temperature = vec![
-            ("__name__".into(), "node_temperature_celsius".into()),
-            ("instance".into(), instance.into()),
-        ];
+        let temperature =
+            vec![("__name__".into(), "node_temperature_celsius".into()), ("instance".into(), instance.into())];
         out.push((temperature, times(&|i| 40.0 + ((i as f64) / 7.0).sin() * 5.0 + rate)));
     }
     out
 }
 
 fn write_body(series: &[OwnedSeries]) -> Vec<u8> {
-    let label_refs: Vec<Vec<(&str, &str)>> = series
-        .iter()
-        .map(|(labels, _)| labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
-        .collect();
-    let refs: Vec<harness::WireSeries<'_>> = label_refs
-        .iter()
-        .zip(series)
-        .map(|(labels, (_, samples))| (labels.as_slice(), samples.as_slice()))
-        .collect();
+    let label_refs: Vec<Vec<(&str, &str)>> =
+        series.iter().map(|(labels, _)| labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).collect();
+    let refs: Vec<harness::WireSeries<'_>> =
+        label_refs.iter().zip(series).map(|(labels, (_, samples))| (labels.as_slice(), samples.as_slice())).collect();
     remote_write_body(&refs)
 }
 
@@ -221,10 +205,7 @@ fn grafana_calls_answer_like_prometheus() {
             let (_, theirs) = get(&http, &format!("{prometheus_base}{path}"), None);
             let (_, ours) = get(&http, &vigil.http(&path), None);
             let (theirs, ours) = (normalised(&theirs), normalised(&ours));
-            assert!(
-                numbers_close(&theirs, &ours),
-                "{query} at {time}\nprometheus: {theirs}\nvigil:      {ours}"
-            );
+            assert!(numbers_close(&theirs, &ours), "{query} at {time}\nprometheus: {theirs}\nvigil:      {ours}");
             let empty = theirs["result"].as_array().is_some_and(Vec::is_empty);
             assert!(!empty, "{query}: every query is chosen to have a result: {theirs}");
             compared += 1;
@@ -237,21 +218,13 @@ fn grafana_calls_answer_like_prometheus() {
         "avg_over_time(node_temperature_celsius[5m])",
     ];
     for query in range_queries {
-        let path = format!(
-            "/api/v1/query_range?query={}&start={range_start}&end={range_end}&step=60",
-            urlencode(query)
-        );
+        let path =
+            format!("/api/v1/query_range?query={}&start={range_start}&end={range_end}&step=60", urlencode(query));
         let (_, theirs) = get(&http, &format!("{prometheus_base}{path}"), None);
         let (_, ours) = get(&http, &vigil.http(&path), None);
         let (theirs, ours) = (normalised(&theirs), normalised(&ours));
-        assert!(
-            numbers_close(&theirs, &ours),
-            "{query}\nprometheus: {theirs}\nvigil:      {ours}"
-        );
-        assert!(
-            theirs["result"][0]["values"].as_array().is_some_and(|v| v.len() == 36),
-            "{query}: {theirs}"
-        );
+        assert!(numbers_close(&theirs, &ours), "{query}\nprometheus: {theirs}\nvigil:      {ours}");
+        assert!(theirs["result"][0]["values"].as_array().is_some_and(|v| v.len() == 36), "{query}: {theirs}");
         compared += 1;
     }
     for path in [
@@ -259,10 +232,7 @@ fn grafana_calls_answer_like_prometheus() {
         "/api/v1/label/__name__/values?limit=40000".to_owned(),
         "/api/v1/label/job/values?match[]=up".to_owned(),
         format!("/api/v1/series?match[]={}&limit=40000", urlencode("{__name__!=\"\"}")),
-        format!(
-            "/api/v1/series?match[]={}",
-            urlencode("http_requests_total{code=\"500\"}")
-        ),
+        format!("/api/v1/series?match[]={}", urlencode("http_requests_total{code=\"500\"}")),
     ] {
         let (_, theirs) = get(&http, &format!("{prometheus_base}{path}"), None);
         let (_, ours) = get(&http, &vigil.http(&path), None);
@@ -284,10 +254,7 @@ fn normalised_list(body: &str) -> Vec<Value> {
 }
 
 fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 fn urlencode(text: &str) -> String {

@@ -179,10 +179,7 @@ struct Parser<'s> {
 }
 
 fn fail<T>(line: usize, reason: impl Into<String>) -> Result<T, ParseError> {
-    Err(ParseError {
-        line,
-        reason: reason.into(),
-    })
+    Err(ParseError { line, reason: reason.into() })
 }
 
 fn is_metric_name(name: &str) -> bool {
@@ -240,18 +237,14 @@ fn parse_labels(text: &str, line: usize) -> Result<(LabelPairs, &str), ParseErro
         return Ok((labels, after));
     }
     loop {
-        let equals = rest.find('=').ok_or_else(|| ParseError {
-            line,
-            reason: "label without '='".into(),
-        })?;
+        let equals = rest.find('=').ok_or_else(|| ParseError { line, reason: "label without '='".into() })?;
         let name = &rest[..equals];
         if !is_label_name(name) {
             return fail(line, format!("invalid label name {name:?}"));
         }
-        rest = rest[equals + 1..].strip_prefix('"').ok_or_else(|| ParseError {
-            line,
-            reason: format!("value of label {name:?} is not quoted"),
-        })?;
+        rest = rest[equals + 1..]
+            .strip_prefix('"')
+            .ok_or_else(|| ParseError { line, reason: format!("value of label {name:?} is not quoted") })?;
         let mut value = String::new();
         let mut chars = rest.char_indices();
         let end = loop {
@@ -279,10 +272,9 @@ fn parse_labels(text: &str, line: usize) -> Result<(LabelPairs, &str), ParseErro
         if let Some(after) = rest.strip_prefix('}') {
             return Ok((labels, after));
         }
-        rest = rest.strip_prefix(',').ok_or_else(|| ParseError {
-            line,
-            reason: "expected ',' or '}' after a label".into(),
-        })?;
+        rest = rest
+            .strip_prefix(',')
+            .ok_or_else(|| ParseError { line, reason: "expected ',' or '}' after a label".into() })?;
         if rest.starts_with('}') {
             return fail(line, "trailing comma in labels");
         }
@@ -318,10 +310,9 @@ impl Parser<'_> {
         let mut line = 0;
         loop {
             buffer.clear();
-            let read = reader.read_until(b'\n', &mut buffer).map_err(|e| ParseError {
-                line: line + 1,
-                reason: e.to_string(),
-            })?;
+            let read = reader
+                .read_until(b'\n', &mut buffer)
+                .map_err(|e| ParseError { line: line + 1, reason: e.to_string() })?;
             if read == 0 {
                 break;
             }
@@ -333,10 +324,7 @@ impl Parser<'_> {
             if had_newline {
                 buffer.pop();
             }
-            let raw = std::str::from_utf8(&buffer).map_err(|_| ParseError {
-                line,
-                reason: "invalid UTF-8".into(),
-            })?;
+            let raw = std::str::from_utf8(&buffer).map_err(|_| ParseError { line, reason: "invalid UTF-8".into() })?;
             let raw = if strict { raw } else { raw.trim_end_matches('\r') };
             if raw == "# EOF" {
                 saw_eof = true;
@@ -413,10 +401,8 @@ impl Parser<'_> {
                     return fail(line, format!("repeated or late # TYPE for {name}"));
                 }
                 let text = if strict { text } else { text.trim() };
-                let metric_type = MetricType::parse(text, self.format).ok_or_else(|| ParseError {
-                    line,
-                    reason: format!("unknown metric type {text:?}"),
-                })?;
+                let metric_type = MetricType::parse(text, self.format)
+                    .ok_or_else(|| ParseError { line, reason: format!("unknown metric type {text:?}") })?;
                 self.families[family].metric_type = metric_type;
                 self.check_clashes(family, line)?;
             }
@@ -425,10 +411,7 @@ impl Parser<'_> {
                     return fail(line, format!("repeated # UNIT for {name}"));
                 }
                 if !text.is_empty() && !name.ends_with(&format!("_{text}")) {
-                    return fail(
-                        line,
-                        format!("metric name {name:?} does not end with its unit {text:?}"),
-                    );
+                    return fail(line, format!("metric name {name:?} does not end with its unit {text:?}"));
                 }
                 self.families[family].unit = Some(text.to_owned());
             }
@@ -437,10 +420,7 @@ impl Parser<'_> {
         if family.unit.as_deref().is_some_and(|u| !u.is_empty())
             && matches!(family.metric_type, MetricType::Info | MetricType::StateSet)
         {
-            return fail(
-                line,
-                format!("{} metrics cannot have a unit", family.metric_type.as_str()),
-            );
+            return fail(line, format!("{} metrics cannot have a unit", family.metric_type.as_str()));
         }
         Ok(())
     }
@@ -460,10 +440,7 @@ impl Parser<'_> {
     fn start_family(&mut self, name: &str, line: usize) -> Result<usize, ParseError> {
         self.finish_point(line)?;
         if self.names.contains(name) {
-            return fail(
-                line,
-                format!("metric family {name:?} appears twice or is interleaved with another"),
-            );
+            return fail(line, format!("metric family {name:?} appears twice or is interleaved with another"));
         }
         self.names.insert(name.to_owned());
         self.family_has_samples.push(false);
@@ -486,27 +463,15 @@ impl Parser<'_> {
             return Ok(());
         }
         let family = &self.families[index];
-        let own: Vec<String> = family
-            .metric_type
-            .suffixes()
-            .iter()
-            .map(|s| format!("{}{s}", family.name))
-            .collect();
+        let own: Vec<String> = family.metric_type.suffixes().iter().map(|s| format!("{}{s}", family.name)).collect();
         for (other_index, other) in self.families.iter().enumerate() {
             if other_index == index {
                 continue;
             }
-            let theirs: Vec<String> = other
-                .metric_type
-                .suffixes()
-                .iter()
-                .map(|s| format!("{}{s}", other.name))
-                .collect();
+            let theirs: Vec<String> =
+                other.metric_type.suffixes().iter().map(|s| format!("{}{s}", other.name)).collect();
             if own.contains(&other.name) || theirs.contains(&family.name) {
-                return fail(
-                    line,
-                    format!("metric family {:?} clashes with {:?}", family.name, other.name),
-                );
+                return fail(line, format!("metric family {:?} clashes with {:?}", family.name, other.name));
             }
         }
         Ok(())
@@ -541,25 +506,21 @@ impl Parser<'_> {
             sample_part.split_whitespace().collect()
         };
         let value = match fields.first() {
-            Some(text) => parse_number(text).ok_or_else(|| ParseError {
-                line,
-                reason: format!("invalid value {text:?}"),
-            })?,
+            Some(text) => {
+                parse_number(text).ok_or_else(|| ParseError { line, reason: format!("invalid value {text:?}") })?
+            }
             None => return fail(line, "missing value"),
         };
         let timestamp_ms = match fields.get(1) {
             None => None,
             Some(text) if strict => {
-                let seconds = parse_real(text).ok_or_else(|| ParseError {
-                    line,
-                    reason: format!("invalid timestamp {text:?}"),
-                })?;
+                let seconds = parse_real(text)
+                    .ok_or_else(|| ParseError { line, reason: format!("invalid timestamp {text:?}") })?;
                 Some((seconds * 1000.0).round() as i64)
             }
-            Some(text) => Some(text.parse::<i64>().map_err(|_| ParseError {
-                line,
-                reason: format!("invalid timestamp {text:?}"),
-            })?),
+            Some(text) => Some(
+                text.parse::<i64>().map_err(|_| ParseError { line, reason: format!("invalid timestamp {text:?}") })?,
+            ),
         };
         if fields.len() > 2 {
             return fail(line, "unexpected text after the timestamp");
@@ -569,13 +530,7 @@ impl Parser<'_> {
             None => None,
         };
         let family = self.family_for_sample(name, line)?;
-        let sample = ParsedSample {
-            name: name.to_owned(),
-            labels,
-            value,
-            timestamp_ms,
-            exemplar,
-        };
+        let sample = ParsedSample { name: name.to_owned(), labels, value, timestamp_ms, exemplar };
         if strict {
             self.check_sample(family, &sample, line)?;
         }
@@ -616,10 +571,7 @@ impl Parser<'_> {
         if let Some(label) = point_label
             && !sample.labels.iter().any(|(name, _)| name == label)
         {
-            return fail(
-                line,
-                format!("{} sample {} needs label {label:?}", kind.as_str(), sample.name),
-            );
+            return fail(line, format!("{} sample {} needs label {label:?}", kind.as_str(), sample.name));
         }
         if sample.exemplar.is_some() {
             let allowed = matches!(
@@ -649,12 +601,8 @@ impl Parser<'_> {
                 if v < 0.0 {
                     return fail(line, "a quantile value must not be negative");
                 }
-                let quantile = sample
-                    .labels
-                    .iter()
-                    .find(|(n, _)| n == "quantile")
-                    .map(|(_, q)| q.as_str())
-                    .unwrap_or("");
+                let quantile =
+                    sample.labels.iter().find(|(n, _)| n == "quantile").map(|(_, q)| q.as_str()).unwrap_or("");
                 match parse_number(quantile) {
                     Some(q) if (0.0..=1.0).contains(&q) => {}
                     _ => return fail(line, format!("invalid quantile {quantile:?}")),
@@ -667,12 +615,8 @@ impl Parser<'_> {
             (MetricType::StateSet, _) if v != 0.0 && v != 1.0 => return fail(line, "a stateset value must be 0 or 1"),
             _ => {}
         }
-        let key: Vec<(String, String)> = sample
-            .labels
-            .iter()
-            .filter(|(name, _)| Some(name.as_str()) != point_label)
-            .cloned()
-            .collect();
+        let key: Vec<(String, String)> =
+            sample.labels.iter().filter(|(name, _)| Some(name.as_str()) != point_label).cloned().collect();
         if self.point.key.as_ref() != Some(&key) {
             self.finish_point(line)?;
             if self.point.finished.contains(&key) {
@@ -763,10 +707,7 @@ fn check_order(
         if after.contains(&suffix) {
             seen_after = true;
         } else if suffix == first && seen_after {
-            return fail(
-                line,
-                format!("{name}{first} samples must come before the others of their point"),
-            );
+            return fail(line, format!("{name}{first} samples must come before the others of their point"));
         }
     }
     Ok(())
@@ -783,16 +724,10 @@ fn check_histogram(
     check_order(name, samples, "_bucket", &[count, sum, "_created"], line)?;
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for sample in samples.iter().filter(|s| s.name.ends_with("_bucket")) {
-        let le = sample
-            .labels
-            .iter()
-            .find(|(n, _)| n == "le")
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("");
-        let bound = parse_number(le).filter(|b| !b.is_nan()).ok_or_else(|| ParseError {
-            line,
-            reason: format!("invalid le {le:?}"),
-        })?;
+        let le = sample.labels.iter().find(|(n, _)| n == "le").map(|(_, v)| v.as_str()).unwrap_or("");
+        let bound = parse_number(le)
+            .filter(|b| !b.is_nan())
+            .ok_or_else(|| ParseError { line, reason: format!("invalid le {le:?}") })?;
         if let Some((previous_bound, previous_count)) = buckets.last() {
             if bound <= *previous_bound {
                 return fail(line, "histogram buckets must be in increasing le order");
@@ -812,10 +747,7 @@ fn check_histogram(
     let count_value = samples.iter().find(|s| s.name[name.len()..] == *count).map(|s| s.value);
     let sum_value = samples.iter().find(|s| s.name[name.len()..] == *sum).map(|s| s.value);
     if count_value.is_some() != sum_value.is_some() {
-        return fail(
-            line,
-            format!("histogram {name} needs both {count} and {sum}, or neither"),
-        );
+        return fail(line, format!("histogram {name} needs both {count} and {sum}, or neither"));
     }
     if let Some(count_value) = count_value
         && count_value != infinity_count
@@ -825,10 +757,7 @@ fn check_histogram(
     let has_negative_buckets = buckets.iter().any(|(bound, _)| *bound < 0.0);
     if let Some(sum_value) = sum_value {
         if has_negative_buckets && !gauge {
-            return fail(
-                line,
-                format!("histogram {name} with negative buckets cannot have a {sum}"),
-            );
+            return fail(line, format!("histogram {name} with negative buckets cannot have a {sum}"));
         }
         if sum_value < 0.0 && !has_negative_buckets {
             return fail(line, format!("{name}{sum} is negative without negative buckets"));
@@ -838,19 +767,14 @@ fn check_histogram(
 }
 
 fn parse_exemplar(text: &str, line: usize) -> Result<Exemplar, ParseError> {
-    let bad = |reason: &str| ParseError {
-        line,
-        reason: format!("invalid exemplar: {reason}"),
-    };
+    let bad = |reason: &str| ParseError { line, reason: format!("invalid exemplar: {reason}") };
     let after = text.strip_prefix('{').ok_or_else(|| bad("labels must follow '# '"))?;
     let (labels, rest) = parse_labels(after, line)?;
     let length: usize = labels.iter().map(|(n, v)| n.chars().count() + v.chars().count()).sum();
     if length > 128 {
         return Err(bad("labels longer than 128 characters"));
     }
-    let rest = rest
-        .strip_prefix(' ')
-        .ok_or_else(|| bad("a single space must precede the value"))?;
+    let rest = rest.strip_prefix(' ').ok_or_else(|| bad("a single space must precede the value"))?;
     let fields: Vec<&str> = rest.split(' ').collect();
     let value = parse_number(fields[0]).ok_or_else(|| bad("invalid value"))?;
     let timestamp = match fields.get(1) {
@@ -860,11 +784,7 @@ fn parse_exemplar(text: &str, line: usize) -> Result<Exemplar, ParseError> {
     if fields.len() > 2 {
         return Err(bad("unexpected text"));
     }
-    Ok(Exemplar {
-        labels,
-        value,
-        timestamp,
-    })
+    Ok(Exemplar { labels, value, timestamp })
 }
 
 #[cfg(test)]
@@ -911,14 +831,10 @@ mod stream_tests {
     #[test]
     fn streaming_hands_over_every_sample() {
         let mut seen = Vec::new();
-        parse_stream(
-            &b"# TYPE a gauge\na 1 1\na 2 2\n# EOF\n"[..],
-            Format::OpenMetrics,
-            |_, _, s| {
-                seen.push(s.value);
-                Ok(())
-            },
-        )
+        parse_stream(&b"# TYPE a gauge\na 1 1\na 2 2\n# EOF\n"[..], Format::OpenMetrics, |_, _, s| {
+            seen.push(s.value);
+            Ok(())
+        })
         .unwrap();
         assert_eq!(seen, [1.0, 2.0]);
     }

@@ -18,11 +18,7 @@ pub fn collect(root: &Path) -> (Vec<Point>, Vec<AgentError>) {
     let proc_dir = root.join("proc");
     let mut points = Vec::new();
     let mut errors = Vec::new();
-    let readers: [(&str, Parser); 3] = [
-        ("stat", parse_stat),
-        ("meminfo", parse_meminfo),
-        ("loadavg", parse_loadavg),
-    ];
+    let readers: [(&str, Parser); 3] = [("stat", parse_stat), ("meminfo", parse_meminfo), ("loadavg", parse_loadavg)];
     for (file, parse) in readers {
         let path = proc_dir.join(file);
         match std::fs::read_to_string(&path) {
@@ -37,10 +33,7 @@ pub fn collect(root: &Path) -> (Vec<Point>, Vec<AgentError>) {
 }
 
 fn format_error(path: &Path, reason: impl Into<String>) -> AgentError {
-    AgentError::Format {
-        path: PathBuf::from(path),
-        reason: reason.into(),
-    }
+    AgentError::Format { path: PathBuf::from(path), reason: reason.into() }
 }
 
 /// `/proc/stat`: per-CPU time by mode, boot time, context switches, forks.
@@ -51,14 +44,9 @@ fn parse_stat(text: &str, path: &Path) -> Result<Vec<Point>, AgentError> {
         let Some(key) = fields.next() else { continue };
         if let Some(cpu) = key.strip_prefix("cpu").filter(|id| !id.is_empty()) {
             for (mode, raw) in CPU_MODES.iter().zip(fields) {
-                let ticks: f64 = raw
-                    .parse()
-                    .map_err(|_| format_error(path, format!("bad {mode} time {raw:?} for cpu{cpu}")))?;
-                points.push(Point::new(
-                    "node_cpu_seconds_total",
-                    &[("cpu", cpu), ("mode", mode)],
-                    ticks / USER_HZ,
-                ));
+                let ticks: f64 =
+                    raw.parse().map_err(|_| format_error(path, format!("bad {mode} time {raw:?} for cpu{cpu}")))?;
+                points.push(Point::new("node_cpu_seconds_total", &[("cpu", cpu), ("mode", mode)], ticks / USER_HZ));
             }
             continue;
         }
@@ -70,12 +58,8 @@ fn parse_stat(text: &str, path: &Path) -> Result<Vec<Point>, AgentError> {
             "procs_blocked" => "node_procs_blocked",
             _ => continue,
         };
-        let raw = fields
-            .next()
-            .ok_or_else(|| format_error(path, format!("{key} has no value")))?;
-        let value: f64 = raw
-            .parse()
-            .map_err(|_| format_error(path, format!("bad {key} value {raw:?}")))?;
+        let raw = fields.next().ok_or_else(|| format_error(path, format!("{key} has no value")))?;
+        let value: f64 = raw.parse().map_err(|_| format_error(path, format!("bad {key} value {raw:?}")))?;
         points.push(Point::new(name, &[], value));
     }
     if !points.iter().any(|p| p.name == "node_cpu_seconds_total") {
@@ -92,12 +76,8 @@ fn parse_meminfo(text: &str, path: &Path) -> Result<Vec<Point>, AgentError> {
             continue;
         };
         let mut parts = rest.split_whitespace();
-        let raw = parts
-            .next()
-            .ok_or_else(|| format_error(path, format!("{key} has no value")))?;
-        let mut value: f64 = raw
-            .parse()
-            .map_err(|_| format_error(path, format!("bad {key} value {raw:?}")))?;
+        let raw = parts.next().ok_or_else(|| format_error(path, format!("{key} has no value")))?;
+        let mut value: f64 = raw.parse().map_err(|_| format_error(path, format!("bad {key} value {raw:?}")))?;
         let name = match parts.next() {
             Some("kB") => {
                 value *= 1024.0;
@@ -121,9 +101,7 @@ fn parse_loadavg(text: &str, path: &Path) -> Result<Vec<Point>, AgentError> {
     }
     let mut points = Vec::new();
     for (name, raw) in ["node_load1", "node_load5", "node_load15"].iter().zip(fields) {
-        let value: f64 = raw
-            .parse()
-            .map_err(|_| format_error(path, format!("bad load average {raw:?}")))?;
+        let value: f64 = raw.parse().map_err(|_| format_error(path, format!("bad load average {raw:?}")))?;
         points.push(Point::new(*name, &[], value));
     }
     Ok(points)
@@ -140,12 +118,7 @@ mod tests {
     fn value(points: &[Point], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         points
             .iter()
-            .find(|p| {
-                p.name == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| p.labels.iter().any(|(pk, pv)| pk == k && pv == v))
-            })
+            .find(|p| p.name == name && labels.iter().all(|(k, v)| p.labels.iter().any(|(pk, pv)| pk == k && pv == v)))
             .map(|p| p.value)
     }
 
@@ -153,23 +126,11 @@ mod tests {
     fn fixture_proc_gives_node_exporter_series() {
         let (points, errors) = collect(&fixture_root());
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(
-            value(&points, "node_cpu_seconds_total", &[("cpu", "1"), ("mode", "idle")]),
-            Some(4321.0)
-        );
-        assert_eq!(
-            value(&points, "node_cpu_seconds_total", &[("cpu", "0"), ("mode", "steal")]),
-            Some(0.07)
-        );
+        assert_eq!(value(&points, "node_cpu_seconds_total", &[("cpu", "1"), ("mode", "idle")]), Some(4321.0));
+        assert_eq!(value(&points, "node_cpu_seconds_total", &[("cpu", "0"), ("mode", "steal")]), Some(0.07));
         assert_eq!(points.iter().filter(|p| p.name == "node_cpu_seconds_total").count(), 16);
-        assert_eq!(
-            value(&points, "node_memory_MemTotal_bytes", &[]),
-            Some(16_384_000.0 * 1024.0)
-        );
-        assert_eq!(
-            value(&points, "node_memory_Active_anon_bytes", &[]),
-            Some(1024.0 * 1024.0)
-        );
+        assert_eq!(value(&points, "node_memory_MemTotal_bytes", &[]), Some(16_384_000.0 * 1024.0));
+        assert_eq!(value(&points, "node_memory_Active_anon_bytes", &[]), Some(1024.0 * 1024.0));
         assert_eq!(value(&points, "node_memory_HugePages_Total", &[]), Some(0.0));
         assert_eq!(value(&points, "node_load15", &[]), Some(0.25));
         assert_eq!(value(&points, "node_boot_time_seconds", &[]), Some(1_700_000_000.0));
@@ -193,10 +154,7 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         let total = value(&points, "node_memory_MemTotal_bytes", &[]).unwrap();
         let available = value(&points, "node_memory_MemAvailable_bytes", &[]).unwrap();
-        assert!(
-            total > 64.0 * 1024.0 * 1024.0 && available <= total,
-            "{available} of {total}"
-        );
+        assert!(total > 64.0 * 1024.0 * 1024.0 && available <= total, "{available} of {total}");
         assert!(value(&points, "node_cpu_seconds_total", &[("cpu", "0"), ("mode", "idle")]).unwrap() > 0.0);
     }
 }

@@ -41,15 +41,6 @@ fn openmetrics_parser_corpus() {
     println!(
         "OpenMetrics corpus: good cases parsed {good_passed}/{good_total}, bad cases rejected {bad_passed}/{bad_total}"
     );
-    assert!(
-        good_total + bad_total >= 200,
-        "corpus looks incomplete: {} cases",
-        good_total + bad_total
-    );
-    assert!(
-        failures.is_empty(),
-        "{} corpus failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(good_total + bad_total >= 200, "corpus looks incomplete: {} cases", good_total + bad_total);
+    assert!(failures.is_empty(), "{} corpus failures:\n{}", failures.len(), failures.join("\n"));
 }

@@ -23,9 +23,7 @@ pub struct IngestLimits {
 
 impl Default for IngestLimits {
     fn default() -> Self {
-        IngestLimits {
-            max_decompressed_bytes: 256 << 20,
-        }
+        IngestLimits { max_decompressed_bytes: 256 << 20 }
     }
 }
 
@@ -44,8 +42,6 @@ impl Ingest {
 
     /// Routes served on the main HTTP listener: `/api/v1/write`.
     pub fn http_routes(&self) -> Router {
-        Router::new()
-            .route("/api/v1/write", post(remote_write::handle))
-            .with_state(self.clone())
+        Router::new().route("/api/v1/write", post(remote_write::handle)).with_state(self.clone())
     }
 }

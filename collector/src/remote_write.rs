@@ -56,10 +56,7 @@ const PROTO_V1: &str = "prometheus.WriteRequest";
 
 /// Checks the content type: protobuf, remote write 1.0 (the `proto` parameter absent or v1).
 fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mut parts = content_type.split(';').map(str::trim);
     if parts.next() != Some("application/x-protobuf") {
         return Err(IngestError::UnsupportedMediaType(format!(
@@ -75,10 +72,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
             )));
         }
     }
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("snappy");
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("snappy");
     if encoding != "snappy" {
         return Err(IngestError::UnsupportedMediaType(format!(
             "content encoding {encoding:?}; remote write needs snappy"
@@ -105,14 +99,7 @@ pub fn decode(body: &[u8], max_bytes: usize) -> Result<Vec<SeriesSamples>, Inges
     for series in request.timeseries {
         let labels = Labels::new(series.labels.into_iter().map(|label| (label.name, label.value)))
             .map_err(|e| IngestError::Malformed(e.to_string()))?;
-        let samples = series
-            .samples
-            .iter()
-            .map(|s| Sample {
-                t: s.timestamp,
-                v: s.value,
-            })
-            .collect();
+        let samples = series.samples.iter().map(|s| Sample { t: s.timestamp, v: s.value }).collect();
         batch.push(SeriesSamples { labels, samples });
     }
     Ok(batch)
@@ -130,15 +117,9 @@ pub async fn handle(State(ingest): State<Ingest>, headers: HeaderMap, body: Byte
         Ok(samples) => {
             let mut response = StatusCode::NO_CONTENT.into_response();
             let written = HeaderValue::from(samples);
-            response
-                .headers_mut()
-                .insert("X-Prometheus-Remote-Write-Samples-Written", written);
-            response
-                .headers_mut()
-                .insert("X-Prometheus-Remote-Write-Histograms-Written", HeaderValue::from(0));
-            response
-                .headers_mut()
-                .insert("X-Prometheus-Remote-Write-Exemplars-Written", HeaderValue::from(0));
+            response.headers_mut().insert("X-Prometheus-Remote-Write-Samples-Written", written);
+            response.headers_mut().insert("X-Prometheus-Remote-Write-Histograms-Written", HeaderValue::from(0));
+            response.headers_mut().insert("X-Prometheus-Remote-Write-Exemplars-Written", HeaderValue::from(0));
             response
         }
         Err(error) => {
@@ -201,34 +182,15 @@ mod tests {
     fn request(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> Vec<u8> {
         let request = WriteRequest {
             timeseries: vec![TimeSeries {
-                labels: labels
-                    .iter()
-                    .map(|(n, v)| Label {
-                        name: (*n).into(),
-                        value: (*v).into(),
-                    })
-                    .collect(),
-                samples: samples
-                    .iter()
-                    .map(|(t, v)| WireSample {
-                        timestamp: *t,
-                        value: *v,
-                    })
-                    .collect(),
+                labels: labels.iter().map(|(n, v)| Label { name: (*n).into(), value: (*v).into() }).collect(),
+                samples: samples.iter().map(|(t, v)| WireSample { timestamp: *t, value: *v }).collect(),
             }],
         };
-        snap::raw::Encoder::new()
-            .compress_vec(&request.encode_to_vec())
-            .unwrap()
+        snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()).unwrap()
     }
 
     async fn post(db: Arc<Db>, content_type: &str, body: Vec<u8>) -> (StatusCode, String, HeaderMap) {
-        let ingest = Ingest::new(
-            db,
-            IngestLimits {
-                max_decompressed_bytes: 1 << 20,
-            },
-        );
+        let ingest = Ingest::new(db, IngestLimits { max_decompressed_bytes: 1 << 20 });
         let request = Request::post("/api/v1/write")
             .header(header::CONTENT_TYPE, content_type)
             .header(header::CONTENT_ENCODING, "snappy")
@@ -253,10 +215,7 @@ mod tests {
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert_eq!(headers["X-Prometheus-Remote-Write-Samples-Written"], "2");
         let series = db.select(&[Matcher::equal("job", "node")], 0, 5000).unwrap();
-        assert_eq!(
-            series[0].samples,
-            [Sample { t: 1000, v: 1.0 }, Sample { t: 2000, v: 0.0 }]
-        );
+        assert_eq!(series[0].samples, [Sample { t: 1000, v: 1.0 }, Sample { t: 2000, v: 0.0 }]);
     }
 
     #[tokio::test]
@@ -293,29 +252,14 @@ mod tests {
 
     #[tokio::test]
     async fn out_of_order_samples_are_reported_and_the_rest_kept() {
-        let db = Arc::new(Db::in_memory(DbOptions {
-            out_of_order_window_ms: 0,
-            ..DbOptions::default()
-        }));
-        let (status, _, _) = post(
-            db.clone(),
-            "application/x-protobuf",
-            request(&[("__name__", "x")], &[(5000, 1.0)]),
-        )
-        .await;
+        let db = Arc::new(Db::in_memory(DbOptions { out_of_order_window_ms: 0, ..DbOptions::default() }));
+        let (status, _, _) =
+            post(db.clone(), "application/x-protobuf", request(&[("__name__", "x")], &[(5000, 1.0)])).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         let body = request(&[("__name__", "x")], &[(1000, 1.0), (6000, 2.0)]);
         let (status, body, _) = post(db.clone(), "application/x-protobuf", body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(
-            body.contains("1 of 2 samples rejected; first: out of order sample"),
-            "{body}"
-        );
-        assert_eq!(
-            db.select(&[Matcher::equal("__name__", "x")], 0, 10_000).unwrap()[0]
-                .samples
-                .len(),
-            2
-        );
+        assert!(body.contains("1 of 2 samples rejected; first: out of order sample"), "{body}");
+        assert_eq!(db.select(&[Matcher::equal("__name__", "x")], 0, 10_000).unwrap()[0].samples.len(), 2);
     }
 }

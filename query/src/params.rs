@@ -19,18 +19,11 @@ impl Params {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        self.0.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
     pub(crate) fn all(&self, name: &str) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-            .collect()
+        self.0.iter().filter(|(key, _)| key == name).map(|(_, value)| value.as_str()).collect()
     }
 
     /// A time parameter in milliseconds, or `default` when absent.
@@ -108,10 +101,7 @@ pub fn parse_duration_seconds(raw: &str) -> Result<f64, String> {
             "y" => 31_536_000_000,
             _ => return Err(invalid()),
         };
-        total_ms = number
-            .checked_mul(unit_ms)
-            .and_then(|ms| total_ms.checked_add(ms))
-            .ok_or_else(invalid)?;
+        total_ms = number.checked_mul(unit_ms).and_then(|ms| total_ms.checked_add(ms)).ok_or_else(invalid)?;
         rest = &rest[unit_len..];
     }
     Ok(total_ms as f64 / 1000.0)

@@ -34,12 +34,7 @@ pub struct ApiState {
 /// `max_concurrency` queries at once.
 pub fn routes(storage: Arc<dyn Queryable>, build: BuildInfo, engine: Engine, max_concurrency: usize) -> Router {
     let slots = Arc::new(tokio::sync::Semaphore::new(max_concurrency.max(1)));
-    let state = ApiState {
-        storage,
-        build,
-        engine: Arc::new(engine),
-        slots,
-    };
+    let state = ApiState { storage, build, engine: Arc::new(engine), slots };
     Router::new()
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
@@ -56,10 +51,7 @@ fn success(data: Value) -> Response {
 }
 
 fn labels_json(labels: &Labels) -> Value {
-    let map: Map<String, Value> = labels
-        .iter()
-        .map(|l| (l.name.clone(), Value::String(l.value.clone())))
-        .collect();
+    let map: Map<String, Value> = labels.iter().map(|l| (l.name.clone(), Value::String(l.value.clone()))).collect();
     Value::Object(map)
 }
 
@@ -99,9 +91,7 @@ async fn labels(State(state): State<ApiState>, RawQuery(query): RawQuery, body: 
     let params = Params::parse(query.as_deref(), &body);
     let alternatives = match_params(&params)?;
     let limit = params.limit()?;
-    let names = merged(&alternatives, limit, |matchers| {
-        state.storage.label_names(matchers, limit)
-    })?;
+    let names = merged(&alternatives, limit, |matchers| state.storage.label_names(matchers, limit))?;
     Ok(success(json!(names)))
 }
 
@@ -113,9 +103,7 @@ async fn label_values(
     let params = Params::parse(query.as_deref(), &[]);
     let alternatives = match_params(&params)?;
     let limit = params.limit()?;
-    let values = merged(&alternatives, limit, |matchers| {
-        state.storage.label_values(&name, matchers, limit)
-    })?;
+    let values = merged(&alternatives, limit, |matchers| state.storage.label_values(&name, matchers, limit))?;
     Ok(success(json!(values)))
 }
 
@@ -168,9 +156,7 @@ fn control(params: &Params) -> Result<QueryControl, QueryError> {
 fn query_text(params: &Params) -> Result<String, QueryError> {
     match params.get("query") {
         Some(text) if !text.trim().is_empty() => Ok(text.to_owned()),
-        _ => Err(QueryError::BadData(
-            "invalid parameter \"query\": query must not be empty".into(),
-        )),
+        _ => Err(QueryError::BadData("invalid parameter \"query\": query must not be empty".into())),
     }
 }
 
@@ -180,11 +166,7 @@ async fn evaluate<T: Send + 'static>(
     control: QueryControl,
     work: impl FnOnce(&Engine, &dyn Queryable, &QueryControl) -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, QueryError> {
-    let _slot = state
-        .slots
-        .acquire()
-        .await
-        .map_err(|e| QueryError::Internal(e.to_string()))?;
+    let _slot = state.slots.acquire().await.map_err(|e| QueryError::Internal(e.to_string()))?;
     let _cancel_guard = CancelOnDrop(control.cancel.clone());
     let engine = state.engine.clone();
     let storage = state.storage.clone();
@@ -211,10 +193,7 @@ fn json_point(ms: i64, value: f64) -> Value {
 
 fn vector_json(samples: &[InstantSample], t: i64) -> Value {
     Value::Array(
-        samples
-            .iter()
-            .map(|s| json!({"metric": labels_json(&s.labels), "value": json_point(t, s.v)}))
-            .collect(),
+        samples.iter().map(|s| json!({"metric": labels_json(&s.labels), "value": json_point(t, s.v)})).collect(),
     )
 }
 
@@ -237,10 +216,9 @@ async fn query(State(state): State<ApiState>, RawQuery(raw): RawQuery, body: Byt
     let limit = params.limit()?;
     let expr = promql::parse(&text)?;
     let control = control(&params)?;
-    let value = evaluate(&state, control, move |engine, storage, control| {
-        engine.instant(storage, &expr, time, control)
-    })
-    .await?;
+    let value =
+        evaluate(&state, control, move |engine, storage, control| engine.instant(storage, &expr, time, control))
+            .await?;
     let data = match value {
         PromValue::Scalar(v) => json!({"resultType": "scalar", "result": json_point(time, v)}),
         PromValue::String(s) => json!({"resultType": "string", "result": [json_time(time), s]}),
@@ -273,9 +251,7 @@ async fn query_range(
     let start = params.time_ms("start", 0)?;
     let end = params.time_ms("end", 0)?;
     if end < start {
-        return Err(QueryError::BadData(
-            "end timestamp must not be before start time".into(),
-        ));
+        return Err(QueryError::BadData("end timestamp must not be before start time".into()));
     }
     let step_raw = params.get("step").ok_or_else(|| missing("step"))?;
     let step_seconds = crate::parse_duration_seconds(step_raw)
@@ -334,30 +310,20 @@ mod tests {
 
     fn app() -> Router {
         let db = Db::in_memory(DbOptions::default());
-        let batch: Vec<SeriesSamples> = [
-            ("up", "node", "a"),
-            ("up", "api", "b"),
-            ("http_requests_total", "api", "b"),
-        ]
-        .iter()
-        .map(|(name, job, instance)| SeriesSamples {
-            labels: Labels::new([("__name__", *name), ("job", *job), ("instance", *instance)]).unwrap(),
-            samples: vec![Sample { t: 1000, v: 1.0 }],
-        })
-        .collect();
+        let batch: Vec<SeriesSamples> = [("up", "node", "a"), ("up", "api", "b"), ("http_requests_total", "api", "b")]
+            .iter()
+            .map(|(name, job, instance)| SeriesSamples {
+                labels: Labels::new([("__name__", *name), ("job", *job), ("instance", *instance)]).unwrap(),
+                samples: vec![Sample { t: 1000, v: 1.0 }],
+            })
+            .collect();
         db.append(&batch).unwrap();
-        let build = BuildInfo {
-            version: "0.1.0".into(),
-            revision: "abc".into(),
-        };
+        let build = BuildInfo { version: "0.1.0".into(), revision: "abc".into() };
         routes(Arc::new(db), build, Engine::default(), 4)
     }
 
     async fn get_json(uri: &str) -> (StatusCode, Value) {
-        let response = app()
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response = app().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
@@ -367,10 +333,7 @@ mod tests {
     async fn grafana_health_check_is_a_scalar() {
         let (status, body) = get_json("/api/v1/query?query=1%2B1&time=4").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(
-            body,
-            json!({"status": "success", "data": {"resultType": "scalar", "result": [4, "2"]}})
-        );
+        assert_eq!(body, json!({"status": "success", "data": {"resultType": "scalar", "result": [4, "2"]}}));
     }
 
     #[tokio::test]
@@ -390,17 +353,8 @@ mod tests {
     #[tokio::test]
     async fn query_errors_use_prometheus_error_types() {
         let (status, body) = get_json("/api/v1/query?query=sum(").await;
-        assert_eq!(
-            (status, body["errorType"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("bad_data"))
-        );
-        assert!(
-            body["error"]
-                .as_str()
-                .unwrap()
-                .starts_with("invalid parameter \"query\""),
-            "{body}"
-        );
+        assert_eq!((status, body["errorType"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_data")));
+        assert!(body["error"].as_str().unwrap().starts_with("invalid parameter \"query\""), "{body}");
         let (status, body) = get_json("/api/v1/query_range?query=up&start=10&end=0&step=1").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"], "end timestamp must not be before start time");
@@ -413,10 +367,7 @@ mod tests {
     #[tokio::test]
     async fn labels_and_values() {
         let (_, body) = get_json("/api/v1/labels").await;
-        assert_eq!(
-            body,
-            json!({"status": "success", "data": ["__name__", "instance", "job"]})
-        );
+        assert_eq!(body, json!({"status": "success", "data": ["__name__", "instance", "job"]}));
         let (_, body) = get_json("/api/v1/label/__name__/values?limit=40000").await;
         assert_eq!(body["data"], json!(["http_requests_total", "up"]));
         let (_, body) = get_json("/api/v1/label/job/values?match[]=up").await;
@@ -439,9 +390,6 @@ mod tests {
         assert_eq!(body["errorType"], "bad_data");
         let (status, body) = get_json("/api/v1/series?match[]=up&start=yesterday").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(
-            body["error"].as_str().unwrap().contains("invalid parameter \"start\""),
-            "{body}"
-        );
+        assert!(body["error"].as_str().unwrap().contains("invalid parameter \"start\""), "{body}");
     }
 }

@@ -72,11 +72,7 @@ pub struct InstantSample {
 impl InstantSample {
     /// The labels as the result shows them: without `__name__` when it is marked for dropping.
     pub fn final_labels(&self) -> Labels {
-        if self.drop_name {
-            self.labels.without_metric_name()
-        } else {
-            self.labels.clone()
-        }
+        if self.drop_name { self.labels.without_metric_name() } else { self.labels.clone() }
     }
 }
 

@@ -11,14 +11,9 @@ use crate::QueryError;
 pub fn parse_selector(text: &str) -> Result<Vec<Vec<Matcher>>, QueryError> {
     let expr = parser::parse(text).map_err(|e| QueryError::BadData(format!("invalid parameter \"match[]\": {e}")))?;
     let Expr::VectorSelector(selector) = expr else {
-        return Err(QueryError::BadData(format!(
-            "invalid parameter \"match[]\": {text:?} is not a series selector"
-        )));
+        return Err(QueryError::BadData(format!("invalid parameter \"match[]\": {text:?} is not a series selector")));
     };
-    let name_matcher = selector
-        .name
-        .as_ref()
-        .map(|name| Matcher::equal(METRIC_NAME, name.clone()));
+    let name_matcher = selector.name.as_ref().map(|name| Matcher::equal(METRIC_NAME, name.clone()));
     let mut groups = vec![selector.matchers.matchers];
     groups.extend(selector.matchers.or_matchers);
     let mut alternatives = Vec::with_capacity(groups.len());
@@ -51,10 +46,8 @@ mod tests {
     fn name_and_matchers() {
         let alternatives = parse_selector(r#"up{job=~"api|web", env!="dev"}"#).unwrap();
         assert_eq!(alternatives.len(), 1);
-        let described: Vec<String> = alternatives[0]
-            .iter()
-            .map(|m| format!("{}{:?}{}", m.name, m.op, m.value))
-            .collect();
+        let described: Vec<String> =
+            alternatives[0].iter().map(|m| format!("{}{:?}{}", m.name, m.op, m.value)).collect();
         assert_eq!(described, ["__name__Equalup", "jobRegexapi|web", "envNotEqualdev"]);
     }
 

@@ -29,14 +29,8 @@ const TARGET_FILES: [&str; 14] = [
 ];
 
 /// Functions that only apply to native histograms; cases using them are counted apart.
-const NATIVE_FUNCTIONS: [&str; 6] = [
-    "histogram_count",
-    "histogram_sum",
-    "histogram_avg",
-    "histogram_fraction",
-    "histogram_stddev",
-    "histogram_stdvar",
-];
+const NATIVE_FUNCTIONS: [&str; 6] =
+    ["histogram_count", "histogram_sum", "histogram_avg", "histogram_fraction", "histogram_stddev", "histogram_stdvar"];
 
 fn conformance_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/promql/prometheus-3.x");
@@ -153,12 +147,8 @@ fn split_series(line: &str) -> Option<(Labels, &str)> {
     let Ok(Expr::VectorSelector(parsed)) = parser::parse(selector) else {
         return None;
     };
-    let mut pairs: Vec<(String, String)> = parsed
-        .matchers
-        .matchers
-        .iter()
-        .map(|m| (m.name.clone(), m.value.clone()))
-        .collect();
+    let mut pairs: Vec<(String, String)> =
+        parsed.matchers.matchers.iter().map(|m| (m.name.clone(), m.value.clone())).collect();
     if let Some(name) = parsed.name {
         pairs.push(("__name__".into(), name));
     }
@@ -167,9 +157,7 @@ fn split_series(line: &str) -> Option<(Labels, &str)> {
 
 fn time_ms(text: &str) -> Option<i64> {
     match text.strip_prefix('-') {
-        Some(positive) => parse_duration_seconds(positive)
-            .ok()
-            .map(|s| -(s * 1000.0).round() as i64),
+        Some(positive) => parse_duration_seconds(positive).ok().map(|s| -(s * 1000.0).round() as i64),
         None => parse_duration_seconds(text).ok().map(|s| (s * 1000.0).round() as i64),
     }
 }
@@ -261,12 +249,7 @@ fn compare_vector(case: &Case, got: &[vigil_query::promql::InstantSample]) -> Re
         return Err(format!("expected scalar, got vector {:?}", describe(got)));
     }
     if got.len() != case.series.len() {
-        return Err(format!(
-            "want {} series, got {}: {:?}",
-            case.series.len(),
-            got.len(),
-            describe(got)
-        ));
+        return Err(format!("want {} series, got {}: {:?}", case.series.len(), got.len(), describe(got)));
     }
     for (position, (labels, points)) in case.series.iter().enumerate() {
         let want = match points.as_slice() {
@@ -292,11 +275,7 @@ fn compare_vector(case: &Case, got: &[vigil_query::promql::InstantSample]) -> Re
 fn compare_matrix(case: &Case, got: &[RangeSeries], grid: Option<(i64, i64)>) -> Result<(), String> {
     if got.len() != case.series.len() {
         let names: Vec<String> = got.iter().map(|s| s.labels.to_string()).collect();
-        return Err(format!(
-            "want {} series, got {}: {names:?}",
-            case.series.len(),
-            got.len()
-        ));
+        return Err(format!("want {} series, got {}: {names:?}", case.series.len(), got.len()));
     }
     for (labels, points) in &case.series {
         let Some(series) = got.iter().find(|s| &s.labels == labels) else {
@@ -312,10 +291,7 @@ fn compare_matrix(case: &Case, got: &[RangeSeries], grid: Option<(i64, i64)>) ->
             .collect();
         let have: Vec<(i64, f64)> = series.samples.iter().map(|s| (s.t, s.v)).collect();
         let same = want.len() == have.len()
-            && want
-                .iter()
-                .zip(&have)
-                .all(|(w, h)| w.0.is_none_or(|t| t == h.0) && almost_equal(w.1, h.1));
+            && want.iter().zip(&have).all(|(w, h)| w.0.is_none_or(|t| t == h.0) && almost_equal(w.1, h.1));
         if !same {
             return Err(format!("{labels}: want {want:?}, got {have:?}"));
         }
@@ -328,9 +304,7 @@ fn run_case(db: &Db, case: &Case) -> Result<(), String> {
     let result = match parser::parse(&case.query) {
         Err(error) => Err(error),
         Ok(expr) => match case.eval {
-            Eval::Instant { at } => engine
-                .instant(db, &expr, at, &QueryControl::default())
-                .map_err(|e| e.to_string()),
+            Eval::Instant { at } => engine.instant(db, &expr, at, &QueryControl::default()).map_err(|e| e.to_string()),
             Eval::Range { start, end, step } => engine
                 .range(db, &expr, start, end, step, &QueryControl::default())
                 .map(Value::Matrix)
@@ -341,10 +315,7 @@ fn run_case(db: &Db, case: &Case) -> Result<(), String> {
 }
 
 fn fresh_db() -> Db {
-    Db::in_memory(DbOptions {
-        out_of_order_window_ms: i64::MAX / 4,
-        ..DbOptions::default()
-    })
+    Db::in_memory(DbOptions { out_of_order_window_ms: i64::MAX / 4, ..DbOptions::default() })
 }
 
 fn is_command(line: &str) -> bool {
@@ -370,11 +341,7 @@ fn parse_eval_header(rest: &str) -> (Expectations, Option<Eval>, String) {
         let parts: Vec<&str> = rest.splitn(6, ' ').collect();
         if parts.len() == 6 && parts[1] == "to" && parts[3] == "step" {
             let eval = (|| {
-                Some(Eval::Range {
-                    start: time_ms(parts[0])?,
-                    end: time_ms(parts[2])?,
-                    step: time_ms(parts[4])?,
-                })
+                Some(Eval::Range { start: time_ms(parts[0])?, end: time_ms(parts[2])?, step: time_ms(parts[4])? })
             })();
             return (expect, eval, parts[5].to_owned());
         }
@@ -564,10 +531,7 @@ fn prometheus_promql_test_scripts() {
         total.failed += counts.failed;
         total.native += counts.native;
         let set = if in_target { "target" } else { "experimental" };
-        println!(
-            "{name:<24} {:>7} {:>7} {:>7}  {set}",
-            counts.passed, counts.failed, counts.native
-        );
+        println!("{name:<24} {:>7} {:>7} {:>7}  {set}", counts.passed, counts.failed, counts.native);
         if show_failures {
             failures.iter().for_each(|f| println!("  FAIL {f}"));
         }
@@ -601,8 +565,5 @@ fn series_notation_expands_like_promtool() {
             Point::Native => "h".into(),
         })
         .collect();
-    assert_eq!(
-        values,
-        ["1", "2", "5", "8", "_", "stale", "-1", "-3", "-5", "_", "_", "4", "4"]
-    );
+    assert_eq!(values, ["1", "2", "5", "8", "_", "stale", "-1", "-3", "-5", "_", "_", "4", "4"]);
 }

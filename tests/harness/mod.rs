@@ -26,10 +26,7 @@ pub struct Vigil {
 pub fn command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
     command.args(["--log-format", "json", "--log-level", "info"]).args(args);
-    command
-        .env_remove("VIGIL_DATA_DIR")
-        .env_remove("VIGIL_HTTP_ADDR")
-        .env_remove("VIGIL_CONFIG");
+    command.env_remove("VIGIL_DATA_DIR").env_remove("VIGIL_HTTP_ADDR").env_remove("VIGIL_CONFIG");
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     command
 }
@@ -65,21 +62,13 @@ impl Vigil {
             match logs.recv_timeout(left) {
                 Ok(event) if event["message"] == "vigil is ready" => {
                     let addr = event["http_addr"].as_str().unwrap().parse().unwrap();
-                    return Vigil {
-                        child,
-                        addr,
-                        logs,
-                        ready_event: event,
-                    };
+                    return Vigil { child, addr, logs, ready_event: event };
                 }
                 Ok(_) => continue,
                 Err(_) => {
                     let _ = child.kill();
                     let output = child.wait_with_output().unwrap();
-                    panic!(
-                        "vigil did not become ready in 20 s; stderr: {}",
-                        String::from_utf8_lossy(&output.stderr)
-                    );
+                    panic!("vigil did not become ready in 20 s; stderr: {}", String::from_utf8_lossy(&output.stderr));
                 }
             }
         }
@@ -98,10 +87,7 @@ impl Vigil {
     /// Sends SIGTERM and waits up to `limit` for the exit.
     pub fn terminate(mut self, limit: Duration) -> (ExitStatus, Duration) {
         let started = Instant::now();
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success(), "kill -TERM failed");
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -118,10 +104,7 @@ impl Vigil {
     /// Log events printed since the last call, waiting up to `wait` for one with `message`.
     pub fn wait_for_log(&self, message: &str, wait: Duration) -> Option<Value> {
         let deadline = Instant::now() + wait;
-        while let Ok(event) = self
-            .logs
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
+        while let Ok(event) = self.logs.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             if event["message"] == message {
                 return Some(event);
             }
@@ -168,26 +151,12 @@ pub fn remote_write_body(series: &[WireSeries<'_>]) -> Vec<u8> {
         timeseries: series
             .iter()
             .map(|(labels, samples)| TimeSeries {
-                labels: labels
-                    .iter()
-                    .map(|(n, v)| Label {
-                        name: (*n).into(),
-                        value: (*v).into(),
-                    })
-                    .collect(),
-                samples: samples
-                    .iter()
-                    .map(|(t, v)| WireSample {
-                        timestamp: *t,
-                        value: *v,
-                    })
-                    .collect(),
+                labels: labels.iter().map(|(n, v)| Label { name: (*n).into(), value: (*v).into() }).collect(),
+                samples: samples.iter().map(|(t, v)| WireSample { timestamp: *t, value: *v }).collect(),
             })
             .collect(),
     };
-    snap::raw::Encoder::new()
-        .compress_vec(&request.encode_to_vec())
-        .unwrap()
+    snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()).unwrap()
 }
 
 /// POSTs a remote-write body; returns status and response text.

@@ -6,21 +6,11 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use vigil_tsdb::{Appender, Db, DbOptions, Labels, Sample, SeriesSamples, WalSync, chunk, series_codec};
 
 fn counter_samples(count: i64) -> Vec<Sample> {
-    (0..count)
-        .map(|i| Sample {
-            t: 1_700_000_000_000 + i * 15_000,
-            v: (i * 17 + i * i % 13) as f64,
-        })
-        .collect()
+    (0..count).map(|i| Sample { t: 1_700_000_000_000 + i * 15_000, v: (i * 17 + i * i % 13) as f64 }).collect()
 }
 
 fn gauge_samples(count: i64) -> Vec<Sample> {
-    (0..count)
-        .map(|i| Sample {
-            t: 1_700_000_000_000 + i * 15_000,
-            v: ((i as f64) / 9.0).sin() * 100.0,
-        })
-        .collect()
+    (0..count).map(|i| Sample { t: 1_700_000_000_000 + i * 15_000, v: ((i as f64) / 9.0).sin() * 100.0 }).collect()
 }
 
 fn codecs(c: &mut Criterion) {
@@ -58,10 +48,7 @@ fn append(c: &mut Criterion) {
                 ("__name__", "node_cpu_seconds_total".to_owned()),
                 ("instance", format!("host-{}", i / 64)),
                 ("cpu", format!("{}", i % 8)),
-                (
-                    "mode",
-                    ["user", "system", "idle", "iowait", "irq", "softirq", "steal", "nice"][i % 8].to_owned(),
-                ),
+                ("mode", ["user", "system", "idle", "iowait", "irq", "softirq", "steal", "nice"][i % 8].to_owned()),
             ])
             .unwrap()
         })
@@ -71,15 +58,8 @@ fn append(c: &mut Criterion) {
     group.sample_size(20);
     for (name, with_wal) in [("in_memory", false), ("wal_fsync_never", true)] {
         let dir = tempfile::tempdir().unwrap();
-        let options = DbOptions {
-            wal_sync: WalSync::Never,
-            ..DbOptions::default()
-        };
-        let db = if with_wal {
-            Db::open(dir.path(), options).unwrap().0
-        } else {
-            Db::in_memory(options)
-        };
+        let options = DbOptions { wal_sync: WalSync::Never, ..DbOptions::default() };
+        let db = if with_wal { Db::open(dir.path(), options).unwrap().0 } else { Db::in_memory(options) };
         let mut t = 1_700_000_000_000i64;
         group.bench_function(BenchmarkId::new("10k_series_batch", name), |b| {
             b.iter_batched_ref(
@@ -88,10 +68,7 @@ fn append(c: &mut Criterion) {
                     labels
                         .iter()
                         .enumerate()
-                        .map(|(i, l)| SeriesSamples {
-                            labels: l.clone(),
-                            samples: vec![Sample { t, v: i as f64 }],
-                        })
+                        .map(|(i, l)| SeriesSamples { labels: l.clone(), samples: vec![Sample { t, v: i as f64 }] })
                         .collect::<Vec<_>>()
                 },
                 |batch| db.append(black_box(batch)).unwrap(),

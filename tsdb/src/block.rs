@@ -150,10 +150,7 @@ impl BlockWriter {
         if samples.is_empty() {
             return Ok(());
         }
-        let refs: Vec<(u32, u32)> = labels
-            .iter()
-            .map(|l| (self.symbol(&l.name), self.symbol(&l.value)))
-            .collect();
+        let refs: Vec<(u32, u32)> = labels.iter().map(|l| (self.symbol(&l.name), self.symbol(&l.value))).collect();
         let offset = self.frame.len() as u32;
         series_codec::encode(samples, &mut self.frame);
         let (min_time, max_time) = (samples[0].t, samples[samples.len() - 1].t);
@@ -203,10 +200,7 @@ impl BlockWriter {
     pub fn finish(mut self) -> Result<Option<BlockMeta>, Error> {
         self.flush_frame()?;
         let chunks_path = self.tmp_dir.join("chunks");
-        let file = self
-            .chunks
-            .into_inner()
-            .map_err(|e| Error::io(&chunks_path, e.into_error()))?;
+        let file = self.chunks.into_inner().map_err(|e| Error::io(&chunks_path, e.into_error()))?;
         if self.meta.series == 0 {
             drop(file);
             fs::remove_dir_all(&self.tmp_dir).map_err(io(&self.tmp_dir))?;
@@ -277,19 +271,12 @@ pub struct Block {
 
 impl std::fmt::Debug for Block {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Block")
-            .field("dir", &self.dir)
-            .field("meta", &self.meta)
-            .finish()
+        f.debug_struct("Block").field("dir", &self.dir).field("meta", &self.meta).finish()
     }
 }
 
 fn corruption(path: &Path, offset: u64, reason: impl Into<String>) -> Error {
-    Error::Corruption {
-        path: path.to_owned(),
-        offset,
-        reason: reason.into(),
-    }
+    Error::Corruption { path: path.to_owned(), offset, reason: reason.into() }
 }
 
 impl Block {
@@ -312,15 +299,7 @@ impl Block {
             postings.add(id as SeriesId, &entry.labels);
         }
         let size_bytes = (index.len() + meta_bytes.len() + chunks.len()) as u64;
-        Ok(Block {
-            dir: dir.to_owned(),
-            meta,
-            series,
-            postings,
-            frames,
-            chunks,
-            size_bytes,
-        })
+        Ok(Block { dir: dir.to_owned(), meta, series, postings, frames, chunks, size_bytes })
     }
 
     /// The block's metadata.
@@ -335,10 +314,7 @@ impl Block {
 
     /// The directory name, which identifies the block.
     pub fn name(&self) -> String {
-        self.dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     /// Bytes on disk.
@@ -348,10 +324,8 @@ impl Block {
 
     fn frame(&self, index: u32) -> Result<Vec<u8>, Error> {
         let path = self.dir.join("chunks");
-        let frame = self
-            .frames
-            .get(index as usize)
-            .ok_or_else(|| corruption(&path, 0, "series points past the last frame"))?;
+        let frame =
+            self.frames.get(index as usize).ok_or_else(|| corruption(&path, 0, "series points past the last frame"))?;
         let start = frame.offset as usize;
         let bytes = self
             .chunks
@@ -386,10 +360,7 @@ impl Block {
                 .ok_or_else(|| corruption(&self.dir.join("chunks"), entry.offset.into(), "undecodable series"))?;
             let samples: Vec<Sample> = samples.into_iter().filter(|s| s.t >= mint && s.t <= maxt).collect();
             if !samples.is_empty() {
-                out.push(Series {
-                    labels: entry.labels.clone(),
-                    samples,
-                });
+                out.push(Series { labels: entry.labels.clone(), samples });
             }
         }
         Ok(out)
@@ -451,16 +422,9 @@ fn parse_index(index: &[u8]) -> Result<ParsedIndex, (u64, String)> {
         let label_count = count(&mut pos, "label count")?;
         let mut labels = Vec::with_capacity(label_count);
         for _ in 0..label_count {
-            let name = symbols
-                .get(count(&mut pos, "label name")?)
-                .ok_or_else(|| bad(pos, "symbol reference"))?;
-            let value = symbols
-                .get(count(&mut pos, "label value")?)
-                .ok_or_else(|| bad(pos, "symbol reference"))?;
-            labels.push(Label {
-                name: name.clone(),
-                value: value.clone(),
-            });
+            let name = symbols.get(count(&mut pos, "label name")?).ok_or_else(|| bad(pos, "symbol reference"))?;
+            let value = symbols.get(count(&mut pos, "label value")?).ok_or_else(|| bad(pos, "symbol reference"))?;
+            labels.push(Label { name: name.clone(), value: value.clone() });
         }
         let frame = count(&mut pos, "frame")? as u32;
         let offset = uvarint(body, &mut pos).ok_or_else(|| bad(pos, "offset"))? as u32;
@@ -481,12 +445,7 @@ fn parse_index(index: &[u8]) -> Result<ParsedIndex, (u64, String)> {
         let len = uvarint(body, &mut pos).ok_or_else(|| bad(pos, "frame length"))? as u32;
         let raw_len = uvarint(body, &mut pos).ok_or_else(|| bad(pos, "frame size"))? as u32;
         let crc = body.get(pos..pos + 4).ok_or_else(|| bad(pos, "frame checksum"))?;
-        frames.push(FrameRef {
-            offset,
-            len,
-            raw_len,
-            crc: u32::from_le_bytes(crc.try_into().expect("4 bytes")),
-        });
+        frames.push(FrameRef { offset, len, raw_len, crc: u32::from_le_bytes(crc.try_into().expect("4 bytes")) });
         pos += 4;
     }
     Ok((series, frames))
@@ -503,12 +462,8 @@ mod tests {
     fn write(dir: &Path, series: usize, samples: i64) -> BlockMeta {
         let mut writer = BlockWriter::create(dir, "b1", 1, Vec::new(), i64::MAX).unwrap();
         for i in 0..series {
-            let points: Vec<Sample> = (0..samples)
-                .map(|k| Sample {
-                    t: k * 15_000,
-                    v: (k * i as i64) as f64 / 4.0,
-                })
-                .collect();
+            let points: Vec<Sample> =
+                (0..samples).map(|k| Sample { t: k * 15_000, v: (k * i as i64) as f64 / 4.0 }).collect();
             writer.add(&labels(i), &points).unwrap();
         }
         writer.finish().unwrap().unwrap()
@@ -518,26 +473,11 @@ mod tests {
     fn written_blocks_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let meta = write(dir.path(), 500, 240);
-        assert_eq!(
-            (meta.series, meta.samples, meta.min_time, meta.max_time),
-            (500, 120_000, 0, 239 * 15_000)
-        );
+        assert_eq!((meta.series, meta.samples, meta.min_time, meta.max_time), (500, 120_000, 0, 239 * 15_000));
         let block = Block::open(&dir.path().join("b1")).unwrap();
         let found = block.select(&[Matcher::equal("i", "00123")], 15_000, 30_000).unwrap();
         assert_eq!(found.len(), 1);
-        assert_eq!(
-            found[0].samples,
-            [
-                Sample {
-                    t: 15_000,
-                    v: 123.0 / 4.0
-                },
-                Sample {
-                    t: 30_000,
-                    v: 246.0 / 4.0
-                }
-            ]
-        );
+        assert_eq!(found[0].samples, [Sample { t: 15_000, v: 123.0 / 4.0 }, Sample { t: 30_000, v: 246.0 / 4.0 }]);
         assert_eq!(block.all_series().unwrap().len(), 500);
         assert!(!dir.path().join("b1.tmp").exists());
         let bytes_per_sample = block.size_bytes() as f64 / 120_000.0;

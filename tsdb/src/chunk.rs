@@ -71,10 +71,7 @@ impl XorAppender {
 
     /// Appends a sample; `t` must be greater than the previous sample's.
     pub fn append(&mut self, t: Timestamp, v: f64) {
-        debug_assert!(
-            self.count == 0 || t > self.last_t,
-            "samples must be appended in time order"
-        );
+        debug_assert!(self.count == 0 || t > self.last_t, "samples must be appended in time order");
         let value_bits = v.to_bits();
         match self.count {
             0 => {
@@ -188,9 +185,7 @@ pub enum ChunkError {
 
 /// Number of samples a chunk holds, from its header.
 pub fn sample_count(chunk: &[u8]) -> usize {
-    chunk
-        .get(1..HEADER_LEN)
-        .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    chunk.get(1..HEADER_LEN).map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])))
 }
 
 /// Decodes every sample of a chunk.
@@ -239,10 +234,7 @@ pub struct XorIterator<'a> {
 
 impl XorIterator<'_> {
     fn truncated(&self) -> ChunkError {
-        ChunkError::Truncated {
-            decoded: self.decoded,
-            expected: self.expected,
-        }
+        ChunkError::Truncated { decoded: self.decoded, expected: self.expected }
     }
 
     fn read_varint_bytes(&mut self, signed: bool) -> Option<i64> {
@@ -255,11 +247,7 @@ impl XorIterator<'_> {
             }
         }
         let mut pos = 0;
-        if signed {
-            varint(&buf, &mut pos)
-        } else {
-            uvarint(&buf, &mut pos).map(|v| v as i64)
-        }
+        if signed { varint(&buf, &mut pos) } else { uvarint(&buf, &mut pos).map(|v| v as i64) }
     }
 
     fn next_sample(&mut self) -> Option<Sample> {
@@ -285,10 +273,7 @@ impl XorIterator<'_> {
                 self.read_value()?;
             }
         }
-        Some(Sample {
-            t: self.t,
-            v: f64::from_bits(self.value_bits),
-        })
+        Some(Sample { t: self.t, v: f64::from_bits(self.value_bits) })
     }
 
     fn read_delta_of_delta(&mut self) -> Option<i64> {
@@ -364,20 +349,13 @@ mod tests {
     use crate::STALE_NAN_BITS;
 
     fn same(a: &[Sample], b: &[Sample]) -> bool {
-        a.len() == b.len()
-            && a.iter()
-                .zip(b)
-                .all(|(x, y)| x.t == y.t && x.v.to_bits() == y.v.to_bits())
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.t == y.t && x.v.to_bits() == y.v.to_bits())
     }
 
     #[test]
     fn regular_series_compress_well() {
-        let samples: Vec<Sample> = (0..120)
-            .map(|i| Sample {
-                t: 1_700_000_000_000 + i * 15_000,
-                v: (i / 10) as f64,
-            })
-            .collect();
+        let samples: Vec<Sample> =
+            (0..120).map(|i| Sample { t: 1_700_000_000_000 + i * 15_000, v: (i / 10) as f64 }).collect();
         let bytes = encode(&samples);
         assert!(bytes.len() < 120 * 2, "{} bytes for 120 regular samples", bytes.len());
         assert!(same(&decode(&bytes).unwrap(), &samples));
@@ -385,14 +363,8 @@ mod tests {
 
     #[test]
     fn staleness_marker_survives_bit_exact() {
-        let samples = [
-            Sample { t: 1, v: 1.0 },
-            Sample {
-                t: 2,
-                v: f64::from_bits(STALE_NAN_BITS),
-            },
-            Sample { t: 3, v: f64::NAN },
-        ];
+        let samples =
+            [Sample { t: 1, v: 1.0 }, Sample { t: 2, v: f64::from_bits(STALE_NAN_BITS) }, Sample { t: 3, v: f64::NAN }];
         let decoded = decode(&encode(&samples)).unwrap();
         assert_eq!(decoded[1].v.to_bits(), STALE_NAN_BITS);
         assert!(same(&decoded, &samples));
@@ -400,12 +372,7 @@ mod tests {
 
     #[test]
     fn truncated_chunk_is_an_error() {
-        let samples: Vec<Sample> = (0..10)
-            .map(|i| Sample {
-                t: i * 1000,
-                v: i as f64 * 1.5,
-            })
-            .collect();
+        let samples: Vec<Sample> = (0..10).map(|i| Sample { t: i * 1000, v: i as f64 * 1.5 }).collect();
         let bytes = encode(&samples);
         let err = decode(&bytes[..bytes.len() - 3]).unwrap_err();
         assert!(matches!(err, ChunkError::Truncated { expected: 10, .. }), "{err}");

@@ -146,11 +146,7 @@ impl Db {
     pub fn open(dir: &Path, options: DbOptions) -> Result<(Self, OpenReport), Error> {
         let mut report = OpenReport::default();
         let blocks = open_blocks(&dir.join("blocks"), &mut report)?;
-        let floor = blocks
-            .iter()
-            .map(|b| b.meta().covers_until)
-            .max()
-            .unwrap_or(Timestamp::MIN);
+        let floor = blocks.iter().map(|b| b.meta().covers_until).max().unwrap_or(Timestamp::MIN);
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir).map_err(|e| Error::io(&wal_dir, e))?;
         let mut head = Head::default();
@@ -236,12 +232,7 @@ impl Db {
                             Err(SampleError::DuplicateTimestamp)
                         }
                     }
-                    _ => head.check(
-                        existing,
-                        sample,
-                        pending.map(|p| p.t),
-                        self.options.out_of_order_window_ms,
-                    ),
+                    _ => head.check(existing, sample, pending.map(|p| p.t), self.options.out_of_order_window_ms),
                 };
                 match verdict {
                     Ok(store) => {
@@ -251,11 +242,7 @@ impl Db {
                             pending = Some(sample);
                         }
                     }
-                    Err(error) => plan.summary.rejected.push(RejectedSample {
-                        labels: labels.clone(),
-                        sample,
-                        error,
-                    }),
+                    Err(error) => plan.summary.rejected.push(RejectedSample { labels: labels.clone(), sample, error }),
                 }
             }
         }
@@ -300,11 +287,7 @@ fn group_by_series<'b>(head: &Head, batch: &'b [SeriesSamples]) -> Vec<(&'b Labe
 
 fn reject_all(summary: &mut AppendSummary, labels: &Labels, samples: &[Sample], error: SampleError) {
     for sample in samples {
-        summary.rejected.push(RejectedSample {
-            labels: labels.clone(),
-            sample: *sample,
-            error: error.clone(),
-        });
+        summary.rejected.push(RejectedSample { labels: labels.clone(), sample: *sample, error: error.clone() });
     }
 }
 
@@ -398,9 +381,7 @@ impl Db {
 
     fn next_block_name(&self) -> String {
         let sequence = self.block_sequence.fetch_add(1, Ordering::Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         format!("{:013}-{:06}", now.as_millis(), sequence)
     }
 
@@ -508,11 +489,7 @@ impl Db {
                 }
             }
             let name = self.next_block_name();
-            let covers_until = group
-                .iter()
-                .map(|b| b.meta().covers_until)
-                .max()
-                .unwrap_or(Timestamp::MIN);
+            let covers_until = group.iter().map(|b| b.meta().covers_until).max().unwrap_or(Timestamp::MIN);
             let mut writer = BlockWriter::create(&blocks_dir, &name, level, sources, covers_until)?;
             for (labels, mut samples) in merged {
                 samples.sort_by_key(|s| s.t);
@@ -568,19 +545,14 @@ impl Db {
         let doomed: Vec<Arc<Block>> = {
             let blocks = self.blocks.read();
             let mut doomed: Vec<Arc<Block>> = match self.options.retention_ms {
-                Some(retention) => blocks
-                    .iter()
-                    .filter(|b| b.meta().max_time < reference.saturating_sub(retention))
-                    .cloned()
-                    .collect(),
+                Some(retention) => {
+                    blocks.iter().filter(|b| b.meta().max_time < reference.saturating_sub(retention)).cloned().collect()
+                }
                 None => Vec::new(),
             };
             if let Some(limit) = self.options.retention_bytes {
-                let mut total: u64 = blocks
-                    .iter()
-                    .filter(|b| !doomed.iter().any(|d| Arc::ptr_eq(d, b)))
-                    .map(|b| b.size_bytes())
-                    .sum();
+                let mut total: u64 =
+                    blocks.iter().filter(|b| !doomed.iter().any(|d| Arc::ptr_eq(d, b))).map(|b| b.size_bytes()).sum();
                 for block in blocks.iter() {
                     if total <= limit {
                         break;
@@ -596,9 +568,7 @@ impl Db {
         if doomed.is_empty() {
             return Ok(Vec::new());
         }
-        self.blocks
-            .write()
-            .retain(|b| !doomed.iter().any(|d| Arc::ptr_eq(b, d)));
+        self.blocks.write().retain(|b| !doomed.iter().any(|d| Arc::ptr_eq(b, d)));
         let mut deleted = Vec::new();
         for block in doomed {
             remove_block_dir(block.dir())?;
@@ -673,13 +643,7 @@ fn replay_samples(head: &mut Head, payload: &[u8]) -> Option<u64> {
         let t = varint(payload, &mut pos)?;
         let bits = u64::from_le_bytes(payload.get(pos..pos + 8)?.try_into().ok()?);
         pos += 8;
-        if head.apply_replayed(
-            id,
-            Sample {
-                t,
-                v: f64::from_bits(bits),
-            },
-        ) {
+        if head.apply_replayed(id, Sample { t, v: f64::from_bits(bits) }) {
             count += 1;
         }
     }
@@ -738,11 +702,7 @@ fn truncate_sorted(mut values: Vec<String>, limit: Option<usize>) -> Vec<String>
 impl Db {
     fn blocks_overlapping(&self, mint: Timestamp, maxt: Timestamp) -> Vec<Arc<Block>> {
         let blocks = self.blocks.read();
-        blocks
-            .iter()
-            .filter(|b| b.meta().min_time <= maxt && b.meta().max_time >= mint)
-            .cloned()
-            .collect()
+        blocks.iter().filter(|b| b.meta().min_time <= maxt && b.meta().max_time >= mint).cloned().collect()
     }
 
     /// Label sets matching `matchers` across blocks and head, deduplicated, passed to `visit`.
@@ -751,11 +711,7 @@ impl Db {
         for block in &blocks {
             block.matching_labels(matchers).into_iter().for_each(&mut visit);
         }
-        self.head
-            .read()
-            .matching_labels(matchers)
-            .into_iter()
-            .for_each(&mut visit);
+        self.head.read().matching_labels(matchers).into_iter().for_each(&mut visit);
     }
 }
 

@@ -21,12 +21,7 @@ pub struct HeadLimits {
 
 impl Default for HeadLimits {
     fn default() -> Self {
-        HeadLimits {
-            max_series: 5_000_000,
-            max_label_count: 64,
-            max_label_name_len: 1024,
-            max_label_value_len: 4096,
-        }
+        HeadLimits { max_series: 5_000_000, max_label_count: 64, max_label_name_len: 1024, max_label_value_len: 4096 }
     }
 }
 
@@ -45,10 +40,7 @@ impl HeadLimits {
         }
         for label in labels.iter() {
             if label.name.len() > self.max_label_name_len {
-                return Err(format!(
-                    "label name {:?} is longer than {} bytes",
-                    label.name, self.max_label_name_len
-                ));
+                return Err(format!("label name {:?} is longer than {} bytes", label.name, self.max_label_name_len));
             }
             if label.value.len() > self.max_label_value_len {
                 return Err(format!(
@@ -92,12 +84,7 @@ pub(crate) struct MemSeries {
 
 impl MemSeries {
     fn new(labels: Labels) -> Self {
-        MemSeries {
-            labels,
-            closed: Vec::new(),
-            open: XorAppender::default(),
-            out_of_order: None,
-        }
+        MemSeries { labels, closed: Vec::new(), open: XorAppender::default(), out_of_order: None }
     }
 
     /// Time of the newest in-order sample, `None` for a series without samples.
@@ -119,19 +106,14 @@ impl MemSeries {
             .iter()
             .filter(|chunk| chunk.min_t <= t && t <= chunk.max_t)
             .map(|chunk| &chunk.bytes[..])
-            .chain(
-                if !self.open.is_empty() && self.open.min_time() <= t && t <= self.open.max_time() {
-                    open_bytes = self.open.bytes();
-                    Some(&open_bytes[..])
-                } else {
-                    None
-                },
-            );
+            .chain(if !self.open.is_empty() && self.open.min_time() <= t && t <= self.open.max_time() {
+                open_bytes = self.open.bytes();
+                Some(&open_bytes[..])
+            } else {
+                None
+            });
         for bytes in chunks {
-            let found = chunk::iter(bytes)
-                .ok()?
-                .filter_map(Result::ok)
-                .find(|sample| sample.t == t);
+            let found = chunk::iter(bytes).ok()?.filter_map(Result::ok).find(|sample| sample.t == t);
             if let Some(sample) = found {
                 return Some(sample.v.to_bits());
             }
@@ -153,11 +135,7 @@ impl MemSeries {
             return Ok(true);
         }
         if let Some(stored) = self.value_at(sample.t) {
-            return if stored == sample.v.to_bits() {
-                Ok(false)
-            } else {
-                Err(SampleError::DuplicateTimestamp)
-            };
+            return if stored == sample.v.to_bits() { Ok(false) } else { Err(SampleError::DuplicateTimestamp) };
         }
         if sample.t < max_t.saturating_sub(window_ms) {
             return Err(SampleError::OutOfOrder);
@@ -168,9 +146,7 @@ impl MemSeries {
     /// Stores a sample that passed [`check`](Self::check) (or comes from the WAL, where it did).
     fn apply(&mut self, sample: Sample) {
         if self.max_time().is_some_and(|max_t| sample.t <= max_t) {
-            self.out_of_order
-                .get_or_insert_with(Default::default)
-                .insert(sample.t, sample.v.to_bits());
+            self.out_of_order.get_or_insert_with(Default::default).insert(sample.t, sample.v.to_bits());
             return;
         }
         if self.open.len() >= SAMPLES_PER_CHUNK {
@@ -232,10 +208,7 @@ impl MemSeries {
         }
         if let Some(ooo) = &self.out_of_order {
             let before = out.len();
-            out.extend(ooo.range(mint..=maxt).map(|(t, bits)| Sample {
-                t: *t,
-                v: f64::from_bits(*bits),
-            }));
+            out.extend(ooo.range(mint..=maxt).map(|(t, bits)| Sample { t: *t, v: f64::from_bits(*bits) }));
             if out.len() > before {
                 out.sort_by_key(|sample| sample.t);
             }
@@ -424,10 +397,7 @@ impl Head {
             .filter_map(|id| {
                 let series = &self.series[id as usize];
                 let samples = series.samples(mint, maxt);
-                (!samples.is_empty()).then(|| Series {
-                    labels: series.labels.clone(),
-                    samples,
-                })
+                (!samples.is_empty()).then(|| Series { labels: series.labels.clone(), samples })
             })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));

@@ -1,6 +1,7 @@
 //! Label sets: a series' identity.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::Error;
 
@@ -17,18 +18,24 @@ pub struct Label {
 }
 
 /// A label set sorted by name with unique names and no empty values.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Labels(Vec<Label>);
+///
+/// Shared behind an `Arc`: cloning is a reference-count increment, which query evaluation does per
+/// series per step. Equality compares contents (short-cutting on the same allocation).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Labels(Arc<[Label]>);
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels(Arc::from(Vec::new()))
+    }
+}
 
 impl Labels {
     /// Builds a set from pairs: sorts them, drops empty values, rejects empty or repeated names.
     pub fn new<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Result<Self, Error> {
         let mut labels: Vec<Label> = pairs
             .into_iter()
-            .map(|(name, value)| Label {
-                name: name.into(),
-                value: value.into(),
-            })
+            .map(|(name, value)| Label { name: name.into(), value: value.into() })
             .filter(|label| !label.value.is_empty())
             .collect();
         labels.sort();
@@ -40,21 +47,24 @@ impl Labels {
         if labels.iter().any(|label| label.name.is_empty()) {
             return Err(Error::InvalidSeries("empty label name".into()));
         }
-        Ok(Labels(labels))
+        Ok(Labels(labels.into()))
     }
 
     /// Builds a set from pairs already known to be valid; panics in debug builds if they are not.
     pub fn from_sorted_unchecked(labels: Vec<Label>) -> Self {
         debug_assert!(labels.windows(2).all(|p| p[0].name < p[1].name));
-        Labels(labels)
+        Labels(labels.into())
+    }
+
+    /// An identity for this allocation: equal for clones of one label set, distinct for sets alive at the
+    /// same time that were built separately. For caches that also hold a clone (so the address stays taken).
+    pub fn identity(&self) -> usize {
+        Arc::as_ptr(&self.0) as *const Label as usize
     }
 
     /// The value of `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|label| label.name.as_str().cmp(name))
-            .ok()
-            .map(|index| self.0[index].value.as_str())
+        self.0.binary_search_by(|label| label.name.as_str().cmp(name)).ok().map(|index| self.0[index].value.as_str())
     }
 
     /// The metric name, if any.
@@ -64,7 +74,7 @@ impl Labels {
 
     /// A copy keeping only the labels whose name satisfies `keep`.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) -> Labels {
-        Labels(self.0.iter().filter(|label| keep(&label.name)).cloned().collect())
+        Labels(self.0.iter().filter(|label| keep(&label.name)).cloned().collect::<Vec<_>>().into())
     }
 
     /// A copy without `__name__`.
@@ -77,15 +87,9 @@ impl Labels {
         let mut labels: Vec<Label> = self.0.iter().filter(|label| label.name != name).cloned().collect();
         if !value.is_empty() {
             let position = labels.partition_point(|label| label.name.as_str() < name);
-            labels.insert(
-                position,
-                Label {
-                    name: name.to_owned(),
-                    value: value.to_owned(),
-                },
-            );
+            labels.insert(position, Label { name: name.to_owned(), value: value.to_owned() });
         }
-        Labels(labels)
+        Labels(labels.into())
     }
 
     /// The labels in name order.

@@ -43,24 +43,12 @@ impl Matcher {
             }
             MatchOp::Equal | MatchOp::NotEqual => (None, None),
         };
-        Ok(Matcher {
-            name: name.into(),
-            op,
-            value,
-            regex,
-            literals,
-        })
+        Ok(Matcher { name: name.into(), op, value, regex, literals })
     }
 
     /// Shorthand for an `=` matcher.
     pub fn equal(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Matcher {
-            name: name.into(),
-            op: MatchOp::Equal,
-            value: value.into(),
-            regex: None,
-            literals: None,
-        }
+        Matcher { name: name.into(), op: MatchOp::Equal, value: value.into(), regex: None, literals: None }
     }
 
     /// True when `value` ("" for an absent label) satisfies the matcher.
@@ -110,10 +98,7 @@ impl Matcher {
 }
 
 fn is_regex_meta(c: char) -> bool {
-    matches!(
-        c,
-        '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$'
-    )
+    matches!(c, '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$')
 }
 
 /// `a|b|c` with no metacharacters → `["a", "b", "c"]`.
@@ -144,22 +129,12 @@ mod tests {
         assert_eq!(m.exact_values(), Some(vec!["api", "web"]));
         assert!(m.matches("web"));
         assert!(!m.matches("webx"));
-        assert!(
-            Matcher::new(MatchOp::Regex, "job", "api.*")
-                .unwrap()
-                .exact_values()
-                .is_none()
-        );
+        assert!(Matcher::new(MatchOp::Regex, "job", "api.*").unwrap().exact_values().is_none());
     }
 
     #[test]
     fn prefixes_are_found_only_when_fixed() {
-        let prefix = |re: &str| {
-            Matcher::new(MatchOp::Regex, "n", re)
-                .unwrap()
-                .literal_prefix()
-                .map(str::to_owned)
-        };
+        let prefix = |re: &str| Matcher::new(MatchOp::Regex, "n", re).unwrap().literal_prefix().map(str::to_owned);
         assert_eq!(prefix("node_.*").as_deref(), Some("node_"));
         assert_eq!(prefix("nodes?"), None);
         assert_eq!(prefix(".*x"), None);

@@ -31,10 +31,7 @@ impl Postings {
 
     /// All values of `name`, sorted.
     pub(crate) fn label_values(&self, name: &str) -> impl Iterator<Item = &str> {
-        self.by_label
-            .get(name)
-            .into_iter()
-            .flat_map(|values| values.keys().map(String::as_str))
+        self.by_label.get(name).into_iter().flat_map(|values| values.keys().map(String::as_str))
     }
 
     /// Ids of the series matching every matcher, sorted. `labels_of` reads a series' labels, used to
@@ -61,9 +58,7 @@ impl Postings {
             .into_iter()
             .filter(|id| {
                 let labels = labels_of(*id);
-                empty_matching
-                    .iter()
-                    .all(|matcher| matcher.matches(labels.get(&matcher.name).unwrap_or("")))
+                empty_matching.iter().all(|matcher| matcher.matches(labels.get(&matcher.name).unwrap_or("")))
             })
             .collect()
     }
@@ -77,17 +72,10 @@ impl Postings {
         if let Some(exact) = matcher.exact_values() {
             lists.extend(exact.into_iter().filter_map(|value| values.get(value)));
         } else if let Some(prefix) = matcher.literal_prefix() {
-            let in_range = values
-                .range(prefix.to_owned()..)
-                .take_while(|(value, _)| value.starts_with(prefix));
+            let in_range = values.range(prefix.to_owned()..).take_while(|(value, _)| value.starts_with(prefix));
             lists.extend(in_range.filter(|(value, _)| matcher.matches(value)).map(|(_, ids)| ids));
         } else {
-            lists.extend(
-                values
-                    .iter()
-                    .filter(|(value, _)| matcher.matches(value))
-                    .map(|(_, ids)| ids),
-            );
+            lists.extend(values.iter().filter(|(value, _)| matcher.matches(value)).map(|(_, ids)| ids));
         }
         union(&lists)
     }
@@ -143,25 +131,17 @@ mod tests {
 
     fn select(matchers: &[(&str, MatchOp, &str)]) -> Vec<SeriesId> {
         let (postings, series) = index();
-        let matchers: Vec<Matcher> = matchers
-            .iter()
-            .map(|(name, op, value)| Matcher::new(*op, *name, *value).unwrap())
-            .collect();
+        let matchers: Vec<Matcher> =
+            matchers.iter().map(|(name, op, value)| Matcher::new(*op, *name, *value).unwrap()).collect();
         postings.select(&matchers, |id| &series[id as usize])
     }
 
     #[test]
     fn all_operators() {
         assert_eq!(select(&[("__name__", MatchOp::Equal, "up")]), [0, 1]);
-        assert_eq!(
-            select(&[("__name__", MatchOp::Equal, "up"), ("job", MatchOp::NotEqual, "api")]),
-            [1]
-        );
+        assert_eq!(select(&[("__name__", MatchOp::Equal, "up"), ("job", MatchOp::NotEqual, "api")]), [1]);
         assert_eq!(select(&[("job", MatchOp::Regex, "a.*")]), [0, 2]);
-        assert_eq!(
-            select(&[("job", MatchOp::Regex, "api|web"), ("env", MatchOp::NotRegex, "p.*")]),
-            [0, 2]
-        );
+        assert_eq!(select(&[("job", MatchOp::Regex, "api|web"), ("env", MatchOp::NotRegex, "p.*")]), [0, 2]);
         // An empty-matching matcher also selects series without the label.
         assert_eq!(select(&[("env", MatchOp::Equal, "")]), [0]);
         assert_eq!(select(&[("env", MatchOp::NotEqual, "")]), [1, 2]);

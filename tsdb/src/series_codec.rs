@@ -227,20 +227,13 @@ mod tests {
     }
 
     fn same(a: &[Sample], b: &[Sample]) -> bool {
-        a.len() == b.len()
-            && a.iter()
-                .zip(b)
-                .all(|(x, y)| x.t == y.t && x.v.to_bits() == y.v.to_bits())
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.t == y.t && x.v.to_bits() == y.v.to_bits())
     }
 
     #[test]
     fn decimal_values_take_the_dense_path() {
-        let samples: Vec<Sample> = (0..240)
-            .map(|i| Sample {
-                t: 1_700_000_000_000 + i * 15_000,
-                v: (i * 37) as f64 / 100.0,
-            })
-            .collect();
+        let samples: Vec<Sample> =
+            (0..240).map(|i| Sample { t: 1_700_000_000_000 + i * 15_000, v: (i * 37) as f64 / 100.0 }).collect();
         let mut bytes = Vec::new();
         encode(&samples, &mut bytes);
         assert!(bytes.contains(&VALUES_DECIMAL));
@@ -250,24 +243,14 @@ mod tests {
 
     #[test]
     fn stale_markers_keep_the_dense_path() {
-        let samples = [
-            Sample { t: 1, v: 1.5 },
-            Sample {
-                t: 2,
-                v: f64::from_bits(STALE_NAN_BITS),
-            },
-            Sample { t: 3, v: 2.5 },
-        ];
+        let samples =
+            [Sample { t: 1, v: 1.5 }, Sample { t: 2, v: f64::from_bits(STALE_NAN_BITS) }, Sample { t: 3, v: 2.5 }];
         assert!(same(&round_trip(&samples), &samples));
     }
 
     #[test]
     fn awkward_floats_fall_back_to_xor() {
-        let samples = [
-            Sample { t: 1, v: 0.1 + 0.2 },
-            Sample { t: 2, v: f64::NAN },
-            Sample { t: 3, v: -0.0 },
-        ];
+        let samples = [Sample { t: 1, v: 0.1 + 0.2 }, Sample { t: 2, v: f64::NAN }, Sample { t: 3, v: -0.0 }];
         assert!(same(&round_trip(&samples), &samples));
     }
 

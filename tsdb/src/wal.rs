@@ -120,10 +120,8 @@ fn latest_checkpoint(dir: &Path) -> Result<Option<u32>, Error> {
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name();
-        let Some(index) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(CHECKPOINT_PREFIX))
-            .and_then(|n| n.parse::<u32>().ok())
+        let Some(index) =
+            name.to_str().and_then(|n| n.strip_prefix(CHECKPOINT_PREFIX)).and_then(|n| n.parse::<u32>().ok())
         else {
             continue;
         };
@@ -146,9 +144,7 @@ pub fn write_checkpoint(dir: &Path, upto: u32, framed: &[u8]) -> Result<(), Erro
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
     }
     fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
     for index in list_segments(dir)?.into_iter().filter(|index| *index <= upto) {
         let segment = segment_path(dir, index);
         fs::remove_file(&segment).map_err(|e| Error::io(&segment, e))?;
@@ -200,10 +196,7 @@ pub fn replay(dir: &Path, mut apply: impl FnMut(u8, &[u8])) -> Result<ReplayRepo
                         pos = next;
                     }
                     None if is_last => {
-                        let file = OpenOptions::new()
-                            .write(true)
-                            .open(&path)
-                            .map_err(|e| Error::io(&path, e))?;
+                        let file = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io(&path, e))?;
                         file.set_len(pos as u64).map_err(|e| Error::io(&path, e))?;
                         file.sync_all().map_err(|e| Error::io(&path, e))?;
                         report.truncated_bytes = (data.len() - pos) as u64;
@@ -263,20 +256,12 @@ impl Wal {
 
     fn create_segment(dir: &Path, index: u32) -> Result<Segment, Error> {
         let path = segment_path(dir, index);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
         // Make the new file's directory entry durable too.
         if let Ok(dir_handle) = File::open(dir) {
             let _ = dir_handle.sync_all();
         }
-        Ok(Segment {
-            index,
-            file: Arc::new(file),
-            len: 0,
-        })
+        Ok(Segment { index, file: Arc::new(file), len: 0 })
     }
 
     /// Writes framed records (see [`frame`]) to the OS, returning a sequence number for [`commit`](Self::commit).
@@ -329,14 +314,9 @@ impl Wal {
         }
         let (target, file, index) = {
             let active = self.active.lock();
-            (
-                self.written_seq.load(Ordering::Acquire),
-                Arc::clone(&active.file),
-                active.index,
-            )
+            (self.written_seq.load(Ordering::Acquire), Arc::clone(&active.file), active.index)
         };
-        file.sync_data()
-            .map_err(|e| Error::io(segment_path(&self.dir, index), e))?;
+        file.sync_data().map_err(|e| Error::io(segment_path(&self.dir, index), e))?;
         self.synced_seq.store(target, Ordering::Release);
         Ok(())
     }
@@ -419,10 +399,7 @@ mod tests {
         assert_eq!(firsts, [0, 1, 3, 4]);
         assert_eq!(report.corruptions.len(), 1);
         let message = report.corruptions[0].to_string();
-        assert!(
-            message.contains("00000001") && message.contains(&format!("offset {}", ends[1])),
-            "{message}"
-        );
+        assert!(message.contains("00000001") && message.contains(&format!("offset {}", ends[1])), "{message}");
     }
 
     #[test]

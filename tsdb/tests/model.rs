@@ -25,11 +25,7 @@ enum Op {
 type Model = BTreeMap<Labels, BTreeMap<i64, u64>>;
 
 fn labels_for(series: u8) -> Labels {
-    Labels::new([
-        ("__name__", format!("m{}", series % 3)),
-        ("instance", format!("i{series}")),
-    ])
-    .unwrap()
+    Labels::new([("__name__", format!("m{}", series % 3)), ("instance", format!("i{series}"))]).unwrap()
 }
 
 /// Applies the same acceptance rules the store documents: newer than the newest sample is stored;
@@ -88,11 +84,7 @@ fn check_equal(db: &Db, model: &Model) -> Result<(), TestCaseError> {
 }
 
 fn options() -> DbOptions {
-    DbOptions {
-        out_of_order_window_ms: WINDOW_MS,
-        wal_sync: WalSync::Never,
-        ..DbOptions::default()
-    }
+    DbOptions { out_of_order_window_ms: WINDOW_MS, wal_sync: WalSync::Never, ..DbOptions::default() }
 }
 
 proptest! {
@@ -181,13 +173,8 @@ fn limits_reject_with_reasons() {
 fn duplicate_timestamp_with_other_value_is_rejected() {
     let db = Db::in_memory(options());
     let labels = Labels::new([("__name__", "x")]).unwrap();
-    let append = |v: f64| {
-        db.append(&[SeriesSamples {
-            labels: labels.clone(),
-            samples: vec![Sample { t: 10, v }],
-        }])
-        .unwrap()
-    };
+    let append =
+        |v: f64| db.append(&[SeriesSamples { labels: labels.clone(), samples: vec![Sample { t: 10, v }] }]).unwrap();
     assert_eq!(append(1.0).accepted, 1);
     assert_eq!(append(1.0).accepted, 1, "an identical resend is accepted");
     let summary = append(2.0);

@@ -63,24 +63,14 @@ pub(super) fn eval(evaluator: &mut Evaluator<'_>, aggregate: &AggregateExpr, t: 
                 .into_iter()
                 .map(|(labels, samples)| {
                     let mut values: Vec<f64> = samples.iter().map(|s| s.v).collect();
-                    InstantSample {
-                        labels,
-                        t,
-                        v: quantile(q, &mut values),
-                        drop_name: any_dropped(&samples),
-                    }
+                    InstantSample { labels, t, v: quantile(q, &mut values), drop_name: any_dropped(&samples) }
                 })
                 .collect()
         }
         _ => groups(input, modifier)
             .into_iter()
             .map(|(labels, samples)| {
-                Ok(InstantSample {
-                    labels,
-                    t,
-                    v: reduce(&op, &samples)?,
-                    drop_name: any_dropped(&samples),
-                })
+                Ok(InstantSample { labels, t, v: reduce(&op, &samples)?, drop_name: any_dropped(&samples) })
             })
             .collect::<Result<Vec<_>, QueryError>>()?,
     };
@@ -221,11 +211,7 @@ fn limit_ratio(
         .into_iter()
         .filter(|sample| {
             let position = label_hash_fraction(&sample.labels);
-            if ratio >= 0.0 {
-                position < ratio
-            } else {
-                position >= 1.0 + ratio
-            }
+            if ratio >= 0.0 { position < ratio } else { position >= 1.0 + ratio }
         })
         .collect())
 }
@@ -257,12 +243,7 @@ fn count_values(
             }
             None => {
                 index.insert(key.clone(), out.len());
-                out.push(InstantSample {
-                    labels: key,
-                    t,
-                    v: 1.0,
-                    drop_name: sample.drop_name,
-                });
+                out.push(InstantSample { labels: key, t, v: 1.0, drop_name: sample.drop_name });
             }
         }
     }

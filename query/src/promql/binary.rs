@@ -125,11 +125,7 @@ fn vector_scalar(
     let drop_name = !op.is_comparison() || return_bool;
     let mut out = Vec::with_capacity(vector.len());
     for sample in vector {
-        let (lhs, rhs) = if scalar_on_left {
-            (scalar, sample.v)
-        } else {
-            (sample.v, scalar)
-        };
+        let (lhs, rhs) = if scalar_on_left { (scalar, sample.v) } else { (sample.v, scalar) };
         let (mut value, keep) = op.apply(lhs, rhs);
         if op.is_comparison() {
             // The vector element's value is the result, whichever side it is on.
@@ -140,12 +136,7 @@ fn vector_scalar(
         } else if !keep {
             continue;
         }
-        out.push(InstantSample {
-            labels: sample.labels,
-            t,
-            v: value,
-            drop_name: drop_name || sample.drop_name,
-        });
+        out.push(InstantSample { labels: sample.labels, t, v: value, drop_name: drop_name || sample.drop_name });
     }
     out
 }
@@ -179,10 +170,7 @@ fn vector_vector(
         VectorMatchCardinality::ManyToOne(include) => (lhs, rhs, false, include.labels.as_slice()),
         _ => (lhs, rhs, false, &[][..]),
     };
-    let one_to_one = matches!(
-        card,
-        VectorMatchCardinality::OneToOne | VectorMatchCardinality::ManyToMany
-    );
+    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne | VectorMatchCardinality::ManyToMany);
 
     let mut one_side: HashMap<Labels, &InstantSample> = HashMap::new();
     for sample in &one {
@@ -210,11 +198,7 @@ fn vector_vector(
                 sample.labels
             )));
         }
-        let (l, r) = if swapped {
-            (other.v, sample.v)
-        } else {
-            (sample.v, other.v)
-        };
+        let (l, r) = if swapped { (other.v, sample.v) } else { (sample.v, other.v) };
         let (mut value, keep) = op.apply(l, r);
         if return_bool {
             value = if keep { 1.0 } else { 0.0 };
@@ -230,12 +214,7 @@ fn vector_vector(
                 "vector cannot contain metrics with the same labelset; duplicate: {labels}"
             )));
         }
-        out.push(InstantSample {
-            labels,
-            t,
-            v: value,
-            drop_name: drop_name || sample.drop_name,
-        });
+        out.push(InstantSample { labels, t, v: value, drop_name: drop_name || sample.drop_name });
     }
     Ok(out)
 }
@@ -270,21 +249,12 @@ fn set_operation(
 ) -> Vec<InstantSample> {
     let right_keys: HashMap<Labels, ()> = rhs.iter().map(|s| (signature(&s.labels, matching), ())).collect();
     match op {
-        Op::And => lhs
-            .into_iter()
-            .filter(|s| right_keys.contains_key(&signature(&s.labels, matching)))
-            .collect(),
-        Op::Unless => lhs
-            .into_iter()
-            .filter(|s| !right_keys.contains_key(&signature(&s.labels, matching)))
-            .collect(),
+        Op::And => lhs.into_iter().filter(|s| right_keys.contains_key(&signature(&s.labels, matching))).collect(),
+        Op::Unless => lhs.into_iter().filter(|s| !right_keys.contains_key(&signature(&s.labels, matching))).collect(),
         _ => {
             let left_keys: HashMap<Labels, ()> = lhs.iter().map(|s| (signature(&s.labels, matching), ())).collect();
             let mut out = lhs;
-            out.extend(
-                rhs.into_iter()
-                    .filter(|s| !left_keys.contains_key(&signature(&s.labels, matching))),
-            );
+            out.extend(rhs.into_iter().filter(|s| !left_keys.contains_key(&signature(&s.labels, matching))));
             out
         }
     }

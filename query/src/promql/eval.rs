@@ -68,10 +68,7 @@ fn system_time_ms(time: &SystemTime) -> i64 {
 
 /// Matcher alternatives of a selector (`{a="1" or b="2"}` has two).
 fn selector_matchers(selector: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
-    let name = selector
-        .name
-        .as_ref()
-        .map(|name| Matcher::equal(METRIC_NAME, name.clone()));
+    let name = selector.name.as_ref().map(|name| Matcher::equal(METRIC_NAME, name.clone()));
     let mut groups = vec![&selector.matchers.matchers];
     groups.extend(selector.matchers.or_matchers.iter());
     let mut alternatives = Vec::new();
@@ -107,11 +104,7 @@ impl Engine {
                 series
                     .into_iter()
                     .map(|s| RangeSeries {
-                        labels: if s.drop_name {
-                            s.labels.without_metric_name()
-                        } else {
-                            s.labels
-                        },
+                        labels: if s.drop_name { s.labels.without_metric_name() } else { s.labels },
                         samples: s.samples,
                         drop_name: false,
                     })
@@ -146,10 +139,7 @@ impl Engine {
                 Value::Scalar(v) => by_labels.entry(Labels::default()).or_default().push(Sample { t, v }),
                 Value::Vector(samples) => {
                     for sample in finalize(samples)? {
-                        by_labels
-                            .entry(sample.labels)
-                            .or_default()
-                            .push(Sample { t, v: sample.v });
+                        by_labels.entry(sample.labels).or_default().push(Sample { t, v: sample.v });
                     }
                 }
                 other => {
@@ -165,14 +155,8 @@ impl Engine {
             }
             t += step_ms;
         }
-        let mut series: Vec<RangeSeries> = by_labels
-            .into_iter()
-            .map(|(labels, samples)| RangeSeries {
-                labels,
-                samples,
-                drop_name: false,
-            })
-            .collect();
+        let mut series: Vec<RangeSeries> =
+            by_labels.into_iter().map(|(labels, samples)| RangeSeries { labels, samples, drop_name: false }).collect();
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(series)
     }
@@ -189,12 +173,7 @@ fn finalize(samples: Vec<InstantSample>) -> Result<Vec<InstantSample>, QueryErro
                 "vector cannot contain metrics with the same labelset: {labels}"
             )));
         }
-        out.push(InstantSample {
-            labels,
-            t: sample.t,
-            v: sample.v,
-            drop_name: false,
-        });
+        out.push(InstantSample { labels, t: sample.t, v: sample.v, drop_name: false });
     }
     Ok(out)
 }
@@ -271,10 +250,7 @@ impl<'a> Evaluator<'a> {
                         continue;
                     }
                     in_memory += found.samples.len();
-                    series.push(Loaded {
-                        labels: found.labels,
-                        samples: found.samples,
-                    });
+                    series.push(Loaded { labels: found.labels, samples: found.samples });
                 }
             }
             if in_memory > self.options.max_samples {
@@ -350,12 +326,7 @@ impl<'a> Evaluator<'a> {
                 Value::Vector(samples) => {
                     let negated: Vec<InstantSample> = samples
                         .into_iter()
-                        .map(|s| InstantSample {
-                            labels: s.labels,
-                            drop_name: true,
-                            t,
-                            v: -s.v,
-                        })
+                        .map(|s| InstantSample { labels: s.labels, drop_name: true, t, v: -s.v })
                         .collect();
                     functions::check_unique(&negated)?;
                     Ok(Value::Vector(negated))
@@ -375,10 +346,7 @@ impl<'a> Evaluator<'a> {
     pub(super) fn eval_vector(&mut self, expr: &Expr, t: i64) -> Result<Vec<InstantSample>, QueryError> {
         match self.eval(expr, t)? {
             Value::Vector(samples) => Ok(samples),
-            other => Err(QueryError::Execution(format!(
-                "expected instant vector, got {}",
-                other.type_name()
-            ))),
+            other => Err(QueryError::Execution(format!("expected instant vector, got {}", other.type_name()))),
         }
     }
 
@@ -386,10 +354,7 @@ impl<'a> Evaluator<'a> {
     pub(super) fn eval_scalar(&mut self, expr: &Expr, t: i64) -> Result<f64, QueryError> {
         match self.eval(expr, t)? {
             Value::Scalar(v) => Ok(v),
-            other => Err(QueryError::Execution(format!(
-                "expected scalar, got {}",
-                other.type_name()
-            ))),
+            other => Err(QueryError::Execution(format!("expected scalar, got {}", other.type_name()))),
         }
     }
 
@@ -408,12 +373,7 @@ impl<'a> Evaluator<'a> {
             if latest.t <= reference - self.options.lookback_ms || is_stale_marker(latest.v) {
                 continue;
             }
-            out.push(InstantSample {
-                labels: loaded.labels.clone(),
-                t: latest.t,
-                v: latest.v,
-                drop_name: false,
-            });
+            out.push(InstantSample { labels: loaded.labels.clone(), t: latest.t, v: latest.v, drop_name: false });
         }
         out
     }
@@ -432,27 +392,17 @@ impl<'a> Evaluator<'a> {
                 for loaded in series {
                     let first = loaded.samples.partition_point(|s| s.t <= from);
                     let last = loaded.samples.partition_point(|s| s.t <= reference);
-                    let samples: Vec<Sample> = loaded.samples[first..last]
-                        .iter()
-                        .filter(|s| !is_stale_marker(s.v))
-                        .copied()
-                        .collect();
+                    let samples: Vec<Sample> =
+                        loaded.samples[first..last].iter().filter(|s| !is_stale_marker(s.v)).copied().collect();
                     if !samples.is_empty() {
-                        out.push(RangeSeries {
-                            labels: loaded.labels.clone(),
-                            samples,
-                            drop_name: false,
-                        });
+                        out.push(RangeSeries { labels: loaded.labels.clone(), samples, drop_name: false });
                     }
                 }
                 Ok(out)
             }
             Expr::Subquery(subquery) => {
                 let reference = self.reference_time(&subquery.at, &subquery.offset, t);
-                let step = subquery
-                    .step
-                    .as_ref()
-                    .map_or(self.options.default_subquery_step_ms, duration_ms);
+                let step = subquery.step.as_ref().map_or(self.options.default_subquery_step_ms, duration_ms);
                 if step <= 0 {
                     return Err(QueryError::BadData("subquery step must be positive".into()));
                 }
@@ -476,11 +426,7 @@ impl<'a> Evaluator<'a> {
                     };
                     for (labels, v, drop_name) in points {
                         let position = *index.entry(labels.clone()).or_insert_with(|| {
-                            by_labels.push(RangeSeries {
-                                labels,
-                                samples: Vec::new(),
-                                drop_name: false,
-                            });
+                            by_labels.push(RangeSeries { labels, samples: Vec::new(), drop_name: false });
                             by_labels.len() - 1
                         });
                         by_labels[position].drop_name |= drop_name;
@@ -492,10 +438,7 @@ impl<'a> Evaluator<'a> {
             }
             other => match self.eval(other, t)? {
                 Value::Matrix(series) => Ok(series),
-                value => Err(QueryError::Execution(format!(
-                    "expected range vector, got {}",
-                    value.type_name()
-                ))),
+                value => Err(QueryError::Execution(format!("expected range vector, got {}", value.type_name()))),
             },
         }
     }

@@ -19,10 +19,7 @@ pub(super) struct KahanSum {
 
 impl KahanSum {
     pub(super) fn new(value: f64) -> Self {
-        KahanSum {
-            sum: value,
-            compensation: 0.0,
-        }
+        KahanSum { sum: value, compensation: 0.0 }
     }
 
     /// The running sum without its compensation term.
@@ -32,10 +29,7 @@ impl KahanSum {
 
     /// Both terms multiplied by `factor`.
     pub(super) fn scaled(&self, factor: f64) -> Self {
-        KahanSum {
-            sum: self.sum * factor,
-            compensation: self.compensation * factor,
-        }
+        KahanSum { sum: self.sum * factor, compensation: self.compensation * factor }
     }
 
     pub(super) fn add(&mut self, value: f64) {
@@ -51,11 +45,7 @@ impl KahanSum {
     }
 
     pub(super) fn value(&self) -> f64 {
-        if self.sum.is_infinite() {
-            self.sum
-        } else {
-            self.sum + self.compensation
-        }
+        if self.sum.is_infinite() { self.sum } else { self.sum + self.compensation }
     }
 }
 
@@ -98,13 +88,11 @@ pub fn format_float(v: f64) -> String {
 }
 
 fn arg(call: &Call, index: usize) -> Result<&Expr, QueryError> {
-    call.args.args.get(index).map(|boxed| boxed.as_ref()).ok_or_else(|| {
-        QueryError::BadData(format!(
-            "function {:?} is missing argument {}",
-            call.func.name,
-            index + 1
-        ))
-    })
+    call.args
+        .args
+        .get(index)
+        .map(|boxed| boxed.as_ref())
+        .ok_or_else(|| QueryError::BadData(format!("function {:?} is missing argument {}", call.func.name, index + 1)))
 }
 
 pub(super) fn eval(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryError> {
@@ -141,12 +129,7 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
                     .into_iter()
                     .map(|s| {
                         let mut values: Vec<f64> = s.samples.iter().map(|p| p.v).collect();
-                        InstantSample {
-                            labels: s.labels,
-                            drop_name: true,
-                            t,
-                            v: quantile(q, &mut values),
-                        }
+                        InstantSample { labels: s.labels, drop_name: true, t, v: quantile(q, &mut values) }
                     })
                     .collect(),
             ))
@@ -160,12 +143,7 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
                     .filter(|s| s.samples.len() >= 2)
                     .map(|s| {
                         let (slope, intercept) = linear_regression(&s.samples, t);
-                        InstantSample {
-                            labels: s.labels,
-                            drop_name: true,
-                            t,
-                            v: slope * seconds + intercept,
-                        }
+                        InstantSample { labels: s.labels, drop_name: true, t, v: slope * seconds + intercept }
                     })
                     .collect(),
             ))
@@ -180,47 +158,30 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
                 )));
             }
             if !(trend > 0.0 && trend < 1.0) {
-                return Err(QueryError::Execution(format!(
-                    "invalid trend factor. Expected: 0 < tf < 1, got: {trend}"
-                )));
+                return Err(QueryError::Execution(format!("invalid trend factor. Expected: 0 < tf < 1, got: {trend}")));
             }
             Ok(Value::Vector(
                 series
                     .into_iter()
                     .filter_map(|s| {
                         let v = double_exponential_smoothing(&s.samples, smoothing, trend)?;
-                        Some(InstantSample {
-                            labels: s.labels,
-                            drop_name: true,
-                            t,
-                            v,
-                        })
+                        Some(InstantSample { labels: s.labels, drop_name: true, t, v })
                     })
                     .collect(),
             ))
         }
         "absent_over_time" => {
             let series = evaluator.eval_range(arg(call, 0)?, t)?;
-            Ok(Value::Vector(if series.is_empty() {
-                absent_labels(arg(call, 0)?, t)
-            } else {
-                Vec::new()
-            }))
+            Ok(Value::Vector(if series.is_empty() { absent_labels(arg(call, 0)?, t) } else { Vec::new() }))
         }
         "absent" => {
             let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
-            Ok(Value::Vector(if vector.is_empty() {
-                absent_labels(arg(call, 0)?, t)
-            } else {
-                Vec::new()
-            }))
+            Ok(Value::Vector(if vector.is_empty() { absent_labels(arg(call, 0)?, t) } else { Vec::new() }))
         }
         "time" => Ok(Value::Scalar(t as f64 / 1000.0)),
         "start" => Ok(Value::Scalar(evaluator.query_start() as f64 / 1000.0)),
         "end" => Ok(Value::Scalar(evaluator.query_end() as f64 / 1000.0)),
-        "range" => Ok(Value::Scalar(
-            (evaluator.query_end() - evaluator.query_start()) as f64 / 1000.0,
-        )),
+        "range" => Ok(Value::Scalar((evaluator.query_end() - evaluator.query_start()) as f64 / 1000.0)),
         "step" => Ok(Value::Scalar(evaluator.query_step() as f64 / 1000.0)),
         "min_of" | "max_of" => {
             let a = evaluator.eval_scalar(arg(call, 0)?, t)?;
@@ -233,12 +194,7 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
         "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
         "vector" => {
             let v = evaluator.eval_scalar(arg(call, 0)?, t)?;
-            Ok(Value::Vector(vec![InstantSample {
-                labels: Labels::default(),
-                t,
-                v,
-                drop_name: false,
-            }]))
+            Ok(Value::Vector(vec![InstantSample { labels: Labels::default(), t, v, drop_name: false }]))
         }
         "scalar" => {
             let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
@@ -249,12 +205,7 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
             Ok(Value::Vector(
                 vector
                     .into_iter()
-                    .map(|s| InstantSample {
-                        labels: s.labels,
-                        drop_name: true,
-                        t,
-                        v: s.t as f64 / 1000.0,
-                    })
+                    .map(|s| InstantSample { labels: s.labels, drop_name: true, t, v: s.t as f64 / 1000.0 })
                     .collect(),
             ))
         }
@@ -280,11 +231,7 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
                 if ordering.is_eq() {
                     ordering = a.labels.cmp(&b.labels);
                 }
-                if name == "sort_by_label_desc" {
-                    ordering.reverse()
-                } else {
-                    ordering
-                }
+                if name == "sort_by_label_desc" { ordering.reverse() } else { ordering }
             });
             Ok(Value::Vector(vector))
         }
@@ -297,9 +244,7 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
                 None => 1.0,
             };
             let inverse = 1.0 / to_nearest;
-            Ok(Value::Vector(map_values(vector, t, |v| {
-                (v * inverse + 0.5).floor() / inverse
-            })))
+            Ok(Value::Vector(map_values(vector, t, |v| (v * inverse + 0.5).floor() / inverse)))
         }
         "clamp" => {
             let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
@@ -329,12 +274,7 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
         "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute" | "month" | "year" => {
             let vector = match call.args.args.first() {
                 Some(expr) => evaluator.eval_vector(expr, t)?,
-                None => vec![InstantSample {
-                    labels: Labels::default(),
-                    t,
-                    v: t as f64 / 1000.0,
-                    drop_name: false,
-                }],
+                None => vec![InstantSample { labels: Labels::default(), t, v: t as f64 / 1000.0, drop_name: false }],
             };
             Ok(Value::Vector(map_values(vector, t, |v| date_part(name, v))))
         }
@@ -381,10 +321,7 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 fn string_arg(evaluator: &mut Evaluator<'_>, expr: &Expr, t: i64) -> Result<String, QueryError> {
     match evaluator.eval(expr, t)? {
         Value::String(s) => Ok(s),
-        other => Err(QueryError::Execution(format!(
-            "expected string, got {}",
-            other.type_name()
-        ))),
+        other => Err(QueryError::Execution(format!("expected string, got {}", other.type_name()))),
     }
 }
 
@@ -400,15 +337,7 @@ fn sort_order(a: f64, b: f64, descending: bool) -> std::cmp::Ordering {
 }
 
 fn map_values(vector: Vec<InstantSample>, t: i64, function: impl Fn(f64) -> f64) -> Vec<InstantSample> {
-    vector
-        .into_iter()
-        .map(|s| InstantSample {
-            labels: s.labels,
-            drop_name: true,
-            t,
-            v: function(s.v),
-        })
-        .collect()
+    vector.into_iter().map(|s| InstantSample { labels: s.labels, drop_name: true, t, v: function(s.v) }).collect()
 }
 
 fn math_function(name: &str) -> Option<fn(f64) -> f64> {
@@ -483,20 +412,12 @@ fn range_reducer(name: &str) -> Option<Reducer> {
             s.iter().for_each(|p| sum.add(p.v));
             Some(sum.value())
         },
-        "min_over_time" => |s| {
-            Some(
-                s.iter()
-                    .map(|p| p.v)
-                    .fold(f64::NAN, |acc, v| if acc.is_nan() || v < acc { v } else { acc }),
-            )
-        },
-        "max_over_time" => |s| {
-            Some(
-                s.iter()
-                    .map(|p| p.v)
-                    .fold(f64::NAN, |acc, v| if acc.is_nan() || v > acc { v } else { acc }),
-            )
-        },
+        "min_over_time" => {
+            |s| Some(s.iter().map(|p| p.v).fold(f64::NAN, |acc, v| if acc.is_nan() || v < acc { v } else { acc }))
+        }
+        "max_over_time" => {
+            |s| Some(s.iter().map(|p| p.v).fold(f64::NAN, |acc, v| if acc.is_nan() || v > acc { v } else { acc }))
+        }
         "count_over_time" => |s| Some(s.len() as f64),
         "last_over_time" => |s| s.last().map(|p| p.v),
         "first_over_time" => |s| s.first().map(|p| p.v),
@@ -512,13 +433,9 @@ fn range_reducer(name: &str) -> Option<Reducer> {
             let mut deviations: Vec<f64> = values.iter().map(|v| (v - median).abs()).collect();
             Some(quantile(0.5, &mut deviations))
         },
-        "changes" => |s| {
-            Some(
-                s.windows(2)
-                    .filter(|w| w[0].v != w[1].v && !(w[0].v.is_nan() && w[1].v.is_nan()))
-                    .count() as f64,
-            )
-        },
+        "changes" => {
+            |s| Some(s.windows(2).filter(|w| w[0].v != w[1].v && !(w[0].v.is_nan() && w[1].v.is_nan())).count() as f64)
+        }
         "resets" => |s| Some(s.windows(2).filter(|w| w[1].v < w[0].v).count() as f64),
         "deriv" => |s| (s.len() >= 2).then(|| linear_regression(s, s[0].t).0),
         "ts_of_last_over_time" => |s| s.last().map(|p| p.t as f64 / 1000.0),
@@ -550,12 +467,7 @@ fn over_time(series: Vec<RangeSeries>, t: i64, name: &str, reducer: Reducer) -> 
         .into_iter()
         .filter_map(|s| {
             let v = reducer(&s.samples)?;
-            Some(InstantSample {
-                labels: s.labels,
-                t,
-                v,
-                drop_name: s.drop_name || !keeps_name,
-            })
+            Some(InstantSample { labels: s.labels, t, v, drop_name: s.drop_name || !keeps_name })
         })
         .collect()
 }
@@ -612,12 +524,7 @@ fn extrapolated(series: Vec<RangeSeries>, t: i64, window_end: i64, range_ms: i64
         if is_rate {
             factor /= range_ms as f64 / 1000.0;
         }
-        out.push(InstantSample {
-            labels: s.labels,
-            drop_name: true,
-            t,
-            v: result * factor,
-        });
+        out.push(InstantSample { labels: s.labels, drop_name: true, t, v: result * factor });
     }
     out
 }
@@ -631,11 +538,7 @@ fn instant_rate(series: Vec<RangeSeries>, t: i64, is_rate: bool) -> Vec<InstantS
             continue;
         }
         let (previous, last) = (s.samples[n - 2], s.samples[n - 1]);
-        let mut value = if is_rate && last.v < previous.v {
-            last.v
-        } else {
-            last.v - previous.v
-        };
+        let mut value = if is_rate && last.v < previous.v { last.v } else { last.v - previous.v };
         if is_rate {
             let seconds = (last.t - previous.t) as f64 / 1000.0;
             if seconds == 0.0 {
@@ -643,25 +546,15 @@ fn instant_rate(series: Vec<RangeSeries>, t: i64, is_rate: bool) -> Vec<InstantS
             }
             value /= seconds;
         }
-        out.push(InstantSample {
-            labels: s.labels,
-            drop_name: true,
-            t,
-            v: value,
-        });
+        out.push(InstantSample { labels: s.labels, drop_name: true, t, v: value });
     }
     out
 }
 
 /// Least-squares slope and intercept, x in seconds relative to `intercept_time` (ms).
 fn linear_regression(samples: &[Sample], intercept_time: i64) -> (f64, f64) {
-    let (mut n, mut sum_x, mut sum_y, mut sum_xy, mut sum_x2) = (
-        0.0,
-        KahanSum::default(),
-        KahanSum::default(),
-        KahanSum::default(),
-        KahanSum::default(),
-    );
+    let (mut n, mut sum_x, mut sum_y, mut sum_xy, mut sum_x2) =
+        (0.0, KahanSum::default(), KahanSum::default(), KahanSum::default(), KahanSum::default());
     let initial = samples[0].v;
     let mut constant = true;
     for (i, sample) in samples.iter().enumerate() {
@@ -737,12 +630,7 @@ fn absent_labels(expr: &Expr, t: i64) -> Vec<InstantSample> {
             labels = labels.with(name, "");
         }
     }
-    vec![InstantSample {
-        labels,
-        t,
-        v: 1.0,
-        drop_name: false,
-    }]
+    vec![InstantSample { labels, t, v: 1.0, drop_name: false }]
 }
 
 fn check_label_name(name: &str) -> Result<(), QueryError> {
@@ -769,19 +657,11 @@ fn label_replace(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<V
             Some(captures) => {
                 let mut expanded = String::new();
                 captures.expand(&replacement, &mut expanded);
-                (
-                    sample.labels.with(&destination, &expanded),
-                    sample.drop_name && destination != METRIC_NAME,
-                )
+                (sample.labels.with(&destination, &expanded), sample.drop_name && destination != METRIC_NAME)
             }
             None => (sample.labels, sample.drop_name),
         };
-        out.push(InstantSample {
-            labels,
-            t: sample.t,
-            v: sample.v,
-            drop_name,
-        });
+        out.push(InstantSample { labels, t: sample.t, v: sample.v, drop_name });
     }
     check_unique(&out)?;
     Ok(Value::Vector(out))
@@ -799,18 +679,10 @@ fn label_join(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Valu
     let out: Vec<InstantSample> = vector
         .into_iter()
         .map(|sample| {
-            let joined: Vec<&str> = sources
-                .iter()
-                .map(|name| sample.labels.get(name).unwrap_or(""))
-                .collect();
+            let joined: Vec<&str> = sources.iter().map(|name| sample.labels.get(name).unwrap_or("")).collect();
             let labels = sample.labels.with(&destination, &joined.join(&separator));
             let drop_name = sample.drop_name && destination != METRIC_NAME;
-            InstantSample {
-                labels,
-                t: sample.t,
-                v: sample.v,
-                drop_name,
-            }
+            InstantSample { labels, t: sample.t, v: sample.v, drop_name }
         })
         .collect();
     check_unique(&out)?;
@@ -821,9 +693,7 @@ pub(super) fn check_unique(samples: &[InstantSample]) -> Result<(), QueryError> 
     let mut seen = std::collections::HashSet::new();
     for sample in samples {
         if !seen.insert(&sample.labels) {
-            return Err(QueryError::Execution(
-                "vector cannot contain metrics with the same labelset".into(),
-            ));
+            return Err(QueryError::Execution("vector cannot contain metrics with the same labelset".into()));
         }
     }
     Ok(())
