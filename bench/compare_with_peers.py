@@ -173,31 +173,34 @@ def main():
     parser.add_argument("--hours", type=int, default=3)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--work", default="/tmp/vigil-peer-bench")
+    parser.add_argument("--reuse", action="store_true", help="reuse the dataset and imports in --work; only query")
     args = parser.parse_args()
     for tool in ("promtool", "prometheus", "victoria-metrics"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} not found: apt-get install prometheus victoria-metrics")
     if not os.path.exists(VIGIL):
         raise SystemExit("build first: cargo build --release")
-    shutil.rmtree(args.work, ignore_errors=True)
-    os.makedirs(args.work)
     dataset = os.path.join(args.work, "dataset.om")
-    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gen_dataset.py"), dataset, "--hosts", str(args.hosts),
-                    "--pods", str(args.pods), "--hours", str(args.hours)], check=True)
-    samples = count_samples(dataset)
-    print(f"dataset: {samples} samples, {os.path.getsize(dataset) / 1e6:.0f} MB of OpenMetrics text")
-
-    vigil_time, vigil_bytes, vigil_dir = import_vigil(dataset, args.work)
-    prom_time, prom_bytes, prom_dir = import_prometheus(dataset, args.work)
+    vigil_dir, prom_dir = os.path.join(args.work, "vigil"), os.path.join(args.work, "prometheus")
+    if not args.reuse:
+        shutil.rmtree(args.work, ignore_errors=True)
+        os.makedirs(args.work)
+        subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gen_dataset.py"), dataset, "--hosts", str(args.hosts),
+                        "--pods", str(args.pods), "--hours", str(args.hours)], check=True)
+        samples = count_samples(dataset)
+        print(f"dataset: {samples} samples, {os.path.getsize(dataset) / 1e6:.0f} MB of OpenMetrics text")
+        vigil_time, vigil_bytes, _ = import_vigil(dataset, args.work)
+        prom_time, prom_bytes, _ = import_prometheus(dataset, args.work)
     victoria, victoria_base, victoria_dir = start_victoria(args.work)
     try:
-        vm_time = import_victoria(dataset, victoria_base)
-        time.sleep(5)
-        vm_bytes = du(victoria_dir)
-        print()
-        print(f"{'storage':<18} {'bytes/sample':>12} {'import s':>9} {'samples/s':>11} {'size vs prometheus':>19}")
-        for name, seconds, size in (("prometheus", prom_time, prom_bytes), ("victoria-metrics", vm_time, vm_bytes), ("vigil", vigil_time, vigil_bytes)):
-            print(f"{name:<18} {size / samples:>12.3f} {seconds:>9.1f} {samples / seconds:>11.0f} {size / prom_bytes:>18.2f}x")
+        if not args.reuse:
+            vm_time = import_victoria(dataset, victoria_base)
+            time.sleep(5)
+            vm_bytes = du(victoria_dir)
+            print()
+            print(f"{'storage':<18} {'bytes/sample':>12} {'import s':>9} {'samples/s':>11} {'size vs prometheus':>19}")
+            for name, seconds, size in (("prometheus", prom_time, prom_bytes), ("victoria-metrics", vm_time, vm_bytes), ("vigil", vigil_time, vigil_bytes)):
+                print(f"{name:<18} {size / samples:>12.3f} {seconds:>9.1f} {samples / seconds:>11.0f} {size / prom_bytes:>18.2f}x")
 
         prometheus, prom_base = start_prometheus(prom_dir)
         vigil, vigil_base = start_vigil(vigil_dir)

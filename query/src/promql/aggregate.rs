@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 use vigil_tsdb::{Labels, METRIC_NAME};
 
-use super::eval::Evaluator;
+use super::eval::{Evaluator, Interner};
 use super::functions::{KahanSum, format_float, quantile};
 use super::{InstantSample, Value};
 use crate::QueryError;
@@ -22,12 +22,18 @@ fn group_key(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
 }
 
 /// Input samples grouped by key, groups in order of first appearance.
-fn groups(samples: Vec<InstantSample>, modifier: Option<&LabelModifier>) -> Vec<(Labels, Vec<InstantSample>)> {
+/// Group keys come from the query's interner: computed once per input series, compared by identity.
+fn groups(
+    interner: &mut Interner,
+    operation: usize,
+    samples: Vec<InstantSample>,
+    modifier: Option<&LabelModifier>,
+) -> Vec<(Labels, Vec<InstantSample>)> {
     let mut out: Vec<(Labels, Vec<InstantSample>)> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: HashMap<usize, usize> = HashMap::new();
     for sample in samples {
-        let key = group_key(&sample.labels, modifier);
-        let position = *index.entry(key.clone()).or_insert_with(|| {
+        let key = interner.derived(operation, &sample.labels, |labels| group_key(labels, modifier));
+        let position = *index.entry(key.identity()).or_insert_with(|| {
             out.push((key, Vec::new()));
             out.len() - 1
         });
@@ -39,6 +45,7 @@ fn groups(samples: Vec<InstantSample>, modifier: Option<&LabelModifier>) -> Vec<
 pub(super) fn eval(evaluator: &mut Evaluator<'_>, aggregate: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
     let op = aggregate.op.to_string();
     let modifier = aggregate.modifier.as_ref();
+    let operation = aggregate as *const AggregateExpr as usize;
     let param = match &aggregate.param {
         Some(param) => Some(evaluator.eval(param, t)?),
         None => None,
@@ -49,7 +56,9 @@ pub(super) fn eval(evaluator: &mut Evaluator<'_>, aggregate: &AggregateExpr, t: 
         _ => Err(QueryError::Execution(format!("{op} needs a scalar parameter"))),
     };
     let result = match op.as_str() {
-        "topk" | "bottomk" | "limitk" => select_k(&op, input, scalar_param()?, modifier)?,
+        "topk" | "bottomk" | "limitk" => {
+            select_k(&mut evaluator.interner, operation, &op, input, scalar_param()?, modifier)?
+        }
         "limit_ratio" => limit_ratio(input, scalar_param()?, modifier)?,
         "count_values" => {
             let Some(Value::String(label)) = &param else {
@@ -59,7 +68,7 @@ pub(super) fn eval(evaluator: &mut Evaluator<'_>, aggregate: &AggregateExpr, t: 
         }
         "quantile" => {
             let q = scalar_param()?;
-            groups(input, modifier)
+            groups(&mut evaluator.interner, operation, input, modifier)
                 .into_iter()
                 .map(|(labels, samples)| {
                     let mut values: Vec<f64> = samples.iter().map(|s| s.v).collect();
@@ -67,7 +76,7 @@ pub(super) fn eval(evaluator: &mut Evaluator<'_>, aggregate: &AggregateExpr, t: 
                 })
                 .collect()
         }
-        _ => groups(input, modifier)
+        _ => groups(&mut evaluator.interner, operation, input, modifier)
             .into_iter()
             .map(|(labels, samples)| {
                 Ok(InstantSample { labels, t, v: reduce(&op, &samples)?, drop_name: any_dropped(&samples) })
@@ -153,6 +162,8 @@ pub(super) fn variance(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 fn select_k(
+    interner: &mut Interner,
+    operation: usize,
     op: &str,
     input: Vec<InstantSample>,
     k: f64,
@@ -166,7 +177,7 @@ fn select_k(
     }
     let k = if k >= usize::MAX as f64 { usize::MAX } else { k as usize };
     let mut out = Vec::new();
-    for (_, mut samples) in groups(input, modifier) {
+    for (_, mut samples) in groups(interner, operation, input, modifier) {
         match op {
             "topk" => samples.sort_by(|a, b| descending_nan_last(a.v, b.v)),
             "bottomk" => samples.sort_by(|a, b| ascending_nan_last(a.v, b.v)),

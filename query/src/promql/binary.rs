@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
 use vigil_tsdb::{Labels, METRIC_NAME};
 
-use super::eval::Evaluator;
+use super::eval::{Evaluator, Interner};
 use super::{InstantSample, Value};
 use crate::QueryError;
 
@@ -104,7 +104,10 @@ pub(super) fn eval(evaluator: &mut Evaluator<'_>, binary: &BinaryExpr, t: i64) -
             Ok(Value::Vector(vector_scalar(op, vector, scalar, true, return_bool, t)))
         }
         (Value::Vector(lhs), Value::Vector(rhs)) => {
-            vector_vector(op, lhs, rhs, binary.modifier.as_ref(), return_bool, t).map(Value::Vector)
+            let operation = binary as *const BinaryExpr as usize;
+            let matching =
+                Matching { interner: &mut evaluator.interner, operation, modifier: binary.modifier.as_ref() };
+            vector_vector(matching, op, lhs, rhs, return_bool, t).map(Value::Vector)
         }
         (l, r) => Err(QueryError::Execution(format!(
             "binary operator between {} and {} is not allowed",
@@ -153,16 +156,17 @@ fn signature(labels: &Labels, matching: Option<&LabelModifier>) -> Labels {
 }
 
 fn vector_vector(
+    mut matcher: Matching<'_>,
     op: Op,
     lhs: Vec<InstantSample>,
     rhs: Vec<InstantSample>,
-    modifier: Option<&BinModifier>,
     return_bool: bool,
     t: i64,
 ) -> Result<Vec<InstantSample>, QueryError> {
+    let modifier = matcher.modifier;
     let matching = modifier.and_then(|m| m.matching.as_ref());
     if op.is_set() {
-        return Ok(set_operation(op, lhs, rhs, matching));
+        return Ok(set_operation(&mut matcher, op, lhs, rhs));
     }
     let card = modifier.map_or(&VectorMatchCardinality::OneToOne, |m| &m.card);
     let (many, one, swapped, include) = match card {
@@ -172,10 +176,12 @@ fn vector_vector(
     };
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne | VectorMatchCardinality::ManyToMany);
 
-    let mut one_side: HashMap<Labels, &InstantSample> = HashMap::new();
-    for sample in &one {
-        let key = signature(&sample.labels, matching);
-        if one_side.insert(key.clone(), sample).is_some() {
+    let one_keys = matcher.signatures(&one);
+    let many_keys = matcher.signatures(&many);
+    // Signatures are canonical label sets: keyed by identity.
+    let mut one_side: HashMap<usize, &InstantSample> = HashMap::new();
+    for (sample, key) in one.iter().zip(&one_keys) {
+        if one_side.insert(key.identity(), sample).is_some() {
             let side = if swapped { "left" } else { "right" };
             return Err(QueryError::Execution(format!(
                 "found duplicate series for the match group {key} on the {side} hand-side of the operation: [{}];many-to-many matching not allowed: matching labels must be unique on one side",
@@ -184,15 +190,14 @@ fn vector_vector(
         }
     }
     let drop_name = !op.is_comparison() || return_bool;
-    let mut matched_keys: HashMap<Labels, Labels> = HashMap::new();
+    let mut matched_keys: HashMap<usize, Labels> = HashMap::new();
     let mut out = Vec::new();
-    let mut seen_labels: HashMap<Labels, ()> = HashMap::new();
-    for sample in &many {
-        let key = signature(&sample.labels, matching);
-        let Some(other) = one_side.get(&key) else {
+    let mut seen_labels: HashMap<usize, ()> = HashMap::new();
+    for (sample, key) in many.iter().zip(&many_keys) {
+        let Some(other) = one_side.get(&key.identity()) else {
             continue;
         };
-        if one_to_one && let Some(previous) = matched_keys.insert(key.clone(), sample.labels.clone()) {
+        if one_to_one && let Some(previous) = matched_keys.insert(key.identity(), sample.labels.clone()) {
             return Err(QueryError::Execution(format!(
                 "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right); found {previous} and {}",
                 sample.labels
@@ -208,8 +213,9 @@ fn vector_vector(
         if op.is_comparison() && !return_bool {
             value = if swapped { other.v } else { sample.v };
         }
-        let labels = result_labels(&sample.labels, &other.labels, matching, one_to_one, include);
-        if seen_labels.insert(labels.clone(), ()).is_some() {
+        let labels =
+            matcher.interner.canonical(&result_labels(&sample.labels, &other.labels, matching, one_to_one, include));
+        if seen_labels.insert(labels.identity(), ()).is_some() {
             return Err(QueryError::Execution(format!(
                 "vector cannot contain metrics with the same labelset; duplicate: {labels}"
             )));
@@ -241,20 +247,42 @@ fn result_labels(
     labels
 }
 
+/// What vector matching needs: the query's interner, the operator node (to cache signatures per
+/// series), and the `on`/`ignoring`/`group_*` modifier.
+struct Matching<'a> {
+    interner: &'a mut Interner,
+    operation: usize,
+    modifier: Option<&'a BinModifier>,
+}
+
+impl Matching<'_> {
+    /// Each sample's canonical match signature.
+    fn signatures(&mut self, samples: &[InstantSample]) -> Vec<Labels> {
+        let matching = self.modifier.and_then(|m| m.matching.as_ref());
+        samples.iter().map(|s| self.interner.derived(self.operation, &s.labels, |l| signature(l, matching))).collect()
+    }
+}
+
 fn set_operation(
+    matcher: &mut Matching<'_>,
     op: Op,
     lhs: Vec<InstantSample>,
     rhs: Vec<InstantSample>,
-    matching: Option<&LabelModifier>,
 ) -> Vec<InstantSample> {
-    let right_keys: HashMap<Labels, ()> = rhs.iter().map(|s| (signature(&s.labels, matching), ())).collect();
+    let left_keys = matcher.signatures(&lhs);
+    let right_keys = matcher.signatures(&rhs);
+    let right: std::collections::HashSet<usize> = right_keys.iter().map(Labels::identity).collect();
     match op {
-        Op::And => lhs.into_iter().filter(|s| right_keys.contains_key(&signature(&s.labels, matching))).collect(),
-        Op::Unless => lhs.into_iter().filter(|s| !right_keys.contains_key(&signature(&s.labels, matching))).collect(),
+        Op::And => {
+            lhs.into_iter().zip(&left_keys).filter(|(_, k)| right.contains(&k.identity())).map(|(s, _)| s).collect()
+        }
+        Op::Unless => {
+            lhs.into_iter().zip(&left_keys).filter(|(_, k)| !right.contains(&k.identity())).map(|(s, _)| s).collect()
+        }
         _ => {
-            let left_keys: HashMap<Labels, ()> = lhs.iter().map(|s| (signature(&s.labels, matching), ())).collect();
+            let left: std::collections::HashSet<usize> = left_keys.iter().map(Labels::identity).collect();
             let mut out = lhs;
-            out.extend(rhs.into_iter().filter(|s| !left_keys.contains_key(&signature(&s.labels, matching))));
+            out.extend(rhs.into_iter().zip(&right_keys).filter(|(_, k)| !left.contains(&k.identity())).map(|(s, _)| s));
             out
         }
     }

@@ -23,6 +23,54 @@ pub struct Engine {
     pub options: EngineOptions,
 }
 
+/// Canonical label sets of one query: equal contents share one allocation, so maps over many steps key
+/// by identity instead of hashing contents, and derived label sets (group keys, name dropped) are computed
+/// once per input series rather than once per step.
+#[derive(Default)]
+pub(super) struct Interner {
+    by_content: std::collections::HashSet<Labels>,
+    by_identity: HashMap<usize, Labels>,
+    derived: HashMap<(usize, usize), Labels>,
+}
+
+/// Operation id for "without `__name__`" in [`Interner::derived`] (no AST node lives at address 0).
+pub(super) const DROP_NAME: usize = 0;
+
+impl Interner {
+    /// The canonical set with these contents.
+    pub(super) fn canonical(&mut self, labels: &Labels) -> Labels {
+        if let Some(found) = self.by_identity.get(&labels.identity()) {
+            return found.clone();
+        }
+        if let Some(found) = self.by_content.get(labels) {
+            return found.clone();
+        }
+        self.by_content.insert(labels.clone());
+        self.by_identity.insert(labels.identity(), labels.clone());
+        labels.clone()
+    }
+
+    /// `derive(labels)`, canonical; cached per `operation` when `labels` is canonical (the interner keeps it
+    /// alive, so its identity cannot be reused by another set).
+    pub(super) fn derived(
+        &mut self,
+        operation: usize,
+        labels: &Labels,
+        derive: impl FnOnce(&Labels) -> Labels,
+    ) -> Labels {
+        let identity = labels.identity();
+        let cacheable = self.by_identity.contains_key(&identity);
+        if cacheable && let Some(found) = self.derived.get(&(operation, identity)) {
+            return found.clone();
+        }
+        let result = self.canonical(&derive(labels));
+        if cacheable {
+            self.derived.insert((operation, identity), result.clone());
+        }
+        result
+    }
+}
+
 /// A selector's series, loaded once per query.
 struct Loaded {
     labels: Labels,
@@ -41,6 +89,7 @@ pub(super) struct Evaluator<'a> {
     loaded: HashMap<usize, Vec<Loaded>>,
     deadline: Instant,
     steps_since_check: u32,
+    pub(super) interner: Interner,
 }
 
 fn selector_key(selector: &VectorSelector) -> usize {
@@ -99,7 +148,7 @@ impl Engine {
         let mut evaluator = Evaluator::new(&self.options, control, time_ms, time_ms, 0);
         evaluator.load(storage, expr)?;
         match evaluator.eval(expr, time_ms)? {
-            Value::Vector(samples) => Ok(Value::Vector(finalize(samples)?)),
+            Value::Vector(samples) => Ok(Value::Vector(finalize(&mut evaluator.interner, samples)?)),
             Value::Matrix(series) => Ok(Value::Matrix(
                 series
                     .into_iter()
@@ -131,15 +180,20 @@ impl Engine {
         }
         let mut evaluator = Evaluator::new(&self.options, control, start_ms, end_ms, step_ms);
         evaluator.load(storage, expr)?;
-        let mut by_labels: HashMap<Labels, Vec<Sample>> = HashMap::new();
+        // Keyed by the identity of canonical label sets: no hashing of label contents per step.
+        let mut by_labels: HashMap<usize, (Labels, Vec<Sample>)> = HashMap::new();
         let mut points = 0usize;
         let mut t = start_ms;
         while t <= end_ms {
             match evaluator.eval(expr, t)? {
-                Value::Scalar(v) => by_labels.entry(Labels::default()).or_default().push(Sample { t, v }),
+                Value::Scalar(v) => {
+                    let labels = evaluator.interner.canonical(&Labels::default());
+                    by_labels.entry(labels.identity()).or_insert_with(|| (labels, Vec::new())).1.push(Sample { t, v });
+                }
                 Value::Vector(samples) => {
-                    for sample in finalize(samples)? {
-                        by_labels.entry(sample.labels).or_default().push(Sample { t, v: sample.v });
+                    for sample in finalize(&mut evaluator.interner, samples)? {
+                        let entry = by_labels.entry(sample.labels.identity());
+                        entry.or_insert_with(|| (sample.labels, Vec::new())).1.push(Sample { t, v: sample.v });
                     }
                 }
                 other => {
@@ -155,20 +209,27 @@ impl Engine {
             }
             t += step_ms;
         }
-        let mut series: Vec<RangeSeries> =
-            by_labels.into_iter().map(|(labels, samples)| RangeSeries { labels, samples, drop_name: false }).collect();
+        let mut series: Vec<RangeSeries> = by_labels
+            .into_values()
+            .map(|(labels, samples)| RangeSeries { labels, samples, drop_name: false })
+            .collect();
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(series)
     }
 }
 
-/// Removes names marked for dropping; two results that become equal are an error, as in Prometheus.
-fn finalize(samples: Vec<InstantSample>) -> Result<Vec<InstantSample>, QueryError> {
+/// Removes names marked for dropping and makes every label set canonical; two results that become equal
+/// are an error, as in Prometheus.
+fn finalize(interner: &mut Interner, samples: Vec<InstantSample>) -> Result<Vec<InstantSample>, QueryError> {
     let mut seen = std::collections::HashSet::with_capacity(samples.len());
     let mut out = Vec::with_capacity(samples.len());
     for sample in samples {
-        let labels = sample.final_labels();
-        if !seen.insert(labels.clone()) {
+        let labels = if sample.drop_name {
+            interner.derived(DROP_NAME, &sample.labels, Labels::without_metric_name)
+        } else {
+            interner.canonical(&sample.labels)
+        };
+        if !seen.insert(labels.identity()) {
             return Err(QueryError::Execution(format!(
                 "vector cannot contain metrics with the same labelset: {labels}"
             )));
@@ -176,6 +237,13 @@ fn finalize(samples: Vec<InstantSample>) -> Result<Vec<InstantSample>, QueryErro
         out.push(InstantSample { labels, t: sample.t, v: sample.v, drop_name: false });
     }
     Ok(out)
+}
+
+fn strip_parens(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Paren(paren) => strip_parens(&paren.expr),
+        other => other,
+    }
 }
 
 pub(super) fn too_many_samples() -> QueryError {
@@ -200,6 +268,7 @@ impl<'a> Evaluator<'a> {
             deadline: Instant::now() + options.timeout,
             options,
             steps_since_check: 0,
+            interner: Interner::default(),
         }
     }
 
@@ -250,7 +319,8 @@ impl<'a> Evaluator<'a> {
                         continue;
                     }
                     in_memory += found.samples.len();
-                    series.push(Loaded { labels: found.labels, samples: found.samples });
+                    let labels = self.interner.canonical(&found.labels);
+                    series.push(Loaded { labels, samples: found.samples });
                 }
             }
             if in_memory > self.options.max_samples {
@@ -328,8 +398,7 @@ impl<'a> Evaluator<'a> {
                         .into_iter()
                         .map(|s| InstantSample { labels: s.labels, drop_name: true, t, v: -s.v })
                         .collect();
-                    functions::check_unique(&negated)?;
-                    Ok(Value::Vector(negated))
+                    Ok(Value::Vector(functions::canonical_unique(&mut self.interner, negated)?))
                 }
                 other => Err(QueryError::Execution(format!("unary minus on {}", other.type_name()))),
             },
@@ -376,6 +445,44 @@ impl<'a> Evaluator<'a> {
             out.push(InstantSample { labels: loaded.labels.clone(), t: latest.t, v: latest.v, drop_name: false });
         }
         out
+    }
+
+    /// Calls `visit(labels, name_dropped, window)` for each series of a range-vector expression at `t`.
+    /// A plain matrix selector's windows are slices of the loaded samples (copied only to drop staleness
+    /// markers); other expressions go through [`eval_range`](Self::eval_range).
+    pub(super) fn windows(
+        &mut self,
+        expr: &Expr,
+        t: i64,
+        mut visit: impl FnMut(&Labels, bool, &[Sample]),
+    ) -> Result<(), QueryError> {
+        let Expr::MatrixSelector(matrix) = strip_parens(expr) else {
+            for series in self.eval_range(expr, t)? {
+                visit(&series.labels, series.drop_name, &series.samples);
+            }
+            return Ok(());
+        };
+        let reference = self.reference_time(&matrix.vs.at, &matrix.vs.offset, t);
+        let from = reference - duration_ms(&matrix.range);
+        let Some(series) = self.loaded.get(&selector_key(&matrix.vs)) else { return Ok(()) };
+        let mut scratch = Vec::new();
+        for loaded in series {
+            let first = loaded.samples.partition_point(|s| s.t <= from);
+            let last = loaded.samples.partition_point(|s| s.t <= reference);
+            let window = &loaded.samples[first..last];
+            if !window.iter().any(|s| is_stale_marker(s.v)) {
+                if !window.is_empty() {
+                    visit(&loaded.labels, false, window);
+                }
+                continue;
+            }
+            scratch.clear();
+            scratch.extend(window.iter().filter(|s| !is_stale_marker(s.v)));
+            if !scratch.is_empty() {
+                visit(&loaded.labels, false, &scratch);
+            }
+        }
+        Ok(())
     }
 
     /// Evaluates a matrix selector or subquery (possibly in parentheses) at `t`.

@@ -6,8 +6,8 @@ use regex::Regex;
 use vigil_tsdb::{Labels, METRIC_NAME, MatchOp, Sample};
 
 use super::aggregate::{average, variance};
-use super::eval::Evaluator;
-use super::{InstantSample, RangeSeries, Value};
+use super::eval::{Evaluator, Interner};
+use super::{InstantSample, Value};
 use crate::QueryError;
 
 /// Neumaier-compensated sum, as Prometheus sums floats.
@@ -96,30 +96,31 @@ fn arg(call: &Call, index: usize) -> Result<&Expr, QueryError> {
 }
 
 pub(super) fn eval(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryError> {
-    let value = eval_call(evaluator, call, t)?;
-    if let Value::Vector(samples) = &value {
-        check_unique(samples)?;
+    match eval_call(evaluator, call, t)? {
+        Value::Vector(samples) => Ok(Value::Vector(canonical_unique(&mut evaluator.interner, samples)?)),
+        other => Ok(other),
     }
-    Ok(value)
 }
 
 fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryError> {
     let name = call.func.name;
     if let Some(reducer) = range_reducer(name) {
-        let series = evaluator.eval_range(arg(call, 0)?, t)?;
-        return Ok(Value::Vector(over_time(series, t, name, reducer)));
+        let keeps_name = matches!(name, "last_over_time" | "first_over_time");
+        return per_window(evaluator, arg(call, 0)?, t, !keeps_name, reducer);
     }
     match name {
         "rate" | "increase" | "delta" => {
             let matrix = arg(call, 0)?;
             let range_ms = range_of(matrix);
             let window_end = evaluator.range_end(matrix, t);
-            let series = evaluator.eval_range(matrix, t)?;
-            Ok(Value::Vector(extrapolated(series, t, window_end, range_ms, name)))
+            let (is_counter, is_rate) = (name != "delta", name == "rate");
+            per_window(evaluator, matrix, t, true, |samples| {
+                extrapolate(samples, window_end, range_ms, is_counter, is_rate)
+            })
         }
         "irate" | "idelta" => {
-            let series = evaluator.eval_range(arg(call, 0)?, t)?;
-            Ok(Value::Vector(instant_rate(series, t, name == "irate")))
+            let is_rate = name == "irate";
+            per_window(evaluator, arg(call, 0)?, t, true, |samples| instant_rate(samples, is_rate))
         }
         "quantile_over_time" => {
             let q = evaluator.eval_scalar(arg(call, 0)?, t)?;
@@ -461,15 +462,21 @@ fn extreme_time(samples: &[Sample], better: fn(f64, f64) -> bool) -> Option<f64>
     best.map(|s| s.t as f64 / 1000.0)
 }
 
-fn over_time(series: Vec<RangeSeries>, t: i64, name: &str, reducer: Reducer) -> Vec<InstantSample> {
-    let keeps_name = matches!(name, "last_over_time" | "first_over_time");
-    series
-        .into_iter()
-        .filter_map(|s| {
-            let v = reducer(&s.samples)?;
-            Some(InstantSample { labels: s.labels, t, v, drop_name: s.drop_name || !keeps_name })
-        })
-        .collect()
+/// One output sample per series of a range-vector argument for which `compute` gives a value.
+fn per_window(
+    evaluator: &mut Evaluator<'_>,
+    expr: &Expr,
+    t: i64,
+    drops_name: bool,
+    mut compute: impl FnMut(&[Sample]) -> Option<f64>,
+) -> Result<Value, QueryError> {
+    let mut out = Vec::new();
+    evaluator.windows(expr, t, |labels, name_dropped, samples| {
+        if let Some(v) = compute(samples) {
+            out.push(InstantSample { labels: labels.clone(), t, v, drop_name: name_dropped || drops_name });
+        }
+    })?;
+    Ok(Value::Vector(out))
 }
 
 /// The window of a matrix selector or subquery argument, in ms.
@@ -482,73 +489,59 @@ fn range_of(expr: &Expr) -> i64 {
     }
 }
 
-/// `rate`, `increase` and `delta`: the change over the window, extrapolated towards its edges.
-/// `window_end` is where the window closes (the evaluation time moved by `offset` and `@`).
-fn extrapolated(series: Vec<RangeSeries>, t: i64, window_end: i64, range_ms: i64, name: &str) -> Vec<InstantSample> {
-    let is_counter = name != "delta";
-    let is_rate = name == "rate";
-    let mut out = Vec::new();
-    for s in series {
-        let samples = &s.samples;
-        if samples.len() < 2 {
-            continue;
-        }
-        let (first, last) = (samples[0], samples[samples.len() - 1]);
-        let mut result = last.v - first.v;
-        if is_counter {
-            for pair in samples.windows(2) {
-                if pair[1].v < pair[0].v {
-                    result += pair[0].v;
-                }
-            }
-        }
-        let range_start = window_end - range_ms;
-        let mut to_start = (first.t - range_start) as f64 / 1000.0;
-        let mut to_end = (window_end - last.t) as f64 / 1000.0;
-        let sampled = (last.t - first.t) as f64 / 1000.0;
-        let average_gap = sampled / (samples.len() - 1) as f64;
-        let threshold = average_gap * 1.1;
-        if to_start >= threshold {
-            to_start = average_gap / 2.0;
-        }
-        if is_counter && result > 0.0 && first.v >= 0.0 {
-            let to_zero = sampled * (first.v / result);
-            if to_zero < to_start {
-                to_start = to_zero;
-            }
-        }
-        if to_end >= threshold {
-            to_end = average_gap / 2.0;
-        }
-        let mut factor = (sampled + to_start + to_end) / sampled;
-        if is_rate {
-            factor /= range_ms as f64 / 1000.0;
-        }
-        out.push(InstantSample { labels: s.labels, drop_name: true, t, v: result * factor });
+/// `rate`, `increase` and `delta` of one window: the change, extrapolated towards the window's edges
+/// (`window_end` is the evaluation time moved by `offset` and `@`).
+fn extrapolate(samples: &[Sample], window_end: i64, range_ms: i64, is_counter: bool, is_rate: bool) -> Option<f64> {
+    if samples.len() < 2 {
+        return None;
     }
-    out
+    let (first, last) = (samples[0], samples[samples.len() - 1]);
+    let mut result = last.v - first.v;
+    if is_counter {
+        for pair in samples.windows(2) {
+            if pair[1].v < pair[0].v {
+                result += pair[0].v;
+            }
+        }
+    }
+    let range_start = window_end - range_ms;
+    let mut to_start = (first.t - range_start) as f64 / 1000.0;
+    let mut to_end = (window_end - last.t) as f64 / 1000.0;
+    let sampled = (last.t - first.t) as f64 / 1000.0;
+    let average_gap = sampled / (samples.len() - 1) as f64;
+    let threshold = average_gap * 1.1;
+    if to_start >= threshold {
+        to_start = average_gap / 2.0;
+    }
+    if is_counter && result > 0.0 && first.v >= 0.0 {
+        let to_zero = sampled * (first.v / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = average_gap / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if is_rate {
+        factor /= range_ms as f64 / 1000.0;
+    }
+    Some(result * factor)
 }
 
-/// `irate` and `idelta`: from the last two samples.
-fn instant_rate(series: Vec<RangeSeries>, t: i64, is_rate: bool) -> Vec<InstantSample> {
-    let mut out = Vec::new();
-    for s in series {
-        let n = s.samples.len();
-        if n < 2 {
-            continue;
-        }
-        let (previous, last) = (s.samples[n - 2], s.samples[n - 1]);
-        let mut value = if is_rate && last.v < previous.v { last.v } else { last.v - previous.v };
-        if is_rate {
-            let seconds = (last.t - previous.t) as f64 / 1000.0;
-            if seconds == 0.0 {
-                continue;
-            }
-            value /= seconds;
-        }
-        out.push(InstantSample { labels: s.labels, drop_name: true, t, v: value });
+/// `irate` and `idelta` of one window: from its last two samples.
+fn instant_rate(samples: &[Sample], is_rate: bool) -> Option<f64> {
+    let n = samples.len();
+    if n < 2 {
+        return None;
     }
-    out
+    let (previous, last) = (samples[n - 2], samples[n - 1]);
+    let value = if is_rate && last.v < previous.v { last.v } else { last.v - previous.v };
+    if !is_rate {
+        return Some(value);
+    }
+    let seconds = (last.t - previous.t) as f64 / 1000.0;
+    (seconds != 0.0).then(|| value / seconds)
 }
 
 /// Least-squares slope and intercept, x in seconds relative to `intercept_time` (ms).
@@ -687,6 +680,23 @@ fn label_join(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Valu
         .collect();
     check_unique(&out)?;
     Ok(Value::Vector(out))
+}
+
+/// Makes each sample's labels canonical and fails if two are equal.
+pub(super) fn canonical_unique(
+    interner: &mut Interner,
+    samples: Vec<InstantSample>,
+) -> Result<Vec<InstantSample>, QueryError> {
+    let mut seen = std::collections::HashSet::with_capacity(samples.len());
+    let mut out = Vec::with_capacity(samples.len());
+    for mut sample in samples {
+        sample.labels = interner.canonical(&sample.labels);
+        if !seen.insert(sample.labels.identity()) {
+            return Err(QueryError::Execution("vector cannot contain metrics with the same labelset".into()));
+        }
+        out.push(sample);
+    }
+    Ok(out)
 }
 
 pub(super) fn check_unique(samples: &[InstantSample]) -> Result<(), QueryError> {
