@@ -205,7 +205,8 @@ def main():
         prometheus, prom_base = start_prometheus(prom_dir)
         vigil, vigil_base = start_vigil(vigil_dir)
         try:
-            start = 1_700_000_000 // 7200 * 7200
+            # Between sample times: Prometheus 2.x windows include their left edge, 3.x (and Vigil) do not.
+            start = 1_700_000_000 // 7200 * 7200 + 7.5
             end = start + args.hours * 3600 - 60
             ranges = [("1h", end - 3600), (f"{args.hours}h", start + 300)]
             print()
