@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use vigil_agent::exposition::{self, Format};
 use vigil_tsdb::block::BlockWriter;
-use vigil_tsdb::{Db, DbOptions, Labels, METRIC_NAME, Sample};
+use vigil_tsdb::{Appender, Db, DbOptions, Labels, METRIC_NAME, MetricMetadata, Sample};
 
 use crate::cli::ImportArgs;
 
@@ -139,10 +139,13 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
         progress.tick(writers.summary.samples);
         Ok(())
     });
-    if let Err(error) = parsed {
-        writers.abort();
-        bail!("{}: {error}; nothing was imported", args.file.display());
-    }
+    let families = match parsed {
+        Ok(families) => families,
+        Err(error) => {
+            writers.abort();
+            bail!("{}: {error}; nothing was imported", args.file.display());
+        }
+    };
     if let Err(error) = writers.flush() {
         writers.abort();
         return Err(error.context("import failed; nothing was imported"));
@@ -168,6 +171,19 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
     let metrics_dir = args.data_dir.join("metrics");
     let (db, _) = Db::open(&metrics_dir, DbOptions::default()).context("cannot open the imported data")?;
     db.compact().context("compacting imported blocks failed")?;
+    let metadata: Vec<(String, MetricMetadata)> = families
+        .into_iter()
+        .filter(|family| family.help.is_some() || family.metric_type != exposition::MetricType::Unknown)
+        .map(|family| {
+            let entry = MetricMetadata {
+                metric_type: family.metric_type.as_str().to_owned(),
+                help: family.help.unwrap_or_default(),
+                unit: family.unit.unwrap_or_default(),
+            };
+            (family.name, entry)
+        })
+        .collect();
+    db.set_metadata(&metadata).context("saving metric metadata failed")?;
     summary.blocks = db.blocks().len();
     summary.bytes = db.blocks_size_bytes();
     summary.bytes_before_compaction = written;

@@ -160,10 +160,14 @@ fn router(config: &ServerConfig, probes: Probes) -> Router {
     };
     let ingest = Ingest::new(probes.db.clone(), IngestLimits { max_decompressed_bytes: config.max_decompressed_bytes });
     let storage: Arc<dyn Queryable> = probes.db.clone();
+    let runtime = runtime_info(config);
+    let flags = flags_info(config);
     let own = Router::new()
         .route("/-/healthy", get(|| async { "Vigil is healthy.\n" }))
         .route("/-/ready", get(ready))
         .route("/metrics", get(render_metrics))
+        .route("/api/v1/status/runtimeinfo", get(move || std::future::ready(axum::Json(runtime.clone()))))
+        .route("/api/v1/status/flags", get(move || std::future::ready(axum::Json(flags.clone()))))
         .with_state(probes);
     Router::new()
         .merge(own)
@@ -173,6 +177,39 @@ fn router(config: &ServerConfig, probes: Probes) -> Router {
         .layer(axum::middleware::from_fn(http::record_request))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(Arc::new(config.tokens.clone()), http::require_token))
+}
+
+/// `/api/v1/status/runtimeinfo` in Prometheus's shape (Go-only fields are zero or empty).
+fn runtime_info(config: &ServerConfig) -> serde_json::Value {
+    let retention = config.db.retention_ms.map_or_else(|| "unlimited".to_owned(), |ms| format!("{}d", ms / 86_400_000));
+    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+    serde_json::json!({"status": "success", "data": {
+        "startTime": chrono::Utc::now().to_rfc3339(),
+        "CWD": cwd,
+        "reloadConfigSuccess": true,
+        "lastConfigTime": chrono::Utc::now().to_rfc3339(),
+        "corruptionCount": 0,
+        "goroutineCount": 0,
+        "GOMAXPROCS": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "GOMEMLIMIT": 0,
+        "GOGC": "",
+        "GODEBUG": "",
+        "storageRetention": retention,
+    }})
+}
+
+/// `/api/v1/status/flags`: the effective settings, with Prometheus's flag names where one exists.
+fn flags_info(config: &ServerConfig) -> serde_json::Value {
+    let retention = config.db.retention_ms.map_or_else(|| "0s".to_owned(), |ms| format!("{}s", ms / 1000));
+    serde_json::json!({"status": "success", "data": {
+        "storage.tsdb.path": config.data_dir.join("metrics").display().to_string(),
+        "storage.tsdb.retention.time": retention,
+        "web.listen-address": config.http_addr.to_string(),
+        "query.lookback-delta": "5m",
+        "query.max-concurrency": MAX_CONCURRENT_QUERIES.to_string(),
+        "query.max-samples": "50000000",
+        "query.timeout": "2m",
+    }})
 }
 
 async fn ready(State(probes): State<Probes>) -> impl IntoResponse {

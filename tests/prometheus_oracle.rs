@@ -244,6 +244,17 @@ fn grafana_calls_answer_like_prometheus() {
         assert_eq!(theirs, ours, "{path}");
         compared += 1;
     }
+    let (_, theirs) = get(&http, &format!("{prometheus_base}/api/v1/status/tsdb"), None);
+    let (_, ours) = get(&http, &vigil.http("/api/v1/status/tsdb"), None);
+    let (theirs, ours): (Value, Value) = (serde_json::from_str(&theirs).unwrap(), serde_json::from_str(&ours).unwrap());
+    assert_eq!(theirs["data"]["headStats"]["numSeries"], ours["data"]["headStats"]["numSeries"]);
+    let by_metric = |v: &Value| {
+        let mut pairs: Vec<String> =
+            v["data"]["seriesCountByMetricName"].as_array().unwrap().iter().map(Value::to_string).collect();
+        pairs.sort();
+        pairs
+    };
+    assert_eq!(by_metric(&theirs), by_metric(&ours));
     assert_eq!(compared, 2 * instant_queries.len() + range_queries.len() + 5);
 }
 

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
-use vigil_tsdb::{Error as StorageError, Labels, Sample, SeriesSamples};
+use vigil_tsdb::{Error as StorageError, Labels, MetricMetadata, Sample, SeriesSamples};
 
 use crate::{Ingest, IngestError};
 
@@ -17,6 +17,48 @@ pub struct WriteRequest {
     /// The series and their samples.
     #[prost(message, repeated, tag = "1")]
     pub timeseries: Vec<TimeSeries>,
+    /// Metric family metadata (Prometheus sends it in requests of its own).
+    #[prost(message, repeated, tag = "3")]
+    pub metadata: Vec<WireMetadata>,
+}
+
+/// `prometheus.MetricMetadata`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WireMetadata {
+    /// 0 unknown, 1 counter, 2 gauge, 3 histogram, 4 gaugehistogram, 5 summary, 6 info, 7 stateset.
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    /// Family name.
+    #[prost(string, tag = "2")]
+    pub metric_family_name: String,
+    /// Help text.
+    #[prost(string, tag = "4")]
+    pub help: String,
+    /// Unit.
+    #[prost(string, tag = "5")]
+    pub unit: String,
+}
+
+fn metadata_type(code: i32) -> &'static str {
+    match code {
+        1 => "counter",
+        2 => "gauge",
+        3 => "histogram",
+        4 => "gaugehistogram",
+        5 => "summary",
+        6 => "info",
+        7 => "stateset",
+        _ => "unknown",
+    }
+}
+
+/// A decoded request: samples and metadata.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Samples by series.
+    pub series: Vec<SeriesSamples>,
+    /// Metadata by family name.
+    pub metadata: Vec<(String, MetricMetadata)>,
 }
 
 /// `prometheus.TimeSeries`.
@@ -82,7 +124,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
 }
 
 /// Decodes a snappy block-compressed `WriteRequest`, refusing bodies that expand beyond `max_bytes`.
-pub fn decode(body: &[u8], max_bytes: usize) -> Result<Vec<SeriesSamples>, IngestError> {
+pub fn decode(body: &[u8], max_bytes: usize) -> Result<Decoded, IngestError> {
     let expanded_len =
         snap::raw::decompress_len(body).map_err(|e| IngestError::Malformed(format!("invalid snappy block: {e}")))?;
     if expanded_len > max_bytes {
@@ -102,7 +144,15 @@ pub fn decode(body: &[u8], max_bytes: usize) -> Result<Vec<SeriesSamples>, Inges
         let samples = series.samples.iter().map(|s| Sample { t: s.timestamp, v: s.value }).collect();
         batch.push(SeriesSamples { labels, samples });
     }
-    Ok(batch)
+    let metadata = request
+        .metadata
+        .into_iter()
+        .map(|m| {
+            let entry = MetricMetadata { metric_type: metadata_type(m.r#type).into(), help: m.help, unit: m.unit };
+            (m.metric_family_name, entry)
+        })
+        .collect();
+    Ok(Decoded { series: batch, metadata })
 }
 
 /// `POST /api/v1/write`.
@@ -143,12 +193,17 @@ async fn ingest_body(ingest: &Ingest, headers: &HeaderMap, body: Bytes) -> Resul
     let sink = ingest.metrics.clone();
     // Decompression, decoding and the durable append (fsync) are blocking work.
     tokio::task::spawn_blocking(move || {
-        let batch = decode(&body, max_bytes)?;
-        let total: usize = batch.iter().map(|series| series.samples.len()).sum();
-        let summary = sink.append(&batch).map_err(|error| match error {
+        let decoded = decode(&body, max_bytes)?;
+        let storage_error = |error: StorageError| match error {
             StorageError::Io { .. } => IngestError::Unavailable(error.to_string()),
             other => IngestError::Malformed(other.to_string()),
-        })?;
+        };
+        if !decoded.metadata.is_empty() {
+            sink.set_metadata(&decoded.metadata).map_err(storage_error)?;
+        }
+        let batch = decoded.series;
+        let total: usize = batch.iter().map(|series| series.samples.len()).sum();
+        let summary = sink.append(&batch).map_err(storage_error)?;
         metrics::counter!("vigil_ingest_samples_accepted_total", "receiver" => "remote_write")
             .increment(summary.accepted as u64);
         let rejected = summary.rejected.len();
@@ -185,6 +240,7 @@ mod tests {
                 labels: labels.iter().map(|(n, v)| Label { name: (*n).into(), value: (*v).into() }).collect(),
                 samples: samples.iter().map(|(t, v)| WireSample { timestamp: *t, value: *v }).collect(),
             }],
+            metadata: Vec::new(),
         };
         snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()).unwrap()
     }
@@ -216,6 +272,24 @@ mod tests {
         assert_eq!(headers["X-Prometheus-Remote-Write-Samples-Written"], "2");
         let series = db.select(&[Matcher::equal("job", "node")], 0, 5000).unwrap();
         assert_eq!(series[0].samples, [Sample { t: 1000, v: 1.0 }, Sample { t: 2000, v: 0.0 }]);
+    }
+
+    #[tokio::test]
+    async fn metadata_is_stored() {
+        let db = db();
+        let request = WriteRequest {
+            timeseries: Vec::new(),
+            metadata: vec![WireMetadata {
+                r#type: 1,
+                metric_family_name: "jobs_total".into(),
+                help: "Jobs.".into(),
+                unit: String::new(),
+            }],
+        };
+        let body = snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()).unwrap();
+        let (status, _, _) = post(db.clone(), "application/x-protobuf", body).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(db.metadata(None, None)[0].1.metric_type, "counter");
     }
 
     #[tokio::test]

@@ -39,6 +39,9 @@ pub fn routes(storage: Arc<dyn Queryable>, build: BuildInfo, engine: Engine, max
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/format_query", get(format_query).post(format_query))
+        .route("/api/v1/metadata", get(metadata))
+        .route("/api/v1/status/tsdb", get(tsdb_status))
+        .route("/api/v1/query_exemplars", get(query_exemplars).post(query_exemplars))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/series", get(series).post(series))
@@ -288,6 +291,48 @@ async fn format_query(RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, 
     Ok(success(json!(expr.pretty(0, 100))))
 }
 
+async fn metadata(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, QueryError> {
+    let params = Params::parse(raw.as_deref(), &[]);
+    let limit = params.limit()?;
+    let metric = params.get("metric").filter(|m| !m.is_empty());
+    let mut data = Map::new();
+    for (name, entry) in state.storage.metadata(metric, limit) {
+        let item = json!({"type": entry.metric_type, "help": entry.help, "unit": entry.unit});
+        data.insert(name, Value::Array(vec![item]));
+    }
+    Ok(success(Value::Object(data)))
+}
+
+async fn tsdb_status(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, QueryError> {
+    let params = Params::parse(raw.as_deref(), &[]);
+    let limit = params.limit()?.unwrap_or(10);
+    let stats = state.storage.cardinality(limit);
+    let pairs = |entries: Vec<(String, usize)>| -> Value {
+        Value::Array(entries.into_iter().map(|(name, value)| json!({"name": name, "value": value})).collect())
+    };
+    let (min_time, max_time) = stats.time_range.unwrap_or((0, 0));
+    Ok(success(json!({
+        "headStats": {
+            "numSeries": stats.series,
+            "numLabelPairs": stats.label_pairs,
+            "chunkCount": 0,
+            "minTime": min_time,
+            "maxTime": max_time,
+        },
+        "seriesCountByMetricName": pairs(stats.series_by_metric_name),
+        "labelValueCountByLabelName": pairs(stats.values_by_label_name),
+        "memoryInBytesByLabelName": pairs(stats.bytes_by_label_name),
+        "seriesCountByLabelValuePair": pairs(stats.series_by_label_pair),
+    })))
+}
+
+/// Exemplars are not stored yet: a valid query gets an empty list, as from a Prometheus without exemplars.
+async fn query_exemplars(RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, QueryError> {
+    let params = Params::parse(raw.as_deref(), &body);
+    promql::parse(&query_text(&params)?)?;
+    Ok(success(json!([])))
+}
+
 async fn buildinfo(State(state): State<ApiState>) -> Response {
     success(json!({
         "version": state.build.version,
@@ -362,6 +407,18 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let (status, body) = get_json("/api/v1/query?query=label_replace(up,%22x%22,%22%22,%22job%22,%22(%22)").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+
+    #[tokio::test]
+    async fn status_tsdb_reports_cardinality() {
+        let (status, body) = get_json("/api/v1/status/tsdb").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["data"]["headStats"]["numSeries"], 3);
+        assert_eq!(body["data"]["seriesCountByMetricName"][0], json!({"name": "up", "value": 2}));
+        let (_, body) = get_json("/api/v1/metadata").await;
+        assert_eq!(body, json!({"status": "success", "data": {}}));
+        let (_, body) = get_json("/api/v1/query_exemplars?query=up&start=0&end=10").await;
+        assert_eq!(body["data"], json!([]));
     }
 
     #[tokio::test]

@@ -155,6 +155,7 @@ pub fn remote_write_body(series: &[WireSeries<'_>]) -> Vec<u8> {
                 samples: samples.iter().map(|(t, v)| WireSample { timestamp: *t, value: *v }).collect(),
             })
             .collect(),
+        metadata: Vec::new(),
     };
     snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()).unwrap()
 }

@@ -18,9 +18,11 @@ use crate::postings::SeriesId;
 use crate::varint::{put_uvarint, put_varint, uvarint, varint};
 use crate::wal::{self, Wal, WalSync};
 use crate::{
-    Appender, Error, HeadLimits, Label, Labels, Matcher, Queryable, Sample, SampleError, Series, SeriesSamples,
-    Timestamp,
+    Appender, CardinalityStats, Error, HeadLimits, Label, Labels, Matcher, MetricMetadata, Queryable, Sample,
+    SampleError, Series, SeriesSamples, Timestamp,
 };
+
+const METADATA_FILE: &str = "metadata.json";
 
 const RECORD_SERIES: u8 = 1;
 const RECORD_SAMPLES: u8 = 2;
@@ -116,6 +118,8 @@ pub struct Db {
     /// One maintenance step at a time.
     maintenance: Mutex<()>,
     block_sequence: AtomicU64,
+    /// Metric family metadata, persisted to `metadata.json` when it changes.
+    metadata: RwLock<BTreeMap<String, MetricMetadata>>,
     options: DbOptions,
     dir: Option<PathBuf>,
 }
@@ -137,6 +141,7 @@ impl Db {
             blocks: RwLock::new(Vec::new()),
             maintenance: Mutex::new(()),
             block_sequence: AtomicU64::new(0),
+            metadata: RwLock::new(BTreeMap::new()),
             options,
             dir: None,
         }
@@ -177,6 +182,7 @@ impl Db {
                 reason: format!("{undecodable} records with valid checksums did not decode"),
             });
         }
+        let metadata = load_metadata(dir, &mut report);
         let wal = Wal::open(&wal_dir, options.wal_sync, options.wal_segment_size)?;
         let db = Db {
             head: RwLock::new(head),
@@ -184,6 +190,7 @@ impl Db {
             blocks: RwLock::new(blocks),
             maintenance: Mutex::new(()),
             block_sequence: AtomicU64::new(0),
+            metadata: RwLock::new(metadata),
             options,
             dir: Some(dir.to_owned()),
         };
@@ -327,6 +334,18 @@ fn encode_snapshot(head: &Head) -> Vec<u8> {
         plan.samples.extend(samples.into_iter().map(|sample| (id, sample)));
     }
     encode_plan(&plan)
+}
+
+fn load_metadata(dir: &Path, report: &mut OpenReport) -> BTreeMap<String, MetricMetadata> {
+    let path = dir.join(METADATA_FILE);
+    let Ok(bytes) = std::fs::read(&path) else { return BTreeMap::new() };
+    match serde_json::from_slice(&bytes) {
+        Ok(metadata) => metadata,
+        Err(error) => {
+            report.corruptions.push(Error::Corruption { path, offset: 0, reason: error.to_string() });
+            BTreeMap::new()
+        }
+    }
 }
 
 /// Opens every complete block under `dir`, deleting partial ones and ones already compacted into another.
@@ -651,6 +670,22 @@ fn replay_samples(head: &mut Head, payload: &[u8]) -> Option<u64> {
 }
 
 impl Appender for Db {
+    /// Writes `metadata.json` only when something changed (metadata arrives with every scrape).
+    fn set_metadata(&self, entries: &[(String, MetricMetadata)]) -> Result<(), Error> {
+        let mut metadata = self.metadata.write();
+        let mut changed = false;
+        for (name, entry) in entries {
+            if metadata.get(name) != Some(entry) {
+                metadata.insert(name.clone(), entry.clone());
+                changed = true;
+            }
+        }
+        if changed {
+            self.save_metadata(&metadata)?;
+        }
+        Ok(())
+    }
+
     /// Blocking (it may fsync): call it from `spawn_blocking` in async code.
     fn append(&self, batch: &[SeriesSamples]) -> Result<AppendSummary, Error> {
         let (summary, sequence) = {
@@ -712,6 +747,17 @@ impl Db {
             block.matching_labels(matchers).into_iter().for_each(&mut visit);
         }
         self.head.read().matching_labels(matchers).into_iter().for_each(&mut visit);
+    }
+}
+
+impl Db {
+    fn save_metadata(&self, metadata: &BTreeMap<String, MetricMetadata>) -> Result<(), Error> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let path = dir.join(METADATA_FILE);
+        let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
+        let bytes = serde_json::to_vec(metadata).expect("metadata serialises");
+        std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
     }
 }
 
@@ -779,5 +825,15 @@ impl Queryable for Db {
 
     fn series_count(&self) -> usize {
         self.head.read().series_count()
+    }
+
+    fn metadata(&self, metric: Option<&str>, limit: Option<usize>) -> Vec<(String, MetricMetadata)> {
+        let metadata = self.metadata.read();
+        let matching = metadata.iter().filter(|(name, _)| metric.is_none_or(|wanted| wanted == name.as_str()));
+        matching.take(limit.unwrap_or(usize::MAX)).map(|(name, entry)| (name.clone(), entry.clone())).collect()
+    }
+
+    fn cardinality(&self, limit: usize) -> CardinalityStats {
+        self.head.read().cardinality(limit)
     }
 }

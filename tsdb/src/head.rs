@@ -409,6 +409,41 @@ impl Head {
         ids.into_iter().map(|id| &self.series[id as usize].labels).collect()
     }
 
+    /// Cardinality figures of the head's index, top `limit` of each.
+    pub(crate) fn cardinality(&self, limit: usize) -> crate::CardinalityStats {
+        fn top(mut entries: Vec<(String, usize)>, limit: usize) -> Vec<(String, usize)> {
+            entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            entries.truncate(limit);
+            entries
+        }
+        let (mut by_metric, mut by_name, mut by_pair, mut bytes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut label_pairs = 0;
+        for (name, values) in self.postings.entries() {
+            let mut value_count = 0;
+            let mut value_bytes = 0;
+            for (value, series) in values {
+                value_count += 1;
+                value_bytes += value.len() * series;
+                by_pair.push((format!("{name}={value}"), series));
+                if name == crate::METRIC_NAME {
+                    by_metric.push((value.to_owned(), series));
+                }
+            }
+            label_pairs += value_count;
+            by_name.push((name.to_owned(), value_count));
+            bytes.push((name.to_owned(), value_bytes));
+        }
+        crate::CardinalityStats {
+            series: self.series_count(),
+            label_pairs,
+            time_range: self.time_range(),
+            series_by_metric_name: top(by_metric, limit),
+            values_by_label_name: top(by_name, limit),
+            series_by_label_pair: top(by_pair, limit),
+            bytes_by_label_name: top(bytes, limit),
+        }
+    }
+
     pub(crate) fn label_names(&self) -> impl Iterator<Item = &str> {
         self.postings.label_names()
     }

@@ -54,10 +54,43 @@ pub struct SeriesSamples {
     pub samples: Vec<Sample>,
 }
 
+/// Type, help and unit of a metric family, as its exporter declared them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MetricMetadata {
+    /// `counter`, `gauge`, `histogram`, `summary`, ... or `unknown`.
+    pub metric_type: String,
+    /// Help text.
+    pub help: String,
+    /// Unit, often empty.
+    pub unit: String,
+}
+
+/// Cardinality of the in-memory series, as `/api/v1/status/tsdb` reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CardinalityStats {
+    /// Series in memory.
+    pub series: usize,
+    /// Distinct label name/value pairs.
+    pub label_pairs: usize,
+    /// Oldest and newest sample times in memory.
+    pub time_range: Option<(Timestamp, Timestamp)>,
+    /// Metric names with the most series.
+    pub series_by_metric_name: Vec<(String, usize)>,
+    /// Label names with the most distinct values.
+    pub values_by_label_name: Vec<(String, usize)>,
+    /// `name=value` pairs with the most series.
+    pub series_by_label_pair: Vec<(String, usize)>,
+    /// Label names by bytes of their values.
+    pub bytes_by_label_name: Vec<(String, usize)>,
+}
+
 /// What ingestion writes through: a batch of samples, durable once `append` returns `Ok`.
 pub trait Appender: Send + Sync {
     /// Appends a batch; individual samples may be rejected (reported in the summary) while the rest land.
     fn append(&self, batch: &[SeriesSamples]) -> Result<AppendSummary, Error>;
+
+    /// Records metric families' metadata (latest wins).
+    fn set_metadata(&self, entries: &[(String, MetricMetadata)]) -> Result<(), Error>;
 }
 
 /// What queries read through.
@@ -72,4 +105,8 @@ pub trait Queryable: Send + Sync {
     fn series_labels(&self, matchers: &[Matcher], limit: Option<usize>) -> Result<Vec<Labels>, Error>;
     /// Number of series in memory.
     fn series_count(&self) -> usize;
+    /// Metadata of metric families, by name (all when `metric` is `None`), at most `limit` families.
+    fn metadata(&self, metric: Option<&str>, limit: Option<usize>) -> Vec<(String, MetricMetadata)>;
+    /// Cardinality of the in-memory series, top `limit` of each list.
+    fn cardinality(&self, limit: usize) -> CardinalityStats;
 }

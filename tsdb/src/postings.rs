@@ -24,6 +24,13 @@ impl Postings {
         }
     }
 
+    /// Every label name with its values and their posting lists.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, impl Iterator<Item = (&str, usize)>)> {
+        self.by_label
+            .iter()
+            .map(|(name, values)| (name.as_str(), values.iter().map(|(v, ids)| (v.as_str(), ids.len()))))
+    }
+
     /// All label names, sorted.
     pub(crate) fn label_names(&self) -> impl Iterator<Item = &str> {
         self.by_label.keys().map(String::as_str)

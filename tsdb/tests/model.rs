@@ -198,3 +198,30 @@ fn label_names_values_and_series_honour_matchers_and_limits() {
     assert_eq!(db.label_values("i", &up, Some(2)).unwrap(), ["0", "1"]);
     assert_eq!(db.series_labels(&up, Some(1)).unwrap().len(), 1);
 }
+
+#[test]
+fn metadata_survives_a_restart_and_cardinality_counts_the_index() {
+    use vigil_tsdb::MetricMetadata;
+    let dir = tempfile::tempdir().unwrap();
+    let entry = MetricMetadata { metric_type: "counter".into(), help: "Requests.".into(), unit: String::new() };
+    {
+        let (db, _) = Db::open(dir.path(), options()).unwrap();
+        db.set_metadata(&[("http_requests_total".into(), entry.clone())]).unwrap();
+        let batch: Vec<SeriesSamples> = (0..6)
+            .map(|i| SeriesSamples {
+                labels: Labels::new([("__name__", if i < 4 { "a" } else { "b" }), ("pod", &format!("p{i}"))]).unwrap(),
+                samples: vec![Sample { t: 1, v: 1.0 }],
+            })
+            .collect();
+        db.append(&batch).unwrap();
+        let stats = db.cardinality(10);
+        assert_eq!(stats.series, 6);
+        assert_eq!(stats.series_by_metric_name, [("a".to_owned(), 4), ("b".to_owned(), 2)]);
+        assert_eq!(stats.values_by_label_name[0], ("pod".to_owned(), 6));
+        assert_eq!(stats.label_pairs, 8);
+    }
+    let (db, report) = Db::open(dir.path(), options()).unwrap();
+    assert!(report.corruptions.is_empty());
+    assert_eq!(db.metadata(Some("http_requests_total"), None), [("http_requests_total".to_owned(), entry)]);
+    assert!(db.metadata(Some("other"), None).is_empty());
+}
