@@ -1,15 +1,18 @@
-//! The agent inside `vigil up`: collects this machine's metrics and appends them straight to storage.
+//! The agent inside `vigil up`: collects this machine's metrics and Vigil's own, and appends them
+//! straight to storage (no network hop).
 
 use std::sync::Arc;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
+use vigil_agent::exposition::{self, Format};
 use vigil_agent::{Point, host};
 use vigil_tsdb::{Appender, Db, Labels, METRIC_NAME, Sample, SeriesSamples};
 
 use crate::config::LocalAgentConfig;
 
 /// Collects every interval until `stop` turns true.
-pub async fn run(config: LocalAgentConfig, db: Arc<Db>, mut stop: watch::Receiver<bool>) {
+pub async fn run(config: LocalAgentConfig, db: Arc<Db>, telemetry: PrometheusHandle, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -19,36 +22,51 @@ pub async fn run(config: LocalAgentConfig, db: Arc<Db>, mut stop: watch::Receive
         }
         let config = config.clone();
         let db = db.clone();
-        let collected = tokio::task::spawn_blocking(move || collect_once(&config, &db)).await;
+        let own_metrics = telemetry.render();
+        let collected = tokio::task::spawn_blocking(move || collect_once(&config, &db, &own_metrics)).await;
         match collected {
             Ok(Ok(samples)) => {
-                metrics::counter!("vigil_agent_samples_collected_total", "source" => "host").increment(samples as u64)
+                metrics::counter!("vigil_agent_samples_collected_total", "source" => "local").increment(samples as u64)
             }
-            Ok(Err(error)) => tracing::error!(error = %error, "storing host metrics failed"),
-            Err(error) => tracing::error!(%error, "host collection task failed"),
+            Ok(Err(error)) => tracing::error!(error = %error, "storing local metrics failed"),
+            Err(error) => tracing::error!(%error, "local collection task failed"),
         }
     }
 }
 
-fn collect_once(config: &LocalAgentConfig, db: &Db) -> Result<usize, vigil_tsdb::Error> {
+/// Host metrics as `job="node"` and Vigil's own telemetry as `job="vigil"`, each with an `up` series.
+fn collect_once(config: &LocalAgentConfig, db: &Db, own_metrics: &str) -> Result<usize, vigil_tsdb::Error> {
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let (points, errors) = host::collect(&config.root);
+    let (host_points, errors) = host::collect(&config.root);
     for error in &errors {
         tracing::warn!(%error, "host metric source failed");
     }
-    let target = [("job", "node"), ("instance", config.node_name.as_str())];
-    let up = Point { name: "up".into(), labels: Vec::new(), value: if points.is_empty() { 0.0 } else { 1.0 } };
-    let mut batch = Vec::with_capacity(points.len() + 1);
-    for point in points.into_iter().chain(std::iter::once(up)) {
-        let pairs = point
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .chain(target)
-            .chain(std::iter::once((METRIC_NAME, point.name.as_str())));
-        match Labels::new(pairs) {
-            Ok(labels) => batch.push(SeriesSamples { labels, samples: vec![Sample { t: now_ms, v: point.value }] }),
-            Err(error) => tracing::warn!(%error, metric = point.name, "host metric skipped"),
+    let own_points = match exposition::parse(own_metrics, Format::PrometheusText) {
+        Ok(families) => families
+            .into_iter()
+            .flat_map(|family| family.samples)
+            .map(|sample| Point { name: sample.name, labels: sample.labels, value: sample.value })
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, "own telemetry did not parse");
+            Vec::new()
+        }
+    };
+    let mut batch = Vec::with_capacity(host_points.len() + own_points.len() + 2);
+    for (job, points) in [("node", host_points), ("vigil", own_points)] {
+        let up = Point { name: "up".into(), labels: Vec::new(), value: if points.is_empty() { 0.0 } else { 1.0 } };
+        let target = [("job", job), ("instance", config.node_name.as_str())];
+        for point in points.into_iter().chain(std::iter::once(up)) {
+            let pairs = point
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .chain(target)
+                .chain(std::iter::once((METRIC_NAME, point.name.as_str())));
+            match Labels::new(pairs) {
+                Ok(labels) => batch.push(SeriesSamples { labels, samples: vec![Sample { t: now_ms, v: point.value }] }),
+                Err(error) => tracing::warn!(%error, metric = point.name, "local metric skipped"),
+            }
         }
     }
     let summary = db.append(&batch)?;

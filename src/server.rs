@@ -38,10 +38,10 @@ struct Probes {
 /// Runs the server (and, for `vigil up`, the local agent) until a stop signal.
 pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) -> anyhow::Result<()> {
     let started = Instant::now();
-    let metrics = telemetry::install()?;
+    let telemetry = telemetry::install()?;
     let db = open_storage(&config).await?;
     let ready = Arc::new(AtomicBool::new(false));
-    let probes = Probes { ready: ready.clone(), metrics, db: db.clone() };
+    let probes = Probes { ready: ready.clone(), metrics: telemetry.clone(), db: db.clone() };
     let app = router(&config, probes);
 
     let tcp = TcpListener::bind(config.http_addr)
@@ -61,7 +61,8 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
         otlp_http_addr = %config.otlp_http_addr,
         "otlp receivers are not built yet; nothing listens on the otlp addresses"
     );
-    let agent = local_agent.map(|agent_config| tokio::spawn(local_agent::run(agent_config, db.clone(), stop.clone())));
+    let agent = local_agent
+        .map(|agent_config| tokio::spawn(local_agent::run(agent_config, db.clone(), telemetry.clone(), stop.clone())));
     let maintenance = tokio::spawn(maintain_storage(db.clone(), stop.clone()));
 
     ready.store(true, Ordering::Release);

@@ -179,6 +179,9 @@ fn up_collects_this_machine_within_seconds() {
     }
     let (_, names) = get(&http, &vigil.http("/api/v1/label/__name__/values"), None);
     assert!(names.contains("node_cpu_seconds_total") && names.contains("node_memory_MemAvailable_bytes"), "{names}");
+    let (_, up) = get(&http, &vigil.http("/api/v1/query?query=up"), None);
+    assert!(up.contains("\"job\":\"vigil\"") && up.contains("\"job\":\"node\""), "{up}");
+    assert!(names.contains("vigil_build_info"), "own telemetry is recorded: {names}");
 }
 
 #[test]
