@@ -50,19 +50,44 @@ struct Writers<'a> {
     block_duration_ms: i64,
     /// Window start → (block name, writer).
     open: BTreeMap<i64, (String, BlockWriter)>,
-    buffered: HashMap<Labels, Vec<Sample>>,
+    /// Samples not yet written, by series; `slots` finds a series' entry.
+    buffered: Vec<(Labels, Vec<Sample>)>,
+    slots: HashMap<Labels, usize, foldhash::fast::RandomState>,
+    /// The last sample's name and labels as parsed, and its entry: consecutive samples of one series
+    /// (the common case in OpenMetrics files) skip building and hashing the label set.
+    last: Option<(String, Vec<(String, String)>, usize)>,
     buffered_samples: usize,
-    series: HashSet<Labels>,
+    series: HashSet<Labels, foldhash::fast::RandomState>,
     summary: Summary,
     sequence: u64,
 }
 
 impl Writers<'_> {
-    fn push(&mut self, labels: Labels, sample: Sample) -> Result<(), String> {
+    fn push(&mut self, parsed: exposition::ParsedSample) -> Result<(), String> {
+        let timestamp = parsed.timestamp_ms.ok_or("sample without a timestamp: backfill needs one on every sample")?;
+        let sample = Sample { t: timestamp, v: parsed.value };
         self.summary.samples += 1;
         self.summary.min_time = self.summary.min_time.min(sample.t);
         self.summary.max_time = self.summary.max_time.max(sample.t);
-        self.buffered.entry(labels).or_default().push(sample);
+        let slot = match &self.last {
+            Some((name, labels, slot)) if *name == parsed.name && *labels == parsed.labels => *slot,
+            _ => {
+                let pairs =
+                    parsed.labels.iter().cloned().chain(std::iter::once((METRIC_NAME.to_owned(), parsed.name.clone())));
+                let labels = Labels::new(pairs).map_err(|e| e.to_string())?;
+                let slot = match self.slots.get(&labels) {
+                    Some(slot) => *slot,
+                    None => {
+                        self.buffered.push((labels.clone(), Vec::new()));
+                        self.slots.insert(labels, self.buffered.len() - 1);
+                        self.buffered.len() - 1
+                    }
+                };
+                self.last = Some((parsed.name, parsed.labels, slot));
+                slot
+            }
+        };
+        self.buffered[slot].1.push(sample);
         self.buffered_samples += 1;
         if self.buffered_samples >= FLUSH_SAMPLES {
             self.flush().map_err(|e| format!("{e:#}"))?;
@@ -71,9 +96,10 @@ impl Writers<'_> {
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        let buffered = std::mem::take(&mut self.buffered);
+        let mut by_labels = std::mem::take(&mut self.buffered);
+        self.slots.clear();
+        self.last = None;
         self.buffered_samples = 0;
-        let mut by_labels: Vec<(Labels, Vec<Sample>)> = buffered.into_iter().collect();
         by_labels.sort_by(|a, b| a.0.cmp(&b.0));
         for (labels, mut samples) in by_labels {
             samples.sort_by_key(|s| s.t);
@@ -124,18 +150,17 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
         blocks_dir: &blocks_dir,
         block_duration_ms: DbOptions::default().block_duration_ms,
         open: BTreeMap::new(),
-        buffered: HashMap::new(),
+        buffered: Vec::new(),
+        slots: HashMap::default(),
+        last: None,
         buffered_samples: 0,
-        series: HashSet::new(),
+        series: HashSet::default(),
         summary: Summary { min_time: i64::MAX, max_time: i64::MIN, ..Summary::default() },
         sequence: 0,
     };
     let progress = Progress::new(total, read.clone());
     let parsed = exposition::parse_stream(reader, Format::OpenMetrics, |_, _, sample| {
-        let timestamp = sample.timestamp_ms.ok_or("sample without a timestamp: backfill needs one on every sample")?;
-        let pairs = sample.labels.into_iter().chain(std::iter::once((METRIC_NAME.to_owned(), sample.name)));
-        let labels = Labels::new(pairs).map_err(|e| e.to_string())?;
-        writers.push(labels, Sample { t: timestamp, v: sample.value })?;
+        writers.push(sample)?;
         progress.tick(writers.summary.samples);
         Ok(())
     });

@@ -615,9 +615,11 @@ impl Parser<'_> {
             (MetricType::StateSet, _) if v != 0.0 && v != 1.0 => return fail(line, "a stateset value must be 0 or 1"),
             _ => {}
         }
-        let key: Vec<(String, String)> =
-            sample.labels.iter().filter(|(name, _)| Some(name.as_str()) != point_label).cloned().collect();
-        if self.point.key.as_ref() != Some(&key) {
+        let in_key = |(name, _): &&(String, String)| Some(name.as_str()) != point_label;
+        // Compared in place; the key is materialised only when a new metric point starts.
+        let same_point = self.point.key.as_ref().is_some_and(|key| key.iter().eq(sample.labels.iter().filter(in_key)));
+        if !same_point {
+            let key: Vec<(String, String)> = sample.labels.iter().filter(in_key).cloned().collect();
             self.finish_point(line)?;
             if self.point.finished.contains(&key) {
                 return fail(line, "samples of one metric point must be contiguous");
