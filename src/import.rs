@@ -44,6 +44,13 @@ struct Summary {
     bytes_before_compaction: u64,
 }
 
+/// The series of the previous sample, as parsed, and its buffer entry.
+struct LastSeries {
+    name: String,
+    labels: Vec<(String, String)>,
+    slot: usize,
+}
+
 /// Buffers samples per series and writes them to one block writer per block-duration window.
 struct Writers<'a> {
     blocks_dir: &'a Path,
@@ -53,9 +60,9 @@ struct Writers<'a> {
     /// Samples not yet written, by series; `slots` finds a series' entry.
     buffered: Vec<(Labels, Vec<Sample>)>,
     slots: HashMap<Labels, usize, foldhash::fast::RandomState>,
-    /// The last sample's name and labels as parsed, and its entry: consecutive samples of one series
-    /// (the common case in OpenMetrics files) skip building and hashing the label set.
-    last: Option<(String, Vec<(String, String)>, usize)>,
+    /// Consecutive samples of one series (the common case in OpenMetrics files) skip building and
+    /// hashing the label set.
+    last: Option<LastSeries>,
     buffered_samples: usize,
     series: HashSet<Labels, foldhash::fast::RandomState>,
     summary: Summary,
@@ -70,7 +77,7 @@ impl Writers<'_> {
         self.summary.min_time = self.summary.min_time.min(sample.t);
         self.summary.max_time = self.summary.max_time.max(sample.t);
         let slot = match &self.last {
-            Some((name, labels, slot)) if *name == parsed.name && *labels == parsed.labels => *slot,
+            Some(last) if last.name == parsed.name && last.labels == parsed.labels => last.slot,
             _ => {
                 let pairs =
                     parsed.labels.iter().cloned().chain(std::iter::once((METRIC_NAME.to_owned(), parsed.name.clone())));
@@ -83,7 +90,7 @@ impl Writers<'_> {
                         self.buffered.len() - 1
                     }
                 };
-                self.last = Some((parsed.name, parsed.labels, slot));
+                self.last = Some(LastSeries { name: parsed.name, labels: parsed.labels, slot });
                 slot
             }
         };
