@@ -54,7 +54,8 @@ fn success(data: Value) -> Response {
 }
 
 fn labels_json(labels: &Labels) -> Value {
-    let map: Map<String, Value> = labels.iter().map(|l| (l.name.clone(), Value::String(l.value.clone()))).collect();
+    let map: Map<String, Value> =
+        labels.iter().map(|l| (l.name.to_string(), Value::String(l.value.to_string()))).collect();
     Value::Object(map)
 }
 

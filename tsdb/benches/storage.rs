@@ -40,19 +40,24 @@ fn codecs(c: &mut Criterion) {
     group.finish();
 }
 
-fn append(c: &mut Criterion) {
-    let series = 10_000usize;
-    let labels: Vec<Labels> = (0..series)
+/// Label sets built fresh, as a decoder hands them over (no strings shared with the head).
+fn fresh_labels(series: usize) -> Vec<Labels> {
+    let modes = ["user", "system", "idle", "iowait", "irq", "softirq", "steal", "nice"];
+    (0..series)
         .map(|i| {
             Labels::new([
                 ("__name__", "node_cpu_seconds_total".to_owned()),
                 ("instance", format!("host-{}", i / 64)),
                 ("cpu", format!("{}", i % 8)),
-                ("mode", ["user", "system", "idle", "iowait", "irq", "softirq", "steal", "nice"][i % 8].to_owned()),
+                ("mode", modes[i % 8].to_owned()),
             ])
             .unwrap()
         })
-        .collect();
+        .collect()
+}
+
+fn append(c: &mut Criterion) {
+    let series = 10_000usize;
     let mut group = c.benchmark_group("append");
     group.throughput(Throughput::Elements(series as u64));
     group.sample_size(20);
@@ -65,10 +70,10 @@ fn append(c: &mut Criterion) {
             b.iter_batched_ref(
                 || {
                     t += 15_000;
-                    labels
-                        .iter()
+                    fresh_labels(series)
+                        .into_iter()
                         .enumerate()
-                        .map(|(i, l)| SeriesSamples { labels: l.clone(), samples: vec![Sample { t, v: i as f64 }] })
+                        .map(|(i, labels)| SeriesSamples { labels, samples: vec![Sample { t, v: i as f64 }] })
                         .collect::<Vec<_>>()
                 },
                 |batch| db.append(black_box(batch)).unwrap(),

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -409,11 +410,11 @@ fn parse_index(index: &[u8]) -> Result<ParsedIndex, (u64, String)> {
             .ok_or_else(|| bad(at, what))
     };
     let symbol_count = count(&mut pos, "symbol count")?;
-    let mut symbols = Vec::with_capacity(symbol_count);
+    let mut symbols: Vec<Arc<str>> = Vec::with_capacity(symbol_count);
     for _ in 0..symbol_count {
         let len = count(&mut pos, "symbol length")?;
         let bytes = body.get(pos..pos + len).ok_or_else(|| bad(pos, "symbol"))?;
-        symbols.push(String::from_utf8(bytes.to_vec()).map_err(|_| bad(pos, "symbol utf-8"))?);
+        symbols.push(std::str::from_utf8(bytes).map_err(|_| bad(pos, "symbol utf-8"))?.into());
         pos += len;
     }
     let series_count = count(&mut pos, "series count")?;
@@ -424,7 +425,7 @@ fn parse_index(index: &[u8]) -> Result<ParsedIndex, (u64, String)> {
         for _ in 0..label_count {
             let name = symbols.get(count(&mut pos, "label name")?).ok_or_else(|| bad(pos, "symbol reference"))?;
             let value = symbols.get(count(&mut pos, "label value")?).ok_or_else(|| bad(pos, "symbol reference"))?;
-            labels.push(Label { name: name.clone(), value: value.clone() });
+            labels.push(Label { name: Arc::clone(name), value: Arc::clone(value) });
         }
         let frame = count(&mut pos, "frame")? as u32;
         let offset = uvarint(body, &mut pos).ok_or_else(|| bad(pos, "offset"))? as u32;

@@ -645,7 +645,7 @@ fn replay_series(head: &mut Head, payload: &[u8]) -> Option<()> {
         for _ in 0..count {
             let name = read_string(payload, &mut pos)?;
             let value = read_string(payload, &mut pos)?;
-            labels.push(Label { name, value });
+            labels.push(Label { name: name.into(), value: value.into() });
         }
         if !head.create(id, Labels::from_sorted_unchecked(labels)) {
             tracing::warn!(id, "wal series record out of sequence, skipped");
@@ -794,7 +794,7 @@ impl Queryable for Db {
             }
             names.extend(self.head.read().label_names().map(str::to_owned));
         } else {
-            self.for_each_matching(matchers, |labels| names.extend(labels.iter().map(|l| l.name.clone())));
+            self.for_each_matching(matchers, |labels| names.extend(labels.iter().map(|l| l.name.to_string())));
         }
         Ok(truncate_sorted(names, limit))
     }

@@ -1,10 +1,11 @@
 //! The head: series in memory with compressed chunks, indexed by postings.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::chunk::{self, SAMPLES_PER_CHUNK, XorAppender};
 use crate::postings::{Postings, SeriesId};
-use crate::{Labels, Matcher, Sample, SampleError, Timestamp};
+use crate::{Label, Labels, Matcher, Sample, SampleError, Timestamp};
 
 /// Limits on what the head accepts; each rejection is counted and explained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +239,8 @@ pub(crate) struct Head {
     series: Vec<MemSeries>,
     /// Seeded per process (foldhash's random state), so ingested label sets cannot aim for collisions.
     by_labels: HashMap<Labels, SeriesId, foldhash::fast::RandomState>,
+    /// The symbol table: one copy of each label name and value, shared by every series and the index.
+    symbols: HashSet<Arc<str>, foldhash::fast::RandomState>,
     postings: Postings,
     /// Samples at or before this time belong to blocks: appends there are refused.
     append_floor: Timestamp,
@@ -250,6 +253,7 @@ impl Default for Head {
         Head {
             series: Vec::new(),
             by_labels: HashMap::default(),
+            symbols: HashSet::default(),
             postings: Postings::default(),
             append_floor: Timestamp::MIN,
             read_floor: Timestamp::MIN,
@@ -348,11 +352,24 @@ impl Head {
         self.series.len() as SeriesId
     }
 
+    /// The shared copy of `text`, added to the symbol table if new.
+    fn symbol(&mut self, text: &Arc<str>) -> Arc<str> {
+        if let Some(shared) = self.symbols.get(&**text) {
+            return Arc::clone(shared);
+        }
+        self.symbols.insert(Arc::clone(text));
+        Arc::clone(text)
+    }
+
     /// Creates a series with the next id, which must be `id` (WAL replay checks that ids line up).
+    /// Its label strings come from the symbol table.
     pub(crate) fn create(&mut self, id: SeriesId, labels: Labels) -> bool {
         if id != self.next_id() || self.by_labels.contains_key(&labels) {
             return false;
         }
+        let shared: Vec<Label> =
+            labels.iter().map(|l| Label { name: self.symbol(&l.name), value: self.symbol(&l.value) }).collect();
+        let labels = Labels::from_sorted_unchecked(shared);
         self.postings.add(id, &labels);
         self.by_labels.insert(labels.clone(), id);
         self.series.push(MemSeries::new(labels));

@@ -8,13 +8,13 @@ use crate::Error;
 /// The label that holds the metric name.
 pub const METRIC_NAME: &str = "__name__";
 
-/// One name/value pair.
+/// One name/value pair. The strings are shared: the head's symbol table keeps one copy of each.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Label {
     /// Label name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Label value, never empty in a stored set (an empty value means "absent").
-    pub value: String,
+    pub value: Arc<str>,
 }
 
 /// A label set sorted by name with unique names and no empty values.
@@ -32,7 +32,7 @@ impl Default for Labels {
 
 impl Labels {
     /// Builds a set from pairs: sorts them, drops empty values, rejects empty or repeated names.
-    pub fn new<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Result<Self, Error> {
+    pub fn new<N: Into<Arc<str>>, V: Into<Arc<str>>>(pairs: impl IntoIterator<Item = (N, V)>) -> Result<Self, Error> {
         let mut labels: Vec<Label> = pairs
             .into_iter()
             .map(|(name, value)| Label { name: name.into(), value: value.into() })
@@ -64,7 +64,7 @@ impl Labels {
 
     /// The value of `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.binary_search_by(|label| label.name.as_str().cmp(name)).ok().map(|index| self.0[index].value.as_str())
+        self.0.binary_search_by(|label| (*label.name).cmp(name)).ok().map(|index| &*self.0[index].value)
     }
 
     /// The metric name, if any.
@@ -84,10 +84,10 @@ impl Labels {
 
     /// A copy with `name` set to `value`; an empty value removes the label.
     pub fn with(&self, name: &str, value: &str) -> Labels {
-        let mut labels: Vec<Label> = self.0.iter().filter(|label| label.name != name).cloned().collect();
+        let mut labels: Vec<Label> = self.0.iter().filter(|label| &*label.name != name).cloned().collect();
         if !value.is_empty() {
-            let position = labels.partition_point(|label| label.name.as_str() < name);
-            labels.insert(position, Label { name: name.to_owned(), value: value.to_owned() });
+            let position = labels.partition_point(|label| &*label.name < name);
+            labels.insert(position, Label { name: name.into(), value: value.into() });
         }
         Labels(labels.into())
     }
@@ -113,7 +113,7 @@ impl fmt::Display for Labels {
         let name = self.metric_name().unwrap_or("");
         write!(f, "{name}{{")?;
         let mut first = true;
-        for label in self.0.iter().filter(|label| label.name != METRIC_NAME) {
+        for label in self.0.iter().filter(|label| &*label.name != METRIC_NAME) {
             if !first {
                 write!(f, ", ")?;
             }
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn sorts_and_drops_empty_values() {
         let labels = Labels::new([("job", "node"), ("__name__", "up"), ("zone", "")]).unwrap();
-        let names: Vec<_> = labels.iter().map(|l| l.name.as_str()).collect();
+        let names: Vec<_> = labels.iter().map(|l| &*l.name).collect();
         assert_eq!(names, ["__name__", "job"]);
         assert_eq!(labels.get("job"), Some("node"));
         assert_eq!(labels.get("zone"), None);

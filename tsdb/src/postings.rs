@@ -1,6 +1,8 @@
 //! The inverted index: label name → value → sorted series ids.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::{Labels, Matcher};
 
@@ -9,7 +11,8 @@ pub(crate) type SeriesId = u32;
 
 #[derive(Debug, Default)]
 pub(crate) struct Postings {
-    by_label: BTreeMap<String, BTreeMap<String, Vec<SeriesId>>>,
+    /// Keys share the label sets' strings (the head's symbol table), so the index adds no copies.
+    by_label: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Vec<SeriesId>>>,
     all: Vec<SeriesId>,
 }
 
@@ -26,19 +29,17 @@ impl Postings {
 
     /// Every label name with its values and their posting lists.
     pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, impl Iterator<Item = (&str, usize)>)> {
-        self.by_label
-            .iter()
-            .map(|(name, values)| (name.as_str(), values.iter().map(|(v, ids)| (v.as_str(), ids.len()))))
+        self.by_label.iter().map(|(name, values)| (&**name, values.iter().map(|(v, ids)| (&**v, ids.len()))))
     }
 
     /// All label names, sorted.
     pub(crate) fn label_names(&self) -> impl Iterator<Item = &str> {
-        self.by_label.keys().map(String::as_str)
+        self.by_label.keys().map(|name| &**name)
     }
 
     /// All values of `name`, sorted.
     pub(crate) fn label_values(&self, name: &str) -> impl Iterator<Item = &str> {
-        self.by_label.get(name).into_iter().flat_map(|values| values.keys().map(String::as_str))
+        self.by_label.get(name).into_iter().flat_map(|values| values.keys().map(|value| &**value))
     }
 
     /// Ids of the series matching every matcher, sorted. `labels_of` reads a series' labels, used to
@@ -72,14 +73,15 @@ impl Postings {
 
     /// Series having label `matcher.name` with a value the matcher accepts (the matcher must not accept "").
     fn matching_ids(&self, matcher: &Matcher) -> Vec<SeriesId> {
-        let Some(values) = self.by_label.get(&matcher.name) else {
+        let Some(values) = self.by_label.get(matcher.name.as_str()) else {
             return Vec::new();
         };
         let mut lists: Vec<&Vec<SeriesId>> = Vec::new();
         if let Some(exact) = matcher.exact_values() {
             lists.extend(exact.into_iter().filter_map(|value| values.get(value)));
         } else if let Some(prefix) = matcher.literal_prefix() {
-            let in_range = values.range(prefix.to_owned()..).take_while(|(value, _)| value.starts_with(prefix));
+            let from: (Bound<&str>, Bound<&str>) = (Bound::Included(prefix), Bound::Unbounded);
+            let in_range = values.range::<str, _>(from).take_while(|(value, _)| value.starts_with(prefix));
             lists.extend(in_range.filter(|(value, _)| matcher.matches(value)).map(|(_, ids)| ids));
         } else {
             lists.extend(values.iter().filter(|(value, _)| matcher.matches(value)).map(|(_, ids)| ids));
