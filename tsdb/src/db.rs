@@ -533,10 +533,11 @@ impl Db {
     }
 
     /// The first group to merge: for windows of 3, 9, 27 and 81 block durations (smallest first), all
-    /// blocks lying inside one window, when there are at least two and newer data exists past the window.
+    /// blocks lying inside one window, when there are at least two and the window is complete.
     fn compaction_candidates(&self) -> Option<Vec<Arc<Block>>> {
         let blocks = self.blocks.read();
-        let newest = blocks.iter().map(|b| b.meta().max_time).max()?;
+        // A window is complete once blocks hold data past it or the head's floor (`covers_until`) passed it.
+        let newest = blocks.iter().map(|b| b.meta().max_time.max(b.meta().covers_until)).max()?;
         for power in 1..=4u32 {
             let range = self.options.block_duration_ms.saturating_mul(3i64.pow(power));
             let mut windows: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
@@ -549,7 +550,7 @@ impl Db {
             }
             for (window, group) in windows {
                 let window_end = window.saturating_add(1).saturating_mul(range);
-                if group.len() >= 2 && newest >= window_end {
+                if group.len() >= 2 && newest >= window_end - 1 {
                     return Some(group);
                 }
             }

@@ -225,3 +225,29 @@ fn metadata_survives_a_restart_and_cardinality_counts_the_index() {
     assert_eq!(db.metadata(Some("http_requests_total"), None), [("http_requests_total".to_owned(), entry)]);
     assert!(db.metadata(Some("other"), None).is_empty());
 }
+
+#[test]
+fn compaction_merges_a_window_of_blocks_and_keeps_every_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = DbOptions { block_duration_ms: 100, retention_ms: None, ..options() };
+    let (db, _) = Db::open(dir.path(), options.clone()).unwrap();
+    let labels = Labels::new([("__name__", "m")]).unwrap();
+    let samples: Vec<Sample> = (0..400).map(|i| Sample { t: i * 2, v: f64::from(i as u16) }).collect();
+    db.append(&[SeriesSamples { labels: labels.clone(), samples: samples.clone() }]).unwrap();
+    for cut in [99, 199, 299] {
+        assert!(db.flush_head_before(cut).unwrap().is_some(), "cut at {cut}");
+    }
+    assert_eq!(db.blocks().len(), 3);
+    let before = db.select(&[Matcher::equal("__name__", "m")], i64::MIN, i64::MAX).unwrap();
+    let written = db.compact().unwrap();
+    assert_eq!(written.len(), 1, "the three blocks of window [0, 300) merge into one");
+    assert_eq!((written[0].min_time, written[0].max_time, written[0].level), (0, 298, 2));
+    assert_eq!(db.blocks().len(), 1);
+    let after = db.select(&[Matcher::equal("__name__", "m")], i64::MIN, i64::MAX).unwrap();
+    assert_eq!(before, after);
+    assert_eq!(after[0].samples, samples);
+    drop(db);
+    let (reopened, report) = Db::open(dir.path(), options).unwrap();
+    assert_eq!(report.blocks, 1);
+    assert_eq!(reopened.select(&[Matcher::equal("__name__", "m")], i64::MIN, i64::MAX).unwrap(), after);
+}
