@@ -825,10 +825,6 @@ mod tests {
         assert_eq!(error.line, 2);
         assert!(error.reason.contains("invalid value"), "{error}");
     }
-}
-#[cfg(test)]
-mod stream_tests {
-    use super::*;
 
     #[test]
     fn streaming_hands_over_every_sample() {
@@ -840,11 +836,6 @@ mod stream_tests {
         .unwrap();
         assert_eq!(seen, [1.0, 2.0]);
     }
-}
-
-#[cfg(test)]
-mod timestamped_points {
-    use super::*;
 
     #[test]
     fn histogram_points_repeat_with_later_timestamps() {

@@ -7,7 +7,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 use vigil_tsdb::{Labels, METRIC_NAME};
 
 use super::eval::{Evaluator, Interner};
-use super::functions::{KahanSum, format_float, quantile};
+use super::functions::{KahanSum, format_float, quantile, sort_order};
 use super::{InstantSample, Value};
 use crate::QueryError;
 
@@ -179,32 +179,14 @@ fn select_k(
     let mut out = Vec::new();
     for (_, mut samples) in groups(interner, operation, input, modifier) {
         match op {
-            "topk" => samples.sort_by(|a, b| descending_nan_last(a.v, b.v)),
-            "bottomk" => samples.sort_by(|a, b| ascending_nan_last(a.v, b.v)),
+            "topk" => samples.sort_by(|a, b| sort_order(a.v, b.v, true)),
+            "bottomk" => samples.sort_by(|a, b| sort_order(a.v, b.v, false)),
             _ => {}
         }
         samples.truncate(k);
         out.extend(samples);
     }
     Ok(out)
-}
-
-fn descending_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
-    match (a.is_nan(), b.is_nan()) {
-        (true, true) => std::cmp::Ordering::Equal,
-        (true, false) => std::cmp::Ordering::Greater,
-        (false, true) => std::cmp::Ordering::Less,
-        _ => b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal),
-    }
-}
-
-fn ascending_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
-    match (a.is_nan(), b.is_nan()) {
-        (true, true) => std::cmp::Ordering::Equal,
-        (true, false) => std::cmp::Ordering::Greater,
-        (false, true) => std::cmp::Ordering::Less,
-        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
-    }
 }
 
 /// Keeps a stable, label-determined subset: a series is kept when its label hash falls below the ratio

@@ -326,7 +326,7 @@ fn string_arg(evaluator: &mut Evaluator<'_>, expr: &Expr, t: i64) -> Result<Stri
     }
 }
 
-fn sort_order(a: f64, b: f64, descending: bool) -> std::cmp::Ordering {
+pub(super) fn sort_order(a: f64, b: f64, descending: bool) -> std::cmp::Ordering {
     // NaN sorts last in both directions.
     match (a.is_nan(), b.is_nan()) {
         (true, true) => std::cmp::Ordering::Equal,
