@@ -53,6 +53,18 @@ fn success(data: Value) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
 }
 
+/// A success envelope with the query's `warnings` and `infos`, each present only when not empty.
+fn success_annotated(data: Value, annotations: &promql::Annotations) -> Response {
+    let mut body = json!({"status": "success", "data": data});
+    if !annotations.warnings.is_empty() {
+        body["warnings"] = json!(annotations.warnings);
+    }
+    if !annotations.infos.is_empty() {
+        body["infos"] = json!(annotations.infos);
+    }
+    axum::Json(body).into_response()
+}
+
 fn labels_json(labels: &Labels) -> Value {
     let map: Map<String, Value> =
         labels.iter().map(|l| (l.name.to_string(), Value::String(l.value.to_string()))).collect();
@@ -220,10 +232,10 @@ async fn query(State(state): State<ApiState>, RawQuery(raw): RawQuery, body: Byt
     let limit = params.limit()?;
     let expr = promql::parse(&text)?;
     let control = control(&params)?;
-    let value =
+    let outcome =
         evaluate(&state, control, move |engine, storage, control| engine.instant(storage, &expr, time, control))
             .await?;
-    let data = match value {
+    let data = match outcome.value {
         PromValue::Scalar(v) => json!({"resultType": "scalar", "result": json_point(time, v)}),
         PromValue::String(s) => json!({"resultType": "string", "result": [json_time(time), s]}),
         PromValue::Vector(mut samples) => {
@@ -239,7 +251,7 @@ async fn query(State(state): State<ApiState>, RawQuery(raw): RawQuery, body: Byt
             json!({"resultType": "matrix", "result": matrix_json(&series)})
         }
     };
-    Ok(success(data))
+    Ok(success_annotated(data, &outcome.annotations))
 }
 
 async fn query_range(
@@ -275,14 +287,15 @@ async fn query_range(
     let limit = params.limit()?;
     let expr = promql::parse(&text)?;
     let control = control(&params)?;
-    let mut series = evaluate(&state, control, move |engine, storage, control| {
+    let mut outcome = evaluate(&state, control, move |engine, storage, control| {
         engine.range(storage, &expr, start, end, step, control)
     })
     .await?;
     if let Some(limit) = limit {
-        series.truncate(limit);
+        outcome.value.truncate(limit);
     }
-    Ok(success(json!({"resultType": "matrix", "result": matrix_json(&series)})))
+    let data = json!({"resultType": "matrix", "result": matrix_json(&outcome.value)});
+    Ok(success_annotated(data, &outcome.annotations))
 }
 
 async fn format_query(RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, QueryError> {
@@ -408,6 +421,21 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let (status, body) = get_json("/api/v1/query?query=label_replace(up,%22x%22,%22%22,%22job%22,%22(%22)").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+
+    #[tokio::test]
+    async fn annotations_are_reported_beside_the_data() {
+        let (status, body) = get_json("/api/v1/query?query=quantile(2,up)&time=1").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["warnings"], json!(["PromQL warning: quantile value should be between 0 and 1, got 2"]));
+        assert!(body.get("infos").is_none());
+        let (_, body) = get_json("/api/v1/query?query=rate(up%5B5m%5D)&time=1").await;
+        assert_eq!(
+            body["infos"],
+            json!([
+                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"up\""
+            ])
+        );
     }
 
     #[tokio::test]

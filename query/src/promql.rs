@@ -44,6 +44,34 @@ impl Default for EngineOptions {
     }
 }
 
+/// Warnings and infos a query raised, reported beside its data as Prometheus does.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Annotations {
+    /// Messages starting `PromQL warning: `.
+    pub warnings: std::collections::BTreeSet<String>,
+    /// Messages starting `PromQL info: `.
+    pub infos: std::collections::BTreeSet<String>,
+}
+
+impl Annotations {
+    pub(crate) fn warn(&mut self, message: impl std::fmt::Display) {
+        self.warnings.insert(format!("PromQL warning: {message}"));
+    }
+
+    pub(crate) fn info(&mut self, message: impl std::fmt::Display) {
+        self.infos.insert(format!("PromQL info: {message}"));
+    }
+}
+
+/// A query result with the annotations raised while computing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome<T> {
+    /// The result.
+    pub value: T,
+    /// Warnings and infos.
+    pub annotations: Annotations,
+}
+
 /// Per-query settings and the cancellation switch.
 #[derive(Debug, Clone, Default)]
 pub struct QueryControl {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use promql_parser::parser::{self, Expr};
 use vigil_query::parse_duration_seconds;
-use vigil_query::promql::{Engine, EngineOptions, QueryControl, RangeSeries, Value};
+use vigil_query::promql::{Annotations, Engine, EngineOptions, QueryControl, RangeSeries, Value};
 use vigil_tsdb::{Appender, Db, DbOptions, Labels, STALE_NAN_BITS, Sample, SeriesSamples};
 
 /// Files whose every case is in the target (stable PromQL, float samples).
@@ -162,11 +162,62 @@ fn time_ms(text: &str) -> Option<i64> {
     }
 }
 
+/// An `expect warn` or `expect info` line: any annotation of the kind, or one matching a message.
+#[derive(Debug)]
+enum Expected {
+    Any,
+    Message(String),
+    Pattern(regex::Regex),
+}
+
+impl Expected {
+    /// Expected messages carry the expression position (`(1:5)`), which the engine does not track:
+    /// positions are stripped from both sides before comparing.
+    fn matches(&self, message: &str) -> bool {
+        match self {
+            Expected::Any => true,
+            Expected::Message(text) => strip_position(text) == message,
+            Expected::Pattern(regex) => regex.is_match(message),
+        }
+    }
+}
+
+fn strip_position(text: &str) -> &str {
+    match text.rfind(" (") {
+        Some(at)
+            if text.ends_with(')') && text[at + 2..text.len() - 1].split(':').all(|p| p.parse::<u32>().is_ok()) =>
+        {
+            &text[..at]
+        }
+        _ => text,
+    }
+}
+
+fn parse_expected(rest: &str) -> Option<Expected> {
+    let rest = rest.trim();
+    if rest.is_empty() {
+        return Some(Expected::Any);
+    }
+    if let Some(text) = rest.strip_prefix("msg:") {
+        return Some(Expected::Message(text.trim().to_owned()));
+    }
+    let pattern = rest.strip_prefix("regex:")?.trim();
+    // Drop a trailing position pattern such as `\(1:21\)` or `\([0-9]+:[0-9]+\)`.
+    let pattern = match pattern.rfind(r" \(") {
+        Some(at) if pattern.ends_with(r"\)") => &pattern[..at],
+        _ => pattern,
+    };
+    regex::Regex::new(pattern).ok().map(Expected::Pattern)
+}
+
 #[derive(Debug, Default)]
 struct Expectations {
     fail: bool,
     ordered: bool,
-    annotations: bool,
+    warn: Vec<Expected>,
+    info: Vec<Expected>,
+    no_warn: bool,
+    no_info: bool,
     unsupported: Option<String>,
     string: Option<String>,
     /// `expect range vector from A to B step S`: the grid an instant query's range-vector result lies on.
@@ -212,20 +263,19 @@ fn describe(got: &[vigil_query::promql::InstantSample]) -> Vec<(String, f64)> {
     got.iter().map(|s| (s.labels.to_string(), s.v)).collect()
 }
 
-fn check(case: &Case, result: Result<Value, String>) -> Result<(), String> {
+fn check(case: &Case, result: Result<(Value, Annotations), String>) -> Result<(), String> {
     if case.expect.fail {
         return match result {
             Err(_) => Ok(()),
-            Ok(value) => Err(format!("expected failure, got {value:?}")),
+            Ok((value, _)) => Err(format!("expected failure, got {value:?}")),
         };
     }
     if let Some(reason) = &case.expect.unsupported {
         return Err(format!("unsupported expectation: {reason}"));
     }
-    if case.expect.annotations {
-        return Err("expects a warn/info annotation, which the engine does not emit".into());
-    }
-    let value = result?;
+    let (value, annotations) = result?;
+    check_annotations("warn", &case.expect.warn, case.expect.no_warn, &annotations.warnings)?;
+    check_annotations("info", &case.expect.info, case.expect.no_info, &annotations.infos)?;
     if let Some(expected) = &case.expect.string {
         return match value {
             Value::String(got) if &got == expected => Ok(()),
@@ -242,6 +292,29 @@ fn check(case: &Case, result: Result<Value, String>) -> Result<(), String> {
         (Eval::Range { start, step, .. }, Value::Matrix(got)) => compare_matrix(case, &got, Some((*start, *step))),
         (_, other) => Err(format!("unexpected result {other:?}")),
     }
+}
+
+/// Every expectation must match an annotation, and when any are given every annotation must be expected.
+fn check_annotations(
+    kind: &str,
+    expected: &[Expected],
+    none: bool,
+    got: &std::collections::BTreeSet<String>,
+) -> Result<(), String> {
+    if none && !got.is_empty() {
+        return Err(format!("expected no {kind} annotation, got {got:?}"));
+    }
+    for expectation in expected {
+        if !got.iter().any(|message| expectation.matches(message)) {
+            return Err(format!("expected a {kind} annotation matching {expectation:?}, got {got:?}"));
+        }
+    }
+    if !expected.is_empty()
+        && let Some(unexpected) = got.iter().find(|message| !expected.iter().any(|e| e.matches(message)))
+    {
+        return Err(format!("unexpected {kind} annotation {unexpected:?}"));
+    }
+    Ok(())
 }
 
 fn compare_vector(case: &Case, got: &[vigil_query::promql::InstantSample]) -> Result<(), String> {
@@ -304,10 +377,13 @@ fn run_case(db: &Db, case: &Case) -> Result<(), String> {
     let result = match parser::parse(&case.query) {
         Err(error) => Err(error),
         Ok(expr) => match case.eval {
-            Eval::Instant { at } => engine.instant(db, &expr, at, &QueryControl::default()).map_err(|e| e.to_string()),
+            Eval::Instant { at } => engine
+                .instant(db, &expr, at, &QueryControl::default())
+                .map(|outcome| (outcome.value, outcome.annotations))
+                .map_err(|e| e.to_string()),
             Eval::Range { start, end, step } => engine
                 .range(db, &expr, start, end, step, &QueryControl::default())
-                .map(Value::Matrix)
+                .map(|outcome| (Value::Matrix(outcome.value), outcome.annotations))
                 .map_err(|e| e.to_string()),
         },
     };
@@ -330,7 +406,8 @@ fn parse_eval_header(rest: &str) -> (Expectations, Option<Eval>, String) {
     match kind {
         "_fail" => expect.fail = true,
         "_ordered" => expect.ordered = true,
-        "_warn" | "_info" => expect.annotations = true,
+        "_warn" => expect.warn.push(Expected::Any),
+        "_info" => expect.info.push(Expected::Any),
         _ => {}
     }
     if let Some(rest) = rest.strip_prefix("instant at ") {
@@ -354,8 +431,16 @@ fn parse_expect_line(case: &mut Case, expectation: &str) {
     match kind {
         "fail" => case.expect.fail = true,
         "ordered" => case.expect.ordered = true,
-        "warn" | "info" => case.expect.annotations = true,
-        "no_warn" | "no_info" => {}
+        "warn" | "info" => {
+            let rest = expectation[kind.len()..].trim_start();
+            match parse_expected(rest) {
+                Some(expected) if kind == "warn" => case.expect.warn.push(expected),
+                Some(expected) => case.expect.info.push(expected),
+                None => case.expect.unsupported = Some(expectation.to_owned()),
+            }
+        }
+        "no_warn" => case.expect.no_warn = true,
+        "no_info" => case.expect.no_info = true,
         "range" => {
             // range vector from <start> to <end> step <step>
             let words: Vec<&str> = expectation.split_whitespace().collect();

@@ -68,6 +68,7 @@ pub(super) fn eval(evaluator: &mut Evaluator<'_>, aggregate: &AggregateExpr, t: 
         }
         "quantile" => {
             let q = scalar_param()?;
+            super::functions::check_quantile(evaluator, q);
             groups(&mut evaluator.interner, operation, input, modifier)
                 .into_iter()
                 .map(|(labels, samples)| {

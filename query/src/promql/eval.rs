@@ -7,7 +7,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 use vigil_tsdb::{Labels, METRIC_NAME, Matcher, Queryable, Sample, is_stale_marker};
 
-use super::{EngineOptions, InstantSample, QueryControl, RangeSeries, Value, aggregate, binary, functions};
+use super::{
+    Annotations, EngineOptions, InstantSample, Outcome, QueryControl, RangeSeries, Value, aggregate, binary, functions,
+};
 use crate::QueryError;
 use crate::selector::convert;
 
@@ -90,6 +92,7 @@ pub(super) struct Evaluator<'a> {
     deadline: Instant,
     steps_since_check: u32,
     pub(super) interner: Interner,
+    pub(super) annotations: Annotations,
 }
 
 fn selector_key(selector: &VectorSelector) -> usize {
@@ -144,12 +147,12 @@ impl Engine {
         expr: &Expr,
         time_ms: i64,
         control: &QueryControl,
-    ) -> Result<Value, QueryError> {
+    ) -> Result<Outcome<Value>, QueryError> {
         let mut evaluator = Evaluator::new(&self.options, control, time_ms, time_ms, 0);
         evaluator.load(storage, expr)?;
-        match evaluator.eval(expr, time_ms)? {
-            Value::Vector(samples) => Ok(Value::Vector(finalize(&mut evaluator.interner, samples)?)),
-            Value::Matrix(series) => Ok(Value::Matrix(
+        let value = match evaluator.eval(expr, time_ms)? {
+            Value::Vector(samples) => Value::Vector(finalize(&mut evaluator.interner, samples)?),
+            Value::Matrix(series) => Value::Matrix(
                 series
                     .into_iter()
                     .map(|s| RangeSeries {
@@ -158,9 +161,10 @@ impl Engine {
                         drop_name: false,
                     })
                     .collect(),
-            )),
-            other => Ok(other),
-        }
+            ),
+            other => other,
+        };
+        Ok(Outcome { value, annotations: evaluator.annotations })
     }
 
     /// Evaluates `expr` at every step from `start_ms` to `end_ms`; scalars become a series without labels.
@@ -172,7 +176,7 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
         control: &QueryControl,
-    ) -> Result<Vec<RangeSeries>, QueryError> {
+    ) -> Result<Outcome<Vec<RangeSeries>>, QueryError> {
         if step_ms <= 0 {
             return Err(QueryError::BadData(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -214,7 +218,7 @@ impl Engine {
             .map(|(labels, samples)| RangeSeries { labels, samples, drop_name: false })
             .collect();
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(series)
+        Ok(Outcome { value: series, annotations: evaluator.annotations })
     }
 }
 
@@ -269,6 +273,7 @@ impl<'a> Evaluator<'a> {
             options,
             steps_since_check: 0,
             interner: Interner::default(),
+            annotations: Annotations::default(),
         }
     }
 

@@ -87,6 +87,12 @@ pub fn format_float(v: f64) -> String {
     format!("{v}")
 }
 
+/// A float as a label value, the way Prometheus 3 normalises `le` and `quantile`: `1.0`, `0.25`.
+fn float_label_value(v: f64) -> String {
+    let text = format_float(v);
+    if text.contains(['.', 'e', 'I', 'N']) { text } else { format!("{text}.0") }
+}
+
 fn arg(call: &Call, index: usize) -> Result<&Expr, QueryError> {
     call.args
         .args
@@ -106,7 +112,7 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
     let name = call.func.name;
     if let Some(reducer) = range_reducer(name) {
         let keeps_name = matches!(name, "last_over_time" | "first_over_time");
-        return per_window(evaluator, arg(call, 0)?, t, !keeps_name, reducer);
+        return per_window(evaluator, arg(call, 0)?, t, !keeps_name, |_, samples| reducer(samples));
     }
     match name {
         "rate" | "increase" | "delta" => {
@@ -114,16 +120,31 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
             let range_ms = range_of(matrix);
             let window_end = evaluator.range_end(matrix, t);
             let (is_counter, is_rate) = (name != "delta", name == "rate");
-            per_window(evaluator, matrix, t, true, |samples| {
+            let mut not_counters = std::collections::BTreeSet::new();
+            let value = per_window(evaluator, matrix, t, true, |labels, samples| {
+                if is_counter {
+                    note_if_not_counter(labels, &mut not_counters);
+                }
                 extrapolate(samples, window_end, range_ms, is_counter, is_rate)
-            })
+            })?;
+            report_not_counters(evaluator, not_counters);
+            Ok(value)
         }
         "irate" | "idelta" => {
             let is_rate = name == "irate";
-            per_window(evaluator, arg(call, 0)?, t, true, |samples| instant_rate(samples, is_rate))
+            let mut not_counters = std::collections::BTreeSet::new();
+            let value = per_window(evaluator, arg(call, 0)?, t, true, |labels, samples| {
+                if is_rate {
+                    note_if_not_counter(labels, &mut not_counters);
+                }
+                instant_rate(samples, is_rate)
+            })?;
+            report_not_counters(evaluator, not_counters);
+            Ok(value)
         }
         "quantile_over_time" => {
             let q = evaluator.eval_scalar(arg(call, 0)?, t)?;
+            check_quantile(evaluator, q);
             let series = evaluator.eval_range(arg(call, 1)?, t)?;
             Ok(Value::Vector(
                 series
@@ -210,6 +231,12 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
                     .collect(),
             ))
         }
+        "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" if evaluator.query_step() > 0 => {
+            evaluator
+                .annotations
+                .warn("sort is ineffective for range queries since results are always ordered by labels");
+            Ok(Value::Vector(evaluator.eval_vector(arg(call, 0)?, t)?))
+        }
         "sort" | "sort_desc" => {
             let mut vector = evaluator.eval_vector(arg(call, 0)?, t)?;
             vector.sort_by(|a, b| sort_order(a.v, b.v, name == "sort_desc"));
@@ -269,8 +296,29 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
         }
         "histogram_quantile" => {
             let q = evaluator.eval_scalar(arg(call, 0)?, t)?;
+            check_quantile(evaluator, q);
             let vector = evaluator.eval_vector(arg(call, 1)?, t)?;
-            histogram_quantile(q, vector, t)
+            histogram_quantile(evaluator, q, vector, t)
+        }
+        "histogram_quantiles" => {
+            let vector = evaluator.eval_vector(arg(call, 0)?, t)?;
+            let label = string_arg(evaluator, arg(call, 1)?, t)?;
+            let mut quantiles = Vec::new();
+            for index in 2..call.args.args.len() {
+                let q = evaluator.eval_scalar(arg(call, index)?, t)?;
+                check_quantile(evaluator, q);
+                quantiles.push(q);
+            }
+            if vector.iter().any(|sample| sample.labels.get(&label).is_some()) {
+                return Err(QueryError::Execution(format!("label {label:?} already exists on the input series")));
+            }
+            let mut out = Vec::new();
+            for q in quantiles {
+                let Value::Vector(samples) = histogram_quantile(evaluator, q, vector.clone(), t)? else { continue };
+                let value = float_label_value(q);
+                out.extend(samples.into_iter().map(|s| InstantSample { labels: s.labels.with(&label, &value), ..s }));
+            }
+            Ok(Value::Vector(out))
         }
         "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute" | "month" | "year" => {
             let vector = match call.args.args.first() {
@@ -462,17 +510,40 @@ fn extreme_time(samples: &[Sample], better: fn(f64, f64) -> bool) -> Option<f64>
     best.map(|s| s.t as f64 / 1000.0)
 }
 
+/// Collects metric names that do not look like counters (Prometheus's naming heuristic).
+fn note_if_not_counter(labels: &Labels, names: &mut std::collections::BTreeSet<String>) {
+    let Some(name) = labels.metric_name() else { return };
+    if !["_total", "_sum", "_count", "_bucket"].iter().any(|suffix| name.ends_with(suffix)) {
+        names.insert(name.to_owned());
+    }
+}
+
+fn report_not_counters(evaluator: &mut Evaluator<'_>, names: std::collections::BTreeSet<String>) {
+    for name in names {
+        evaluator
+            .annotations
+            .info(format!("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}"));
+    }
+}
+
+/// Warns when a quantile argument is outside [0, 1] (NaN included).
+pub(super) fn check_quantile(evaluator: &mut Evaluator<'_>, q: f64) {
+    if !(0.0..=1.0).contains(&q) {
+        evaluator.annotations.warn(format!("quantile value should be between 0 and 1, got {}", format_float(q)));
+    }
+}
+
 /// One output sample per series of a range-vector argument for which `compute` gives a value.
 fn per_window(
     evaluator: &mut Evaluator<'_>,
     expr: &Expr,
     t: i64,
     drops_name: bool,
-    mut compute: impl FnMut(&[Sample]) -> Option<f64>,
+    mut compute: impl FnMut(&Labels, &[Sample]) -> Option<f64>,
 ) -> Result<Value, QueryError> {
     let mut out = Vec::new();
     evaluator.windows(expr, t, |labels, name_dropped, samples| {
-        if let Some(v) = compute(samples) {
+        if let Some(v) = compute(labels, samples) {
             out.push(InstantSample { labels: labels.clone(), t, v, drop_name: name_dropped || drops_name });
         }
     })?;
@@ -710,32 +781,43 @@ pub(super) fn check_unique(samples: &[InstantSample]) -> Result<(), QueryError> 
 }
 
 /// `histogram_quantile` over classic buckets (`le` label).
-fn histogram_quantile(q: f64, vector: Vec<InstantSample>, t: i64) -> Result<Value, QueryError> {
+fn histogram_quantile(
+    evaluator: &mut Evaluator<'_>,
+    q: f64,
+    vector: Vec<InstantSample>,
+    t: i64,
+) -> Result<Value, QueryError> {
     let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
     let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
     for sample in vector {
-        let Some(le) = sample.labels.get("le") else {
+        let le = sample.labels.get("le").unwrap_or("");
+        let Ok(upper) = parse_bound(le) else {
+            let name = sample.labels.metric_name().unwrap_or("");
+            evaluator.annotations.warn(format!(
+                "bucket label \"le\" is missing or has a malformed value of {le:?} for metric name {name:?}"
+            ));
             continue;
         };
-        let Ok(upper) = parse_bound(le) else { continue };
-        let key = sample.labels.retain(|name| name != "le" && name != METRIC_NAME);
+        // Grouped with the name, output without it: two histograms differing only by name collide.
+        let key = sample.labels.retain(|name| name != "le");
         let position = *index.entry(key.clone()).or_insert_with(|| {
             groups.push((key, Vec::new()));
             groups.len() - 1
         });
         groups[position].1.push((upper, sample.v));
     }
-    Ok(Value::Vector(
-        groups
-            .into_iter()
-            .map(|(labels, mut buckets)| InstantSample {
-                labels,
-                t,
-                v: bucket_quantile(q, &mut buckets),
-                drop_name: false,
-            })
-            .collect(),
-    ))
+    let mut out = Vec::with_capacity(groups.len());
+    for (labels, mut buckets) in groups {
+        let (v, fixed) = bucket_quantile(q, &mut buckets);
+        if fixed {
+            let name = labels.metric_name().unwrap_or("");
+            evaluator.annotations.info(format!(
+                "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {name:?}"
+            ));
+        }
+        out.push(InstantSample { labels, drop_name: true, t, v });
+    }
+    Ok(Value::Vector(out))
 }
 
 fn parse_bound(text: &str) -> Result<f64, std::num::ParseFloatError> {
@@ -746,19 +828,21 @@ fn parse_bound(text: &str) -> Result<f64, std::num::ParseFloatError> {
     }
 }
 
-fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
+/// The quantile, and whether bucket counts had to be made monotonic first.
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
+    let mut fixed = false;
     if q.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, fixed);
     }
     if q < 0.0 {
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, fixed);
     }
     if q > 1.0 {
-        return f64::INFINITY;
+        return (f64::INFINITY, fixed);
     }
     buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
     if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
-        return f64::NAN;
+        return (f64::NAN, fixed);
     }
     // Merge buckets with the same bound, then force counts to be monotonic.
     let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
@@ -770,26 +854,27 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
     }
     let mut max = f64::NEG_INFINITY;
     for bucket in merged.iter_mut() {
-        if bucket.1 > max {
+        if bucket.1 >= max {
             max = bucket.1;
         } else {
             bucket.1 = max;
+            fixed = true;
         }
     }
     if merged.len() < 2 {
-        return f64::NAN;
+        return (f64::NAN, fixed);
     }
     let observations = merged[merged.len() - 1].1;
     if observations == 0.0 || observations.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, fixed);
     }
     let mut rank = q * observations;
     let b = merged.partition_point(|bucket| bucket.1 < rank);
     if b == merged.len() - 1 {
-        return merged[merged.len() - 2].0;
+        return (merged[merged.len() - 2].0, fixed);
     }
     if b == 0 && merged[0].0 <= 0.0 {
-        return merged[0].0;
+        return (merged[0].0, fixed);
     }
     let mut bucket_start = 0.0;
     let bucket_end = merged[b].0;
@@ -799,7 +884,7 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
         count -= merged[b - 1].1;
         rank -= merged[b - 1].1;
     }
-    bucket_start + (bucket_end - bucket_start) * (rank / count)
+    (bucket_start + (bucket_end - bucket_start) * (rank / count), fixed)
 }
 
 #[cfg(test)]
@@ -823,6 +908,6 @@ mod tests {
     #[test]
     fn bucket_quantile_interpolates_within_a_bucket() {
         let mut buckets = vec![(0.1, 10.0), (0.5, 30.0), (f64::INFINITY, 40.0)];
-        assert!((bucket_quantile(0.5, &mut buckets) - 0.3).abs() < 1e-12);
+        assert!((bucket_quantile(0.5, &mut buckets).0 - 0.3).abs() < 1e-12);
     }
 }
