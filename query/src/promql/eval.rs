@@ -77,6 +77,47 @@ impl Interner {
 struct Loaded {
     labels: Labels,
     samples: Vec<Sample>,
+    /// Where the previous lookup ended: steps move forward, so the next lookup usually advances a few
+    /// samples from here instead of binary-searching (whose scattered loads miss the cache).
+    cursor: std::cell::Cell<Cursor>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    /// The time looked up last.
+    time: i64,
+    /// Number of samples at or before `window_start` / `time`.
+    start: usize,
+    end: usize,
+    window_start: i64,
+}
+
+impl Loaded {
+    fn new(labels: Labels, samples: Vec<Sample>) -> Self {
+        let cursor = Cursor { time: i64::MIN, start: 0, end: 0, window_start: i64::MIN };
+        Loaded { labels, samples, cursor: std::cell::Cell::new(cursor) }
+    }
+
+    /// `(start, end)` such that `samples[start..end]` are the samples in `(window_start, time]`.
+    fn window(&self, window_start: i64, time: i64) -> (usize, usize) {
+        let previous = self.cursor.get();
+        let samples = &self.samples;
+        let (start, end) = if time >= previous.time && window_start >= previous.window_start {
+            let mut start = previous.start;
+            while start < samples.len() && samples[start].t <= window_start {
+                start += 1;
+            }
+            let mut end = previous.end.max(start);
+            while end < samples.len() && samples[end].t <= time {
+                end += 1;
+            }
+            (start, end)
+        } else {
+            (samples.partition_point(|s| s.t <= window_start), samples.partition_point(|s| s.t <= time))
+        };
+        self.cursor.set(Cursor { time, start, end, window_start });
+        (start, end)
+    }
 }
 
 /// State of one query's evaluation.
@@ -325,7 +366,7 @@ impl<'a> Evaluator<'a> {
                     }
                     in_memory += found.samples.len();
                     let labels = self.interner.canonical(&found.labels);
-                    series.push(Loaded { labels, samples: found.samples });
+                    series.push(Loaded::new(labels, found.samples));
                 }
             }
             if in_memory > self.options.max_samples {
@@ -440,7 +481,7 @@ impl<'a> Evaluator<'a> {
         };
         let mut out = Vec::new();
         for loaded in series {
-            let end = loaded.samples.partition_point(|s| s.t <= reference);
+            let (_, end) = loaded.window(reference - self.options.lookback_ms, reference);
             let Some(latest) = end.checked_sub(1).map(|i| loaded.samples[i]) else {
                 continue;
             };
@@ -472,8 +513,7 @@ impl<'a> Evaluator<'a> {
         let Some(series) = self.loaded.get(&selector_key(&matrix.vs)) else { return Ok(()) };
         let mut scratch = Vec::new();
         for loaded in series {
-            let first = loaded.samples.partition_point(|s| s.t <= from);
-            let last = loaded.samples.partition_point(|s| s.t <= reference);
+            let (first, last) = loaded.window(from, reference);
             let window = &loaded.samples[first..last];
             if !window.iter().any(|s| is_stale_marker(s.v)) {
                 if !window.is_empty() {
@@ -502,8 +542,7 @@ impl<'a> Evaluator<'a> {
                 };
                 let mut out = Vec::new();
                 for loaded in series {
-                    let first = loaded.samples.partition_point(|s| s.t <= from);
-                    let last = loaded.samples.partition_point(|s| s.t <= reference);
+                    let (first, last) = loaded.window(from, reference);
                     let samples: Vec<Sample> =
                         loaded.samples[first..last].iter().filter(|s| !is_stale_marker(s.v)).copied().collect();
                     if !samples.is_empty() {
