@@ -17,6 +17,11 @@ pub use eval::{Engine, parse};
 pub use functions::format_float as format_value;
 use vigil_tsdb::{Labels, Sample};
 
+/// The engine's hash maps and sets: keys are label sets and identities; foldhash is seeded per process.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// See [`FastMap`].
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// Default lookback window of instant selectors: 5 minutes.
 pub const DEFAULT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
 

@@ -1,11 +1,10 @@
 //! Aggregation operators: sum, avg, count, min, max, group, stddev, stdvar, topk, bottomk,
 //! count_values, quantile, limitk, limit_ratio.
 
-use std::collections::HashMap;
-
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 use vigil_tsdb::{Labels, METRIC_NAME};
 
+use super::FastMap;
 use super::eval::{Evaluator, Interner};
 use super::functions::{KahanSum, format_float, quantile, sort_order};
 use super::{InstantSample, Value};
@@ -30,7 +29,7 @@ fn groups(
     modifier: Option<&LabelModifier>,
 ) -> Vec<(Labels, Vec<InstantSample>)> {
     let mut out: Vec<(Labels, Vec<InstantSample>)> = Vec::new();
-    let mut index: HashMap<usize, usize> = HashMap::new();
+    let mut index: FastMap<usize, usize> = FastMap::default();
     for sample in samples {
         let key = interner.derived(operation, &sample.labels, |labels| group_key(labels, modifier));
         let position = *index.entry(key.identity()).or_insert_with(|| {
@@ -227,7 +226,7 @@ fn count_values(
         return Err(QueryError::Execution(format!("invalid label name {label:?}")));
     }
     let mut out: Vec<InstantSample> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: FastMap<Labels, usize> = FastMap::default();
     for sample in input {
         let key = group_key(&sample.labels, modifier).with(label, &format_float(sample.v));
         match index.get(&key) {

@@ -1,11 +1,10 @@
 //! Binary operators: arithmetic, comparison (filtering or `bool`), set operators, vector matching.
 
-use std::collections::HashMap;
-
 use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
 use vigil_tsdb::{Labels, METRIC_NAME};
 
 use super::eval::{Evaluator, Interner};
+use super::{FastMap, FastSet};
 use super::{InstantSample, Value};
 use crate::QueryError;
 
@@ -179,7 +178,7 @@ fn vector_vector(
     let one_keys = matcher.signatures(&one);
     let many_keys = matcher.signatures(&many);
     // Signatures are canonical label sets: keyed by identity.
-    let mut one_side: HashMap<usize, &InstantSample> = HashMap::new();
+    let mut one_side: FastMap<usize, &InstantSample> = FastMap::default();
     for (sample, key) in one.iter().zip(&one_keys) {
         if one_side.insert(key.identity(), sample).is_some() {
             let side = if swapped { "left" } else { "right" };
@@ -190,9 +189,9 @@ fn vector_vector(
         }
     }
     let drop_name = !op.is_comparison() || return_bool;
-    let mut matched_keys: HashMap<usize, Labels> = HashMap::new();
+    let mut matched_keys: FastMap<usize, Labels> = FastMap::default();
     let mut out = Vec::new();
-    let mut seen_labels: HashMap<usize, ()> = HashMap::new();
+    let mut seen_labels: FastMap<usize, ()> = FastMap::default();
     for (sample, key) in many.iter().zip(&many_keys) {
         let Some(other) = one_side.get(&key.identity()) else {
             continue;
@@ -271,7 +270,7 @@ fn set_operation(
 ) -> Vec<InstantSample> {
     let left_keys = matcher.signatures(&lhs);
     let right_keys = matcher.signatures(&rhs);
-    let right: std::collections::HashSet<usize> = right_keys.iter().map(Labels::identity).collect();
+    let right: FastSet<usize> = right_keys.iter().map(Labels::identity).collect();
     match op {
         Op::And => {
             lhs.into_iter().zip(&left_keys).filter(|(_, k)| right.contains(&k.identity())).map(|(s, _)| s).collect()
@@ -280,7 +279,7 @@ fn set_operation(
             lhs.into_iter().zip(&left_keys).filter(|(_, k)| !right.contains(&k.identity())).map(|(s, _)| s).collect()
         }
         _ => {
-            let left: std::collections::HashSet<usize> = left_keys.iter().map(Labels::identity).collect();
+            let left: FastSet<usize> = left_keys.iter().map(Labels::identity).collect();
             let mut out = lhs;
             out.extend(rhs.into_iter().zip(&right_keys).filter(|(_, k)| !left.contains(&k.identity())).map(|(s, _)| s));
             out

@@ -1,6 +1,5 @@
 //! The evaluator: selector loading, evaluation of each expression kind, range stepping.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,6 +9,7 @@ use vigil_tsdb::{Labels, METRIC_NAME, Matcher, Queryable, Sample, is_stale_marke
 use super::{
     Annotations, EngineOptions, InstantSample, Outcome, QueryControl, RangeSeries, Value, aggregate, binary, functions,
 };
+use super::{FastMap, FastSet};
 use crate::QueryError;
 use crate::selector::convert;
 
@@ -30,9 +30,9 @@ pub struct Engine {
 /// once per input series rather than once per step.
 #[derive(Default)]
 pub(super) struct Interner {
-    by_content: std::collections::HashSet<Labels>,
-    by_identity: HashMap<usize, Labels>,
-    derived: HashMap<(usize, usize), Labels>,
+    by_content: FastSet<Labels>,
+    by_identity: FastMap<usize, Labels>,
+    derived: FastMap<(usize, usize), Labels>,
 }
 
 /// Operation id for "without `__name__`" in [`Interner::derived`] (no AST node lives at address 0).
@@ -129,11 +129,13 @@ pub(super) struct Evaluator<'a> {
     end: i64,
     /// Range-query step (ms), 0 for instant queries.
     step: i64,
-    loaded: HashMap<usize, Vec<Loaded>>,
+    loaded: FastMap<usize, Vec<Loaded>>,
     deadline: Instant,
     steps_since_check: u32,
     pub(super) interner: Interner,
     pub(super) annotations: Annotations,
+    /// Label sets already checked by the counter-name heuristic (once per series, not per step).
+    pub(super) counter_names_checked: FastSet<usize>,
 }
 
 fn selector_key(selector: &VectorSelector) -> usize {
@@ -226,7 +228,7 @@ impl Engine {
         let mut evaluator = Evaluator::new(&self.options, control, start_ms, end_ms, step_ms);
         evaluator.load(storage, expr)?;
         // Keyed by the identity of canonical label sets: no hashing of label contents per step.
-        let mut by_labels: HashMap<usize, (Labels, Vec<Sample>)> = HashMap::new();
+        let mut by_labels: FastMap<usize, (Labels, Vec<Sample>)> = FastMap::default();
         let mut points = 0usize;
         let mut t = start_ms;
         while t <= end_ms {
@@ -266,7 +268,7 @@ impl Engine {
 /// Removes names marked for dropping and makes every label set canonical; two results that become equal
 /// are an error, as in Prometheus.
 fn finalize(interner: &mut Interner, samples: Vec<InstantSample>) -> Result<Vec<InstantSample>, QueryError> {
-    let mut seen = std::collections::HashSet::with_capacity(samples.len());
+    let mut seen = FastSet::with_capacity_and_hasher(samples.len(), Default::default());
     let mut out = Vec::with_capacity(samples.len());
     for sample in samples {
         let labels = if sample.drop_name {
@@ -309,12 +311,13 @@ impl<'a> Evaluator<'a> {
             start,
             end,
             step,
-            loaded: HashMap::new(),
+            loaded: FastMap::default(),
             deadline: Instant::now() + options.timeout,
             options,
             steps_since_check: 0,
             interner: Interner::default(),
             annotations: Annotations::default(),
+            counter_names_checked: FastSet::default(),
         }
     }
 
@@ -563,7 +566,7 @@ impl<'a> Evaluator<'a> {
                     ts += step;
                 }
                 let mut by_labels: Vec<RangeSeries> = Vec::new();
-                let mut index: HashMap<Labels, usize> = HashMap::new();
+                let mut index: FastMap<Labels, usize> = FastMap::default();
                 while ts <= reference {
                     let points = match self.eval(&subquery.expr, ts)? {
                         Value::Scalar(v) => vec![(Labels::default(), v, false)],

@@ -7,6 +7,7 @@ use vigil_tsdb::{Labels, METRIC_NAME, MatchOp, Sample};
 
 use super::aggregate::{average, variance};
 use super::eval::{Evaluator, Interner};
+use super::{FastMap, FastSet};
 use super::{InstantSample, Value};
 use crate::QueryError;
 
@@ -121,24 +122,28 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
             let window_end = evaluator.range_end(matrix, t);
             let (is_counter, is_rate) = (name != "delta", name == "rate");
             let mut not_counters = std::collections::BTreeSet::new();
+            let mut checked = std::mem::take(&mut evaluator.counter_names_checked);
             let value = per_window(evaluator, matrix, t, true, |labels, samples| {
-                if is_counter {
+                if is_counter && checked.insert(labels.identity()) {
                     note_if_not_counter(labels, &mut not_counters);
                 }
                 extrapolate(samples, window_end, range_ms, is_counter, is_rate)
             })?;
+            evaluator.counter_names_checked = checked;
             report_not_counters(evaluator, not_counters);
             Ok(value)
         }
         "irate" | "idelta" => {
             let is_rate = name == "irate";
             let mut not_counters = std::collections::BTreeSet::new();
+            let mut checked = std::mem::take(&mut evaluator.counter_names_checked);
             let value = per_window(evaluator, arg(call, 0)?, t, true, |labels, samples| {
-                if is_rate {
+                if is_rate && checked.insert(labels.identity()) {
                     note_if_not_counter(labels, &mut not_counters);
                 }
                 instant_rate(samples, is_rate)
             })?;
+            evaluator.counter_names_checked = checked;
             report_not_counters(evaluator, not_counters);
             Ok(value)
         }
@@ -758,7 +763,7 @@ pub(super) fn canonical_unique(
     interner: &mut Interner,
     samples: Vec<InstantSample>,
 ) -> Result<Vec<InstantSample>, QueryError> {
-    let mut seen = std::collections::HashSet::with_capacity(samples.len());
+    let mut seen = FastSet::with_capacity_and_hasher(samples.len(), Default::default());
     let mut out = Vec::with_capacity(samples.len());
     for mut sample in samples {
         sample.labels = interner.canonical(&sample.labels);
@@ -771,7 +776,7 @@ pub(super) fn canonical_unique(
 }
 
 pub(super) fn check_unique(samples: &[InstantSample]) -> Result<(), QueryError> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = FastSet::default();
     for sample in samples {
         if !seen.insert(&sample.labels) {
             return Err(QueryError::Execution("vector cannot contain metrics with the same labelset".into()));
@@ -788,7 +793,7 @@ fn histogram_quantile(
     t: i64,
 ) -> Result<Value, QueryError> {
     let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
-    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    let mut index: FastMap<Labels, usize> = FastMap::default();
     for sample in vector {
         let le = sample.labels.get("le").unwrap_or("");
         let Ok(upper) = parse_bound(le) else {
