@@ -447,7 +447,7 @@ impl<'a> Evaluator<'a> {
                         .into_iter()
                         .map(|s| InstantSample { labels: s.labels, drop_name: true, t, v: -s.v })
                         .collect();
-                    Ok(Value::Vector(functions::canonical_unique(&mut self.interner, negated)?))
+                    Ok(Value::Vector(negated))
                 }
                 other => Err(QueryError::Execution(format!("unary minus on {}", other.type_name()))),
             },

@@ -6,7 +6,7 @@ use regex::Regex;
 use vigil_tsdb::{Labels, METRIC_NAME, MatchOp, Sample};
 
 use super::aggregate::{average, variance};
-use super::eval::{Evaluator, Interner};
+use super::eval::Evaluator;
 use super::{FastMap, FastSet};
 use super::{InstantSample, Value};
 use crate::QueryError;
@@ -103,10 +103,9 @@ fn arg(call: &Call, index: usize) -> Result<&Expr, QueryError> {
 }
 
 pub(super) fn eval(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryError> {
-    match eval_call(evaluator, call, t)? {
-        Value::Vector(samples) => Ok(Value::Vector(canonical_unique(&mut evaluator.interner, samples)?)),
-        other => Ok(other),
-    }
+    // Outputs keep their inputs' label sets (names are only marked for dropping), so they stay unique;
+    // label_replace and label_join check their own, and `finalize` checks once names are dropped.
+    eval_call(evaluator, call, t)
 }
 
 fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryError> {
@@ -756,23 +755,6 @@ fn label_join(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Valu
         .collect();
     check_unique(&out)?;
     Ok(Value::Vector(out))
-}
-
-/// Makes each sample's labels canonical and fails if two are equal.
-pub(super) fn canonical_unique(
-    interner: &mut Interner,
-    samples: Vec<InstantSample>,
-) -> Result<Vec<InstantSample>, QueryError> {
-    let mut seen = FastSet::with_capacity_and_hasher(samples.len(), Default::default());
-    let mut out = Vec::with_capacity(samples.len());
-    for mut sample in samples {
-        sample.labels = interner.canonical(&sample.labels);
-        if !seen.insert(sample.labels.identity()) {
-            return Err(QueryError::Execution("vector cannot contain metrics with the same labelset".into()));
-        }
-        out.push(sample);
-    }
-    Ok(out)
 }
 
 pub(super) fn check_unique(samples: &[InstantSample]) -> Result<(), QueryError> {
