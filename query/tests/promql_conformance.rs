@@ -374,8 +374,8 @@ fn compare_matrix(case: &Case, got: &[RangeSeries], grid: Option<(i64, i64)>) ->
 
 fn run_case(db: &Db, case: &Case) -> Result<(), String> {
     let engine = Engine::new(EngineOptions::default());
-    let result = match parser::parse(&case.query) {
-        Err(error) => Err(error),
+    let result = match vigil_query::promql::parse(&case.query) {
+        Err(error) => Err(error.to_string()),
         Ok(expr) => match case.eval {
             Eval::Instant { at } => engine
                 .instant(db, &expr, at, &QueryControl::default())

@@ -15,7 +15,62 @@ use crate::selector::convert;
 
 /// Parses a PromQL expression, mapping parse errors to `bad_data`.
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
+    check_string_bytes(query)?;
     parser::parse(query).map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))
+}
+
+/// Rejects quoted strings whose byte escapes (`\xFF`, `\377`) do not form valid UTF-8. In PromQL such
+/// escapes are bytes; `promql-parser` turns each into a character instead, so invalid UTF-8 (which
+/// Prometheus carries until a label function rejects it) would pass unnoticed. Raw (backtick) strings
+/// have no escapes.
+fn check_string_bytes(query: &str) -> Result<(), QueryError> {
+    let bytes = query.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let quote = bytes[i];
+        if quote != b'"' && quote != b'\'' {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        let mut run: Vec<u8> = Vec::new();
+        while i < bytes.len() && bytes[i] != quote {
+            if bytes[i] != b'\\' || i + 1 >= bytes.len() {
+                check_run(&mut run)?;
+                i += 1;
+                continue;
+            }
+            let escape = &query[i + 1..];
+            let byte = if let Some(hex) = escape.strip_prefix('x').and_then(|h| h.get(..2)) {
+                u8::from_str_radix(hex, 16).ok().map(|b| (b, 4))
+            } else {
+                escape.get(..3).and_then(|octal| u8::from_str_radix(octal, 8).ok()).map(|b| (b, 4))
+            };
+            match byte {
+                Some((value, length)) => {
+                    run.push(value);
+                    i += length;
+                }
+                None => {
+                    check_run(&mut run)?;
+                    i += 2;
+                }
+            }
+        }
+        check_run(&mut run)?;
+        i += 1;
+    }
+    Ok(())
+}
+
+fn check_run(run: &mut Vec<u8>) -> Result<(), QueryError> {
+    if !run.is_empty() && std::str::from_utf8(run).is_err() {
+        return Err(QueryError::BadData(
+            "invalid parameter \"query\": a string literal's byte escapes are not valid UTF-8".into(),
+        ));
+    }
+    run.clear();
+    Ok(())
 }
 
 /// Evaluates PromQL over a [`Queryable`].
@@ -595,5 +650,19 @@ impl<'a> Evaluator<'a> {
                 value => Err(QueryError::Execution(format!("expected range vector, got {}", value.type_name()))),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_escapes_must_form_utf8() {
+        assert!(parse(r#"label_replace(x, "\xff", "", "src", "(.*)")"#).is_err());
+        assert!(parse(r#"x{a="\xc3\xbf"}"#).is_ok(), "a valid two-byte sequence");
+        assert!(parse(r#"x{a="\377"}"#).is_err());
+        assert!(parse(r#"x{a="plain \"quoted\" \n"}"#).is_ok());
+        assert!(parse("x{a=`\\xff`}").is_ok(), "raw strings have no escapes");
     }
 }

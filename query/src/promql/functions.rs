@@ -324,6 +324,15 @@ fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value
             }
             Ok(Value::Vector(out))
         }
+        "histogram_avg" | "histogram_count" | "histogram_sum" | "histogram_stddev" | "histogram_stdvar"
+        | "histogram_fraction" => {
+            // These read native histograms only; float samples are ignored, as in Prometheus, and native
+            // histograms are not stored yet.
+            for index in 0..call.args.args.len() {
+                evaluator.eval(arg(call, index)?, t)?;
+            }
+            Ok(Value::Vector(Vec::new()))
+        }
         "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute" | "month" | "year" => {
             let vector = match call.args.args.first() {
                 Some(expr) => evaluator.eval_vector(expr, t)?,
