@@ -58,7 +58,18 @@ pub(super) fn eval(evaluator: &mut Evaluator<'_>, aggregate: &AggregateExpr, t: 
         "topk" | "bottomk" | "limitk" => {
             select_k(&mut evaluator.interner, operation, &op, input, scalar_param()?, modifier)?
         }
-        "limit_ratio" => limit_ratio(input, scalar_param()?, modifier)?,
+        "limit_ratio" => {
+            let ratio = scalar_param()?;
+            if ratio.abs() > 1.0 {
+                let capped = ratio.clamp(-1.0, 1.0);
+                evaluator.annotations.warn(format!(
+                    "ratio value should be between -1 and 1, got {}, capping to {}",
+                    format_float(ratio),
+                    format_float(capped)
+                ));
+            }
+            limit_ratio(input, ratio, modifier)?
+        }
         "count_values" => {
             let Some(Value::String(label)) = &param else {
                 return Err(QueryError::Execution("count_values needs a string parameter".into()));
