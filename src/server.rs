@@ -38,6 +38,7 @@ struct Probes {
 /// Runs the server (and, for `vigil up`, the local agent) until a stop signal.
 pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) -> anyhow::Result<()> {
     let started = Instant::now();
+    let mut stop_signals = StopSignals::register()?;
     let telemetry = telemetry::install()?;
     let db = open_storage(&config).await?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -70,7 +71,7 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     tracing::info!(%http_addr, data_dir = %config.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "vigil is ready");
     print_urls(scheme, http_addr);
 
-    wait_for_stop_signal().await;
+    stop_signals.wait().await;
     tracing::info!("stop signal received; draining requests");
     ready.store(false, Ordering::Release);
     let _ = stop_sender.send(true);
@@ -240,13 +241,26 @@ where
         .await
 }
 
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+/// SIGTERM and SIGINT handlers, registered before anything else so a stop during start-up is clean too.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn register() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }
 
