@@ -74,19 +74,69 @@ fn series_response(all: &[Labels]) -> Response {
         if i > 0 {
             out.push(',');
         }
-        out.push('{');
-        for (j, label) in labels.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            push_json_string(&mut out, &label.name);
-            out.push(':');
-            push_json_string(&mut out, &label.value);
-        }
-        out.push('}');
+        push_labels(&mut out, labels);
     }
     out.push_str("]}");
     ([(axum::http::header::CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+/// A range-query response written straight to text: thousands of points, where a JSON value tree per
+/// point costs more than evaluating a light query.
+fn matrix_response(series: &[RangeSeries], annotations: &promql::Annotations) -> Response {
+    let points: usize = series.iter().map(|s| s.samples.len()).sum();
+    let mut out = String::with_capacity(96 + series.len() * 128 + points * 32);
+    out.push_str(r#"{"status":"success","data":{"resultType":"matrix","result":["#);
+    for (i, s) in series.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"metric":"#);
+        push_labels(&mut out, &s.labels);
+        out.push_str(r#","values":["#);
+        for (j, point) in s.samples.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push('[');
+            push_time(&mut out, point.t);
+            out.push_str(",\"");
+            out.push_str(&promql::format_value(point.v));
+            out.push_str("\"]");
+        }
+        out.push_str("]}");
+    }
+    out.push_str("]}");
+    for (key, messages) in [("warnings", &annotations.warnings), ("infos", &annotations.infos)] {
+        if !messages.is_empty() {
+            out.push_str(&format!(",\"{key}\":"));
+            out.push_str(&serde_json::to_string(messages).expect("strings serialise"));
+        }
+    }
+    out.push('}');
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+fn push_labels(out: &mut String, labels: &Labels) {
+    out.push('{');
+    for (j, label) in labels.iter().enumerate() {
+        if j > 0 {
+            out.push(',');
+        }
+        push_json_string(out, &label.name);
+        out.push(':');
+        push_json_string(out, &label.value);
+    }
+    out.push('}');
+}
+
+/// Unix seconds as [`json_time`] writes them.
+fn push_time(out: &mut String, ms: i64) {
+    use std::fmt::Write;
+    if ms % 1000 == 0 {
+        let _ = write!(out, "{}", ms / 1000);
+    } else {
+        let _ = write!(out, "{}", ms as f64 / 1000.0);
+    }
 }
 
 fn push_json_string(out: &mut String, text: &str) {
@@ -328,8 +378,7 @@ async fn query_range(
     if let Some(limit) = limit {
         outcome.value.truncate(limit);
     }
-    let data = json!({"resultType": "matrix", "result": matrix_json(&outcome.value)});
-    Ok(success_annotated(data, &outcome.annotations))
+    Ok(matrix_response(&outcome.value, &outcome.annotations))
 }
 
 async fn format_query(RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, QueryError> {
