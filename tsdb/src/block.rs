@@ -268,6 +268,16 @@ pub struct Block {
     frames: Vec<FrameRef>,
     chunks: memmap2::Mmap,
     size_bytes: u64,
+    /// Recently decompressed frames: dashboards repeat the same queries on every refresh.
+    recent: parking_lot::Mutex<std::collections::VecDeque<(u32, Arc<Vec<u8>>)>>,
+}
+
+/// Decompressed frames a block keeps (64 KiB each).
+const RECENT_FRAMES: usize = 32;
+
+thread_local! {
+    /// One decompression context per thread, reused across frames.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
 impl std::fmt::Debug for Block {
@@ -300,7 +310,8 @@ impl Block {
             postings.add(id as SeriesId, &entry.labels);
         }
         let size_bytes = (index.len() + meta_bytes.len() + chunks.len()) as u64;
-        Ok(Block { dir: dir.to_owned(), meta, series, postings, frames, chunks, size_bytes })
+        let recent = parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(RECENT_FRAMES));
+        Ok(Block { dir: dir.to_owned(), meta, series, postings, frames, chunks, size_bytes, recent })
     }
 
     /// The block's metadata.
@@ -323,7 +334,21 @@ impl Block {
         self.size_bytes
     }
 
-    fn frame(&self, index: u32) -> Result<Vec<u8>, Error> {
+    /// A frame's decompressed bytes, from the recent-frames cache when there.
+    fn frame(&self, index: u32) -> Result<Arc<Vec<u8>>, Error> {
+        if let Some((_, bytes)) = self.recent.lock().iter().find(|(cached, _)| *cached == index) {
+            return Ok(Arc::clone(bytes));
+        }
+        let bytes = Arc::new(self.decompress_frame(index)?);
+        let mut recent = self.recent.lock();
+        if recent.len() >= RECENT_FRAMES {
+            recent.pop_front();
+        }
+        recent.push_back((index, Arc::clone(&bytes)));
+        Ok(bytes)
+    }
+
+    fn decompress_frame(&self, index: u32) -> Result<Vec<u8>, Error> {
         let path = self.dir.join("chunks");
         let frame =
             self.frames.get(index as usize).ok_or_else(|| corruption(&path, 0, "series points past the last frame"))?;
@@ -335,8 +360,14 @@ impl Block {
         if crc32fast::hash(bytes) != frame.crc {
             return Err(corruption(&path, frame.offset, "frame checksum mismatch"));
         }
-        zstd::bulk::decompress(bytes, frame.raw_len as usize)
-            .map_err(|e| corruption(&path, frame.offset, e.to_string()))
+        let decompressed = DECOMPRESSOR.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(zstd::bulk::Decompressor::new()?);
+            }
+            slot.as_mut().expect("just set").decompress(bytes, frame.raw_len as usize)
+        });
+        decompressed.map_err(|e| corruption(&path, frame.offset, e.to_string()))
     }
 
     /// Series matching `matchers` with samples in `[mint, maxt]`, in label order.
@@ -346,7 +377,7 @@ impl Block {
         }
         let ids = self.postings.select(matchers, |id| &self.series[id as usize].labels);
         let mut out = Vec::new();
-        let mut cached: Option<(u32, Vec<u8>)> = None;
+        let mut cached: Option<(u32, Arc<Vec<u8>>)> = None;
         for id in ids {
             let entry = &self.series[id as usize];
             if entry.max_time < mint || entry.min_time > maxt {
