@@ -101,6 +101,12 @@ impl Vigil {
         }
     }
 
+    /// Kills the process with SIGKILL (no chance to flush) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Log events printed since the last call, waiting up to `wait` for one with `message`.
     pub fn wait_for_log(&self, message: &str, wait: Duration) -> Option<Value> {
         let deadline = Instant::now() + wait;
@@ -158,6 +164,27 @@ pub fn remote_write_body(series: &[WireSeries<'_>]) -> Vec<u8> {
         metadata: Vec::new(),
     };
     snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()).unwrap()
+}
+
+/// A server address usable from another thread.
+pub struct Target {
+    /// The HTTP listener.
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    /// POSTs a remote-write body; the status, or `None` when the server is gone.
+    pub fn write(&self, agent: &ureq::Agent, body: &[u8]) -> Option<u16> {
+        let mut response = agent
+            .post(format!("http://{}/api/v1/write", self.addr))
+            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Encoding", "snappy")
+            .send(body)
+            .ok()?;
+        let status = response.status().as_u16();
+        response.body_mut().read_to_string().ok()?;
+        Some(status)
+    }
 }
 
 /// POSTs a remote-write body; returns status and response text.
