@@ -28,28 +28,33 @@ impl Default for HeadLimits {
 
 impl HeadLimits {
     /// Checks a label set against the per-series limits; the message names the offending label.
+    /// Each refusal also counts in `vigil_tsdb_limit_hits_total{limit}`.
     pub fn check(&self, labels: &Labels) -> Result<(), String> {
+        let refused = |limit: &'static str, reason: String| {
+            metrics::counter!("vigil_tsdb_limit_hits_total", "limit" => limit).increment(1);
+            Err(reason)
+        };
         if labels.is_empty() {
             return Err("series has no labels".into());
         }
         if labels.len() > self.max_label_count {
-            return Err(format!(
-                "series {labels} has {} labels, over the limit of {}",
-                labels.len(),
-                self.max_label_count
-            ));
+            let reason =
+                format!("series {labels} has {} labels, over the limit of {}", labels.len(), self.max_label_count);
+            return refused("max_label_count", reason);
         }
         for label in labels.iter() {
             if label.name.len() > self.max_label_name_len {
-                return Err(format!("label name {:?} is longer than {} bytes", label.name, self.max_label_name_len));
+                let reason = format!("label name {:?} is longer than {} bytes", label.name, self.max_label_name_len);
+                return refused("max_label_name_length", reason);
             }
             if label.value.len() > self.max_label_value_len {
-                return Err(format!(
+                let reason = format!(
                     "value of label {:?} is {} bytes, over the limit of {}",
                     label.name,
                     label.value.len(),
                     self.max_label_value_len
-                ));
+                );
+                return refused("max_label_value_length", reason);
             }
         }
         Ok(())
