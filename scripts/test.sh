@@ -8,7 +8,7 @@ if [ ! -d ../shared/conformance ]; then
   echo "warning: ../shared/conformance is missing; conformance tests will fail with a message saying so" >&2
 fi
 
-for cmd in cargo kill; do
+for cmd in cargo kill python3; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "missing required command: $cmd" >&2; exit 1; }
 done
 
@@ -28,6 +28,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends $packages
 fi
 # The Debian package starts a system Prometheus on :9090; tests start their own on free ports.
+
+# Test peers from PyPI: the OpenTelemetry SDK and its OTLP/HTTP exporter.
+if ! python3 -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http" >/dev/null 2>&1; then
+  echo "installing test peers: opentelemetry-sdk opentelemetry-exporter-otlp-proto-http"
+  python3 -m pip install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
+fi
 
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt

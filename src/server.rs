@@ -45,37 +45,33 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     let probes = Probes { ready: ready.clone(), metrics: telemetry.clone(), db: db.clone() };
     let app = router(&config, probes);
 
-    let tcp = TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} (--http-addr)", config.http_addr))?;
-    let http_addr = tcp.local_addr()?;
     let (stop_sender, stop) = watch::channel(false);
-    let server = match &config.tls {
-        Some((cert, key)) => {
-            let listener = http::TlsListener::new(tcp, http::tls_config(cert, key)?)?;
-            tokio::spawn(serve(listener, app, stop.clone()))
-        }
-        None => tokio::spawn(serve(tcp, app, stop.clone())),
-    };
-    tracing::warn!(
-        otlp_grpc_addr = %config.otlp_grpc_addr,
-        otlp_http_addr = %config.otlp_http_addr,
-        "otlp receivers are not built yet; nothing listens on the otlp addresses"
-    );
+    let (http_addr, server) = listen(&config, config.http_addr, "--http-addr", app, stop.clone()).await?;
+    let otlp_app = otlp_http_router(&config, db.clone());
+    let (otlp_http_addr, otlp_server) =
+        listen(&config, config.otlp_http_addr, "--otlp-http-addr", otlp_app, stop.clone()).await?;
+    tracing::warn!(otlp_grpc_addr = %config.otlp_grpc_addr, "the otlp grpc receiver is not built yet; nothing listens there");
     let agent = local_agent
         .map(|agent_config| tokio::spawn(local_agent::run(agent_config, db.clone(), telemetry.clone(), stop.clone())));
     let maintenance = tokio::spawn(maintain_storage(db.clone(), stop.clone()));
 
     ready.store(true, Ordering::Release);
     let scheme = if config.tls.is_some() { "https" } else { "http" };
-    tracing::info!(%http_addr, data_dir = %config.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "vigil is ready");
-    print_urls(scheme, http_addr);
+    tracing::info!(
+        %http_addr,
+        %otlp_http_addr,
+        data_dir = %config.data_dir.display(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "vigil is ready"
+    );
+    print_urls(scheme, http_addr, otlp_http_addr);
 
     stop_signals.wait().await;
     tracing::info!("stop signal received; draining requests");
     ready.store(false, Ordering::Release);
     let _ = stop_sender.send(true);
-    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+    let servers = async { (server.await, otlp_server.await) };
+    match tokio::time::timeout(DRAIN_TIMEOUT, servers).await.map(|(main, _otlp)| main) {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(error))) => tracing::error!(%error, "http server failed"),
         Ok(Err(error)) => tracing::error!(%error, "http server task failed"),
@@ -171,14 +167,45 @@ fn router(config: &ServerConfig, probes: Probes) -> Router {
         .route("/api/v1/status/runtimeinfo", get(move || std::future::ready(axum::Json(runtime.clone()))))
         .route("/api/v1/status/flags", get(move || std::future::ready(axum::Json(flags.clone()))))
         .with_state(probes);
-    Router::new()
+    let app = Router::new()
         .merge(own)
         .merge(ingest.http_routes())
         .merge(vigil_query::prometheus::routes(storage, build, Engine::default(), MAX_CONCURRENT_QUERIES))
-        .merge(vigil_dashboards::routes())
-        .layer(axum::middleware::from_fn(http::record_request))
+        .merge(vigil_dashboards::routes());
+    with_common_layers(app, config)
+}
+
+/// The OTLP/HTTP listener's routes.
+fn otlp_http_router(config: &ServerConfig, db: Arc<Db>) -> Router {
+    let ingest = Ingest::new(db, IngestLimits { max_decompressed_bytes: config.max_decompressed_bytes });
+    with_common_layers(ingest.otlp_http_routes(), config)
+}
+
+/// What every listener applies: request telemetry, the body limit, bearer tokens.
+fn with_common_layers(app: Router, config: &ServerConfig) -> Router {
+    app.layer(axum::middleware::from_fn(http::record_request))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(Arc::new(config.tokens.clone()), http::require_token))
+}
+
+/// Binds `addr` and serves `app` on it (TLS when configured) until `stop`.
+async fn listen(
+    config: &ServerConfig,
+    addr: SocketAddr,
+    flag: &str,
+    app: Router,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let tcp = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({flag})"))?;
+    let bound = tcp.local_addr()?;
+    let task = match &config.tls {
+        Some((cert, key)) => {
+            let listener = http::TlsListener::new(tcp, http::tls_config(cert, key)?)?;
+            tokio::spawn(serve(listener, app, stop))
+        }
+        None => tokio::spawn(serve(tcp, app, stop)),
+    };
+    Ok((bound, task))
 }
 
 /// `/api/v1/status/runtimeinfo` in Prometheus's shape (Go-only fields are zero or empty).
@@ -264,7 +291,7 @@ impl StopSignals {
     }
 }
 
-fn print_urls(scheme: &str, addr: SocketAddr) {
+fn print_urls(scheme: &str, addr: SocketAddr, otlp_http: SocketAddr) {
     let host = if addr.ip().is_unspecified() { "localhost".to_owned() } else { addr.ip().to_string() };
     let base = format!("{scheme}://{host}:{}", addr.port());
     println!("Vigil is up.");
@@ -272,5 +299,7 @@ fn print_urls(scheme: &str, addr: SocketAddr) {
     println!("  Prometheus API:  {base}/api/v1/  (Grafana Prometheus datasource URL: {base})");
     println!("  Remote write:    {base}/api/v1/write");
     println!("  Own metrics:     {base}/metrics");
+    let otlp_host = if otlp_http.ip().is_unspecified() { "localhost".to_owned() } else { otlp_http.ip().to_string() };
+    println!("  OTLP/HTTP:       {scheme}://{otlp_host}:{}/v1/metrics", otlp_http.port());
     println!("  Probes:          {base}/-/healthy  {base}/-/ready");
 }

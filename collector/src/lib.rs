@@ -5,6 +5,7 @@
 //! before the sink returns, and the sink returns only once the data is durable.
 
 mod error;
+pub mod otlp;
 pub mod remote_write;
 
 use std::sync::Arc;
@@ -43,5 +44,10 @@ impl Ingest {
     /// Routes served on the main HTTP listener: `/api/v1/write`.
     pub fn http_routes(&self) -> Router {
         Router::new().route("/api/v1/write", post(remote_write::handle)).with_state(self.clone())
+    }
+
+    /// Routes of the OTLP/HTTP listener: `/v1/metrics`.
+    pub fn otlp_http_routes(&self) -> Router {
+        Router::new().route("/v1/metrics", post(otlp::handle_metrics)).with_state(self.clone())
     }
 }

@@ -16,6 +16,8 @@ pub struct Vigil {
     child: Child,
     /// Where its HTTP listener is bound.
     pub addr: SocketAddr,
+    /// Where its OTLP/HTTP listener is bound.
+    pub otlp_http_addr: SocketAddr,
     /// The structured log lines it printed, as they arrive.
     logs: mpsc::Receiver<Value>,
     /// Fields of the "vigil is ready" event.
@@ -27,6 +29,8 @@ pub fn command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
     command.args(["--log-format", "json", "--log-level", "info"]).args(args);
     command.env_remove("VIGIL_DATA_DIR").env_remove("VIGIL_HTTP_ADDR").env_remove("VIGIL_CONFIG");
+    // Parallel tests must not all take the default OTLP port.
+    command.env("VIGIL_OTLP_HTTP_ADDR", "127.0.0.1:0");
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     command
 }
@@ -37,6 +41,9 @@ impl Vigil {
         let mut full = vec!["server", "--data-dir", data_dir.to_str().unwrap()];
         if !args.contains(&"--http-addr") {
             full.extend(["--http-addr", "127.0.0.1:0"]);
+        }
+        if !args.contains(&"--otlp-http-addr") {
+            full.extend(["--otlp-http-addr", "127.0.0.1:0"]);
         }
         full.extend_from_slice(args);
         Vigil::start(command(&full))
@@ -62,7 +69,8 @@ impl Vigil {
             match logs.recv_timeout(left) {
                 Ok(event) if event["message"] == "vigil is ready" => {
                     let addr = event["http_addr"].as_str().unwrap().parse().unwrap();
-                    return Vigil { child, addr, logs, ready_event: event };
+                    let otlp_http_addr = event["otlp_http_addr"].as_str().unwrap().parse().unwrap();
+                    return Vigil { child, addr, otlp_http_addr, logs, ready_event: event };
                 }
                 Ok(_) => continue,
                 Err(_) => {

@@ -1,0 +1,33 @@
+"""Exports a few metrics to an OTLP/HTTP endpoint with the OpenTelemetry Python SDK, then exits."""
+import sys
+
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+endpoint = sys.argv[1]
+resource = Resource.create({
+    "service.name": "checkout",
+    "service.namespace": "shop",
+    "service.instance.id": "pod-1",
+    "deployment.environment": "test",
+})
+reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint), export_interval_millis=60_000)
+provider = MeterProvider(resource=resource, metric_readers=[reader])
+meter = provider.get_meter("vigil-e2e")
+
+requests = meter.create_counter("http.requests", unit="1", description="Requests served")
+requests.add(5, {"http.method": "GET", "http.status_code": 200})
+requests.add(2, {"http.method": "POST", "http.status_code": 500})
+
+duration = meter.create_histogram("http.server.duration", unit="ms")
+for value in (5, 20, 120):
+    duration.record(value, {"http.method": "GET"})
+
+queue = meter.create_up_down_counter("queue.size")
+queue.add(7)
+
+if not provider.force_flush(10_000):
+    sys.exit("export did not finish")
+provider.shutdown()

@@ -1,0 +1,67 @@
+//! The real OpenTelemetry Python SDK exports metrics over OTLP/HTTP; they come back from the query API
+//! with Prometheus's OTLP translation. Needs PyPI's `opentelemetry-sdk` and
+//! `opentelemetry-exporter-otlp-proto-http`, which `scripts/test.sh` installs.
+
+mod harness;
+
+use harness::{Vigil, client, get};
+use serde_json::Value;
+
+fn query(vigil: &Vigil, expr: &str) -> Vec<(Value, f64)> {
+    let encoded: String = expr
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    let (status, body) = get(&client(), &vigil.http(&format!("/api/v1/query?query={encoded}")), None);
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["metric"].clone(), r["value"][1].as_str().unwrap().parse().unwrap()))
+        .collect()
+}
+
+#[test]
+fn python_sdk_metrics_are_translated_like_prometheus_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = Vigil::server(dir.path(), &[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp/export_metrics.py");
+    let endpoint = format!("http://{}/v1/metrics", vigil.otlp_http_addr);
+    let output = std::process::Command::new("python3").args([script, &endpoint]).output().expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "the OpenTelemetry SDK export failed (scripts/test.sh installs it): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let requests = query(&vigil, r#"http_requests_total{job="shop/checkout",instance="pod-1"}"#);
+    let mut by_method: Vec<(String, String, f64)> = requests
+        .iter()
+        .map(|(m, v)| {
+            (m["http_method"].as_str().unwrap().to_owned(), m["http_status_code"].as_str().unwrap().to_owned(), *v)
+        })
+        .collect();
+    by_method.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(by_method, [("GET".into(), "200".into(), 5.0), ("POST".into(), "500".into(), 2.0)]);
+
+    let count = query(&vigil, r#"http_server_duration_milliseconds_count{http_method="GET"}"#);
+    assert_eq!(count[0].1, 3.0);
+    let sum = query(&vigil, r#"http_server_duration_milliseconds_sum{http_method="GET"}"#);
+    assert_eq!(sum[0].1, 145.0);
+    let buckets = query(&vigil, r#"http_server_duration_milliseconds_bucket{le=~"5.0|25.0|250.0|\\+Inf"}"#);
+    let mut cumulative: Vec<(String, f64)> =
+        buckets.iter().map(|(m, v)| (m["le"].as_str().unwrap().to_owned(), *v)).collect();
+    cumulative.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    assert_eq!(cumulative, [("5.0".into(), 1.0), ("25.0".into(), 2.0), ("+Inf".into(), 3.0), ("250.0".into(), 3.0)]);
+    let p50 = query(&vigil, "histogram_quantile(0.5, http_server_duration_milliseconds_bucket)");
+    assert!(p50[0].1 > 10.0 && p50[0].1 <= 25.0, "{p50:?}");
+
+    let queue = query(&vigil, "queue_size");
+    assert_eq!(queue[0].1, 7.0, "a non-monotonic sum keeps its name without _total");
+
+    let info = query(&vigil, "target_info");
+    assert_eq!(info[0].0["deployment_environment"], "test");
+    assert_eq!(info[0].0["job"], "shop/checkout");
+}
