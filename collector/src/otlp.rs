@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{Metric, metric::Data, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint, metric::Data, number_data_point};
 use prost::Message;
 use vigil_tsdb::{Error as StorageError, Labels, METRIC_NAME, STALE_NAN_BITS, Sample, SeriesSamples};
 
@@ -211,32 +211,14 @@ fn translate_metric(metric: &Metric, target: &[(String, String)], out: &mut Tran
     let mut newest = 0;
     match &metric.data {
         Some(Data::Gauge(gauge)) => {
-            let name = metric_name(metric, false);
-            for point in &gauge.data_points {
-                let t = millis(point.time_unix_nano);
-                newest = newest.max(t);
-                out.push(
-                    point_labels(&name, target, &point.attributes),
-                    t,
-                    value_or_stale(point.flags, number(&point.value)),
-                );
-            }
+            newest = push_numbers(&metric_name(metric, false), &gauge.data_points, target, out);
         }
         Some(Data::Sum(sum)) => {
             if sum.aggregation_temporality != CUMULATIVE {
                 out.reject(sum.data_points.len(), format!("metric {:?}: delta sums are not supported", metric.name));
                 return 0;
             }
-            let name = metric_name(metric, sum.is_monotonic);
-            for point in &sum.data_points {
-                let t = millis(point.time_unix_nano);
-                newest = newest.max(t);
-                out.push(
-                    point_labels(&name, target, &point.attributes),
-                    t,
-                    value_or_stale(point.flags, number(&point.value)),
-                );
-            }
+            newest = push_numbers(&metric_name(metric, sum.is_monotonic), &sum.data_points, target, out);
         }
         Some(Data::Histogram(histogram)) => {
             if histogram.aggregation_temporality != CUMULATIVE {
@@ -302,6 +284,17 @@ fn translate_metric(metric: &Metric, target: &[(String, String)], out: &mut Tran
             out.reject(histogram.data_points.len(), reason);
         }
         None => {}
+    }
+    newest
+}
+
+/// Gauge and sum points as samples of `name`; returns the newest point time (ms).
+fn push_numbers(name: &str, points: &[NumberDataPoint], target: &[(String, String)], out: &mut Translated) -> i64 {
+    let mut newest = 0;
+    for point in points {
+        let t = millis(point.time_unix_nano);
+        newest = newest.max(t);
+        out.push(point_labels(name, target, &point.attributes), t, value_or_stale(point.flags, number(&point.value)));
     }
     newest
 }
