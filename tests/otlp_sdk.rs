@@ -61,7 +61,18 @@ fn python_sdk_metrics_are_translated_like_prometheus_does() {
     let queue = query(&vigil, "queue_size");
     assert_eq!(queue[0].1, 7.0, "a non-monotonic sum keeps its name without _total");
 
-    let info = query(&vigil, "target_info");
+    // The same export, gzip-compressed, as another service.
+    let output = std::process::Command::new("python3")
+        .args([script, &endpoint, "checkout-gz"])
+        .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+        .output()
+        .expect("python3 runs");
+    assert!(output.status.success(), "gzip export failed: {}", String::from_utf8_lossy(&output.stderr));
+    let compressed = query(&vigil, r#"http_requests_total{job="shop/checkout-gz",http_method="GET"}"#);
+    assert_eq!(compressed.len(), 1);
+    assert_eq!(compressed[0].1, 5.0);
+
+    let info = query(&vigil, r#"target_info{job="shop/checkout"}"#);
     assert_eq!(info[0].0["deployment_environment"], "test");
     assert_eq!(info[0].0["job"], "shop/checkout");
 }

@@ -288,6 +288,20 @@ fn translate_metric(metric: &Metric, target: &[(String, String)], out: &mut Tran
     newest
 }
 
+/// Decompresses a gzip body, refusing one that expands beyond `max_bytes`.
+fn gunzip(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, IngestError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(max_bytes as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| IngestError::Malformed(format!("invalid gzip body: {e}")))?;
+    if out.len() > max_bytes {
+        return Err(IngestError::TooLarge(format!("body expands beyond the limit of {max_bytes} bytes")));
+    }
+    Ok(out)
+}
+
 /// Gauge and sum points as samples of `name`; returns the newest point time (ms).
 fn push_numbers(name: &str, points: &[NumberDataPoint], target: &[(String, String)], out: &mut Translated) -> i64 {
     let mut newest = 0;
@@ -335,14 +349,18 @@ async fn ingest_metrics(
             "content type {content_type:?}; this receiver takes application/x-protobuf"
         )));
     }
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok())
-        && encoding != "identity"
-    {
-        return Err(IngestError::UnsupportedMediaType(format!("content encoding {encoding:?}")));
-    }
+    let gzip = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        None | Some("identity") => false,
+        Some("gzip") => true,
+        Some(other) => {
+            return Err(IngestError::UnsupportedMediaType(format!("content encoding {other:?}; use gzip or none")));
+        }
+    };
     let sink = ingest.metrics.clone();
+    let max_bytes = ingest.limits.max_decompressed_bytes;
     tokio::task::spawn_blocking(move || {
-        let request = ExportMetricsServiceRequest::decode(body.as_ref())
+        let body = if gzip { gunzip(&body, max_bytes)? } else { body.to_vec() };
+        let request = ExportMetricsServiceRequest::decode(body.as_slice())
             .map_err(|e| IngestError::Malformed(format!("invalid ExportMetricsServiceRequest protobuf: {e}")))?;
         let mut translated = translate(request);
         let summary = sink.append(&translated.series).map_err(|error| match error {
@@ -404,6 +422,19 @@ mod tests {
         let response = ingest.otlp_http_routes().oneshot(request).await.unwrap();
         let status = response.status();
         (status, axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap().to_vec())
+    }
+
+    #[tokio::test]
+    async fn gzip_bodies_are_accepted_and_bombs_refused() {
+        use std::io::Write;
+        let gzip = |bytes: &[u8]| {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(bytes).unwrap();
+            encoder.finish().unwrap()
+        };
+        assert_eq!(gunzip(&gzip(b"hello"), 10).unwrap(), b"hello");
+        assert!(matches!(gunzip(&gzip(&vec![0u8; 1 << 20]), 1024), Err(IngestError::TooLarge(_))));
+        assert!(matches!(gunzip(b"not gzip", 1024), Err(IngestError::Malformed(_))));
     }
 
     #[tokio::test]

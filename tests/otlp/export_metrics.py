@@ -1,4 +1,6 @@
-"""Exports a few metrics to an OTLP/HTTP endpoint with the OpenTelemetry Python SDK, then exits."""
+"""Exports a few metrics to an OTLP/HTTP endpoint with the OpenTelemetry Python SDK, then exits.
+
+usage: export_metrics.py ENDPOINT [SERVICE_NAME]   (OTEL_EXPORTER_OTLP_COMPRESSION=gzip compresses)"""
 import sys
 
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -7,8 +9,9 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 endpoint = sys.argv[1]
+service = sys.argv[2] if len(sys.argv) > 2 else "checkout"
 resource = Resource.create({
-    "service.name": "checkout",
+    "service.name": service,
     "service.namespace": "shop",
     "service.instance.id": "pod-1",
     "deployment.environment": "test",
