@@ -59,6 +59,10 @@ pub struct Decoded {
     pub series: Vec<SeriesSamples>,
     /// Metadata by family name.
     pub metadata: Vec<(String, MetricMetadata)>,
+    /// Native histograms received (2.0), not stored yet.
+    pub histograms: usize,
+    /// Exemplars received (2.0), not stored.
+    pub exemplars: usize,
 }
 
 /// `prometheus.TimeSeries`.
@@ -95,9 +99,64 @@ pub struct WireSample {
 }
 
 const PROTO_V1: &str = "prometheus.WriteRequest";
+const PROTO_V2: &str = "io.prometheus.write.v2.Request";
 
-/// Checks the content type: protobuf, remote write 1.0 (the `proto` parameter absent or v1).
-fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
+/// `io.prometheus.write.v2.Request` (remote write 2.0): series refer to a symbols table.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RequestV2 {
+    /// Every string of the request; `symbols[0]` is "".
+    #[prost(string, repeated, tag = "4")]
+    pub symbols: Vec<String>,
+    /// The series.
+    #[prost(message, repeated, tag = "5")]
+    pub timeseries: Vec<TimeSeriesV2>,
+}
+
+/// `io.prometheus.write.v2.TimeSeries`, fields this receiver reads.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimeSeriesV2 {
+    /// Alternating name and value indexes into the symbols.
+    #[prost(uint32, repeated, tag = "1")]
+    pub labels_refs: Vec<u32>,
+    /// Float samples (`start_timestamp`, field 3, is not used).
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<WireSample>,
+    /// Native histograms, kept as raw messages: counted, not stored yet.
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub histograms: Vec<Vec<u8>>,
+    /// Exemplars, kept as raw messages: counted, not stored.
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub exemplars: Vec<Vec<u8>>,
+    /// Type, help and unit.
+    #[prost(message, optional, tag = "5")]
+    pub metadata: Option<MetadataV2>,
+}
+
+/// `io.prometheus.write.v2.Metadata`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetadataV2 {
+    /// Same codes as 1.0's metric types.
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    /// Symbol index of the help text.
+    #[prost(uint32, tag = "3")]
+    pub help_ref: u32,
+    /// Symbol index of the unit.
+    #[prost(uint32, tag = "4")]
+    pub unit_ref: u32,
+}
+
+/// Which remote-write message a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// `prometheus.WriteRequest`.
+    V1,
+    /// `io.prometheus.write.v2.Request`.
+    V2,
+}
+
+/// Checks the content type (protobuf; `proto=` chooses 1.0 or 2.0, absent means 1.0) and snappy encoding.
+fn check_content_type(headers: &HeaderMap) -> Result<Version, IngestError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mut parts = content_type.split(';').map(str::trim);
     if parts.next() != Some("application/x-protobuf") {
@@ -105,14 +164,18 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
             "content type {content_type:?}; remote write needs application/x-protobuf"
         )));
     }
+    let mut version = Version::V1;
     for parameter in parts {
-        if let Some(proto) = parameter.strip_prefix("proto=")
-            && proto != PROTO_V1
-        {
-            return Err(IngestError::UnsupportedMediaType(format!(
-                "remote write message {proto:?}; this receiver speaks {PROTO_V1}"
-            )));
-        }
+        let Some(proto) = parameter.strip_prefix("proto=") else { continue };
+        version = match proto {
+            PROTO_V1 => Version::V1,
+            PROTO_V2 => Version::V2,
+            other => {
+                return Err(IngestError::UnsupportedMediaType(format!(
+                    "remote write message {other:?}; this receiver speaks {PROTO_V1} and {PROTO_V2}"
+                )));
+            }
+        };
     }
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("snappy");
     if encoding != "snappy" {
@@ -120,11 +183,18 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
             "content encoding {encoding:?}; remote write needs snappy"
         )));
     }
-    Ok(())
+    Ok(version)
 }
 
-/// Decodes a snappy block-compressed `WriteRequest`, refusing bodies that expand beyond `max_bytes`.
-pub fn decode(body: &[u8], max_bytes: usize) -> Result<Decoded, IngestError> {
+/// Decodes a snappy block-compressed request of either version, refusing bodies that expand beyond `max_bytes`.
+pub fn decode_version(body: &[u8], max_bytes: usize, version: Version) -> Result<Decoded, IngestError> {
+    match version {
+        Version::V1 => decode(body, max_bytes),
+        Version::V2 => decode_v2(&unsnappy(body, max_bytes)?),
+    }
+}
+
+fn unsnappy(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, IngestError> {
     let expanded_len =
         snap::raw::decompress_len(body).map_err(|e| IngestError::Malformed(format!("invalid snappy block: {e}")))?;
     if expanded_len > max_bytes {
@@ -132,9 +202,57 @@ pub fn decode(body: &[u8], max_bytes: usize) -> Result<Decoded, IngestError> {
             "body expands to {expanded_len} bytes, over the limit of {max_bytes}"
         )));
     }
-    let raw = snap::raw::Decoder::new()
+    snap::raw::Decoder::new()
         .decompress_vec(body)
-        .map_err(|e| IngestError::Malformed(format!("invalid snappy block: {e}")))?;
+        .map_err(|e| IngestError::Malformed(format!("invalid snappy block: {e}")))
+}
+
+/// Decodes an uncompressed remote write 2.0 request, resolving symbol references.
+pub fn decode_v2(raw: &[u8]) -> Result<Decoded, IngestError> {
+    let request = RequestV2::decode(raw)
+        .map_err(|e| IngestError::Malformed(format!("invalid io.prometheus.write.v2.Request protobuf: {e}")))?;
+    if request.symbols.first().is_some_and(|first| !first.is_empty()) {
+        return Err(IngestError::Malformed("symbols[0] must be the empty string".into()));
+    }
+    let symbol = |index: u32| -> Result<&str, IngestError> {
+        request.symbols.get(index as usize).map(String::as_str).ok_or_else(|| {
+            IngestError::Malformed(format!(
+                "symbol reference {index} is out of range of {} symbols",
+                request.symbols.len()
+            ))
+        })
+    };
+    let mut decoded = Decoded::default();
+    for series in &request.timeseries {
+        if series.labels_refs.len() % 2 != 0 {
+            return Err(IngestError::Malformed("labels_refs must hold name/value pairs".into()));
+        }
+        let mut pairs = Vec::with_capacity(series.labels_refs.len() / 2);
+        for pair in series.labels_refs.chunks(2) {
+            pairs.push((symbol(pair[0])?.to_owned(), symbol(pair[1])?.to_owned()));
+        }
+        let labels = Labels::new(pairs).map_err(|e| IngestError::Malformed(e.to_string()))?;
+        if let (Some(metadata), Some(name)) = (&series.metadata, labels.metric_name())
+            && (metadata.r#type != 0 || metadata.help_ref != 0 || metadata.unit_ref != 0)
+        {
+            let entry = MetricMetadata {
+                metric_type: metadata_type(metadata.r#type).into(),
+                help: symbol(metadata.help_ref)?.to_owned(),
+                unit: symbol(metadata.unit_ref)?.to_owned(),
+            };
+            decoded.metadata.push((name.to_owned(), entry));
+        }
+        decoded.histograms += series.histograms.len();
+        decoded.exemplars += series.exemplars.len();
+        let samples = series.samples.iter().map(|s| Sample { t: s.timestamp, v: s.value }).collect();
+        decoded.series.push(SeriesSamples { labels, samples });
+    }
+    Ok(decoded)
+}
+
+/// Decodes a snappy block-compressed `WriteRequest`, refusing bodies that expand beyond `max_bytes`.
+pub fn decode(body: &[u8], max_bytes: usize) -> Result<Decoded, IngestError> {
+    let raw = unsnappy(body, max_bytes)?;
     let request = WriteRequest::decode(raw.as_slice())
         .map_err(|e| IngestError::Malformed(format!("invalid WriteRequest protobuf: {e}")))?;
     let mut batch = Vec::with_capacity(request.timeseries.len());
@@ -152,10 +270,16 @@ pub fn decode(body: &[u8], max_bytes: usize) -> Result<Decoded, IngestError> {
             (m.metric_family_name, entry)
         })
         .collect();
-    Ok(Decoded { series: batch, metadata })
+    Ok(Decoded { series: batch, metadata, ..Decoded::default() })
 }
 
-/// `POST /api/v1/write`.
+/// What a request wrote, and why the rest was refused (a partial write answers non-2xx).
+struct Written {
+    samples: usize,
+    refused: Option<IngestError>,
+}
+
+/// `POST /api/v1/write` (remote write 1.0 and 2.0).
 pub async fn handle(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     metrics::counter!("vigil_ingest_requests_received_total", "receiver" => "remote_write").increment(1);
@@ -163,37 +287,42 @@ pub async fn handle(State(ingest): State<Ingest>, headers: HeaderMap, body: Byte
     let outcome = ingest_body(&ingest, &headers, body).await;
     metrics::histogram!("vigil_ingest_request_duration_seconds", "receiver" => "remote_write")
         .record(started.elapsed().as_secs_f64());
-    match outcome {
-        Ok(samples) => {
-            let mut response = StatusCode::NO_CONTENT.into_response();
-            let written = HeaderValue::from(samples);
-            response.headers_mut().insert("X-Prometheus-Remote-Write-Samples-Written", written);
-            response.headers_mut().insert("X-Prometheus-Remote-Write-Histograms-Written", HeaderValue::from(0));
-            response.headers_mut().insert("X-Prometheus-Remote-Write-Exemplars-Written", HeaderValue::from(0));
-            response
-        }
-        Err(error) => {
-            let reason = match error.status() {
-                StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-                StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-                StatusCode::UNSUPPORTED_MEDIA_TYPE => "media_type",
-                _ => "invalid",
-            };
-            metrics::counter!("vigil_ingest_requests_rejected_total", "receiver" => "remote_write", "reason" => reason)
-                .increment(1);
-            tracing::debug!(%error, "remote write request rejected");
-            error.into_response()
-        }
+    let (mut response, written) = match outcome {
+        Ok(Written { samples, refused: None }) => (StatusCode::NO_CONTENT.into_response(), samples),
+        Ok(Written { samples, refused: Some(error) }) => (reject(error), samples),
+        Err(error) => (reject(error), 0),
+    };
+    // Exemplars are not stored, so none count as written.
+    for (name, value) in [
+        ("X-Prometheus-Remote-Write-Samples-Written", written),
+        ("X-Prometheus-Remote-Write-Histograms-Written", 0),
+        ("X-Prometheus-Remote-Write-Exemplars-Written", 0),
+    ] {
+        response.headers_mut().insert(name, HeaderValue::from(value));
     }
+    response
 }
 
-async fn ingest_body(ingest: &Ingest, headers: &HeaderMap, body: Bytes) -> Result<usize, IngestError> {
-    check_content_type(headers)?;
+fn reject(error: IngestError) -> Response {
+    let reason = match error.status() {
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "media_type",
+        _ => "invalid",
+    };
+    metrics::counter!("vigil_ingest_requests_rejected_total", "receiver" => "remote_write", "reason" => reason)
+        .increment(1);
+    tracing::debug!(%error, "remote write request refused");
+    error.into_response()
+}
+
+async fn ingest_body(ingest: &Ingest, headers: &HeaderMap, body: Bytes) -> Result<Written, IngestError> {
+    let version = check_content_type(headers)?;
     let max_bytes = ingest.limits.max_decompressed_bytes;
     let sink = ingest.metrics.clone();
     // Decompression, decoding and the durable append (fsync) are blocking work.
     tokio::task::spawn_blocking(move || {
-        let decoded = decode(&body, max_bytes)?;
+        let decoded = decode_version(&body, max_bytes, version)?;
         let storage_error = |error: StorageError| match error {
             StorageError::Io { .. } => IngestError::Unavailable(error.to_string()),
             other => IngestError::Malformed(other.to_string()),
@@ -209,14 +338,27 @@ async fn ingest_body(ingest: &Ingest, headers: &HeaderMap, body: Bytes) -> Resul
         let rejected = summary.rejected.len();
         metrics::counter!("vigil_ingest_samples_rejected_total", "receiver" => "remote_write")
             .increment(rejected as u64);
-        match summary.rejected.first() {
-            None => Ok(summary.accepted),
-            Some(first) => Err(IngestError::Rejected {
+        let refused = match summary.rejected.first() {
+            Some(first) => Some(IngestError::Rejected {
                 rejected,
                 total,
                 first: format!("{} for series {} at {}", first.error, first.labels, first.sample.t),
             }),
+            None if decoded.histograms > 0 => {
+                metrics::counter!("vigil_ingest_points_unsupported_total", "receiver" => "remote_write", "kind" => "native_histogram")
+                    .increment(decoded.histograms as u64);
+                Some(IngestError::Malformed(format!(
+                    "{} native histogram samples were not stored: native histograms are not supported yet",
+                    decoded.histograms
+                )))
+            }
+            None => None,
+        };
+        if decoded.exemplars > 0 {
+            metrics::counter!("vigil_ingest_points_unsupported_total", "receiver" => "remote_write", "kind" => "exemplar")
+                .increment(decoded.exemplars as u64);
         }
+        Ok(Written { samples: summary.accepted, refused })
     })
     .await
     .map_err(|e| IngestError::Unavailable(format!("ingest task failed: {e}")))?
@@ -290,6 +432,52 @@ mod tests {
         let (status, _, _) = post(db.clone(), "application/x-protobuf", body).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert_eq!(db.metadata(None, None)[0].1.metric_type, "counter");
+    }
+
+    fn v2_body(symbols: &[&str], labels_refs: Vec<u32>, histograms: usize) -> Vec<u8> {
+        let request = RequestV2 {
+            symbols: symbols.iter().map(|s| (*s).to_owned()).collect(),
+            timeseries: vec![TimeSeriesV2 {
+                labels_refs,
+                samples: vec![WireSample { value: 4.5, timestamp: 1000 }],
+                histograms: vec![vec![]; histograms],
+                exemplars: Vec::new(),
+                metadata: Some(MetadataV2 { r#type: 2, help_ref: 5, unit_ref: 0 }),
+            }],
+        };
+        snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()).unwrap()
+    }
+
+    const V2: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+
+    #[tokio::test]
+    async fn remote_write_2_resolves_symbols() {
+        let db = db();
+        let body =
+            v2_body(&["", "__name__", "temperature", "room", "kitchen", "Room temperature."], vec![1, 2, 3, 4], 0);
+        let (status, text, headers) = post(db.clone(), V2, body).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+        assert_eq!(headers["X-Prometheus-Remote-Write-Samples-Written"], "1");
+        let series = db.select(&[Matcher::equal("room", "kitchen")], 0, 5000).unwrap();
+        assert_eq!(series[0].samples, [Sample { t: 1000, v: 4.5 }]);
+        assert_eq!(db.metadata(Some("temperature"), None)[0].1.help, "Room temperature.");
+    }
+
+    #[tokio::test]
+    async fn remote_write_2_bad_references_and_histograms() {
+        let (status, text, _) = post(db(), V2, v2_body(&["", "__name__"], vec![1, 9], 0)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.contains("symbol reference 9 is out of range of 2 symbols"), "{text}");
+        let (status, text, _) = post(db(), V2, v2_body(&["x"], vec![], 0)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.contains("symbols[0] must be the empty string"), "{text}");
+        let symbols = ["", "__name__", "temperature", "room", "kitchen", "help"];
+        let (status, text, headers) = post(db(), V2, v2_body(&symbols, vec![1, 2], 2)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "a partial write is non-2xx: {text}");
+        assert_eq!(headers["X-Prometheus-Remote-Write-Samples-Written"], "1");
+        assert!(text.contains("2 native histogram samples were not stored"), "{text}");
+        let (status, _, _) = post(db(), "application/x-protobuf;proto=io.prometheus.write.v3.Request", vec![]).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 
     #[tokio::test]
