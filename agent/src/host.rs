@@ -18,7 +18,13 @@ pub fn collect(root: &Path) -> (Vec<Point>, Vec<AgentError>) {
     let proc_dir = root.join("proc");
     let mut points = Vec::new();
     let mut errors = Vec::new();
-    let readers: [(&str, Parser); 3] = [("stat", parse_stat), ("meminfo", parse_meminfo), ("loadavg", parse_loadavg)];
+    let readers: [(&str, Parser); 5] = [
+        ("stat", parse_stat),
+        ("meminfo", parse_meminfo),
+        ("loadavg", parse_loadavg),
+        ("net/dev", parse_net_dev),
+        ("diskstats", parse_diskstats),
+    ];
     for (file, parse) in readers {
         let path = proc_dir.join(file);
         match std::fs::read_to_string(&path) {
@@ -93,6 +99,98 @@ fn parse_meminfo(text: &str, path: &Path) -> Result<Vec<Point>, AgentError> {
     Ok(points)
 }
 
+/// `/proc/net/dev` columns, in order, with node-exporter's names (`node_network_<name>_total`).
+const NET_COLUMNS: [&str; 16] = [
+    "receive_bytes",
+    "receive_packets",
+    "receive_errs",
+    "receive_drop",
+    "receive_fifo",
+    "receive_frame",
+    "receive_compressed",
+    "receive_multicast",
+    "transmit_bytes",
+    "transmit_packets",
+    "transmit_errs",
+    "transmit_drop",
+    "transmit_fifo",
+    "transmit_colls",
+    "transmit_carrier",
+    "transmit_compressed",
+];
+
+/// `/proc/net/dev`: per-interface counters.
+fn parse_net_dev(text: &str, path: &Path) -> Result<Vec<Point>, AgentError> {
+    let mut points = Vec::new();
+    for line in text.lines().skip(2) {
+        let Some((device, counters)) = line.split_once(':') else { continue };
+        let device = device.trim();
+        let values: Vec<&str> = counters.split_whitespace().collect();
+        if values.len() < NET_COLUMNS.len() {
+            return Err(format_error(path, format!("{device} has {} columns, expected 16", values.len())));
+        }
+        for (column, raw) in NET_COLUMNS.iter().zip(values) {
+            let value: f64 =
+                raw.parse().map_err(|_| format_error(path, format!("bad {column} {raw:?} for {device}")))?;
+            points.push(Point::new(format!("node_network_{column}_total"), &[("device", device)], value));
+        }
+    }
+    Ok(points)
+}
+
+/// Whole disks only, as node-exporter's default device filter: no partitions, loop or ram devices.
+fn is_whole_disk(device: &str) -> bool {
+    if ["loop", "ram", "zram", "fd"].iter().any(|prefix| device.starts_with(prefix)) {
+        return false;
+    }
+    // sda1, vdb2, xvda1: a letter-named disk followed by a partition number.
+    let numbered_partition = ["sd", "hd", "vd", "xvd"].iter().any(|prefix| {
+        device.strip_prefix(prefix).is_some_and(|rest| {
+            rest.starts_with(|c: char| c.is_ascii_lowercase()) && rest.ends_with(|c: char| c.is_ascii_digit())
+        })
+    });
+    // nvme0n1p1: a namespace followed by `p` and a partition number.
+    let nvme_partition = device.starts_with("nvme")
+        && device.rsplit_once('p').is_some_and(|(head, number)| head.contains('n') && number.parse::<u32>().is_ok());
+    !(numbered_partition || nvme_partition)
+}
+
+/// `/proc/diskstats`: per-disk I/O counters (sectors are 512 bytes, times in milliseconds).
+fn parse_diskstats(text: &str, path: &Path) -> Result<Vec<Point>, AgentError> {
+    let mut points = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 14 {
+            continue;
+        }
+        let device = fields[2];
+        if !is_whole_disk(device) {
+            continue;
+        }
+        let number = |index: usize| -> Result<f64, AgentError> {
+            let raw = fields[index];
+            raw.parse().map_err(|_| format_error(path, format!("bad field {index} {raw:?} for {device}")))
+        };
+        let series = [
+            ("node_disk_reads_completed_total", number(3)?),
+            ("node_disk_reads_merged_total", number(4)?),
+            ("node_disk_read_bytes_total", number(5)? * 512.0),
+            ("node_disk_read_time_seconds_total", number(6)? / 1000.0),
+            ("node_disk_writes_completed_total", number(7)?),
+            ("node_disk_writes_merged_total", number(8)?),
+            ("node_disk_written_bytes_total", number(9)? * 512.0),
+            ("node_disk_write_time_seconds_total", number(10)? / 1000.0),
+            ("node_disk_io_now", number(11)?),
+            ("node_disk_io_time_seconds_total", number(12)? / 1000.0),
+            ("node_disk_io_time_weighted_seconds_total", number(13)? / 1000.0),
+        ];
+        for (name, value) in series {
+            points.push(Point::new(name, &[("device", device)], value));
+        }
+    }
+    Ok(points)
+}
+
 /// `/proc/loadavg`: `node_load1`, `node_load5`, `node_load15`.
 fn parse_loadavg(text: &str, path: &Path) -> Result<Vec<Point>, AgentError> {
     let fields: Vec<&str> = text.split_whitespace().take(3).collect();
@@ -134,6 +232,26 @@ mod tests {
         assert_eq!(value(&points, "node_memory_HugePages_Total", &[]), Some(0.0));
         assert_eq!(value(&points, "node_load15", &[]), Some(0.25));
         assert_eq!(value(&points, "node_boot_time_seconds", &[]), Some(1_700_000_000.0));
+        assert_eq!(value(&points, "node_network_receive_bytes_total", &[("device", "eth0")]), Some(123456789.0));
+        assert_eq!(value(&points, "node_network_transmit_packets_total", &[("device", "lo")]), Some(42.0));
+        assert_eq!(value(&points, "node_disk_read_bytes_total", &[("device", "sda")]), Some(2048.0 * 512.0));
+        assert_eq!(value(&points, "node_disk_io_time_seconds_total", &[("device", "nvme0n1")]), Some(1.5));
+        assert_eq!(
+            value(&points, "node_disk_reads_completed_total", &[("device", "sda1")]),
+            None,
+            "partitions are skipped"
+        );
+        assert_eq!(value(&points, "node_disk_reads_completed_total", &[("device", "loop0")]), None);
+    }
+
+    #[test]
+    fn whole_disks_only() {
+        for disk in ["sda", "vdb", "xvda", "nvme0n1", "dm-0", "md0"] {
+            assert!(is_whole_disk(disk), "{disk}");
+        }
+        for partition in ["sda1", "vdb2", "nvme0n1p1", "loop3", "ram0", "zram0"] {
+            assert!(!is_whole_disk(partition), "{partition}");
+        }
     }
 
     #[test]
@@ -144,7 +262,7 @@ mod tests {
         let (points, errors) = collect(dir.path());
         assert!(points.is_empty());
         let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert_eq!(messages.len(), 5, "{messages:?}");
         assert!(messages[2].contains("fewer than three load averages"), "{messages:?}");
     }
 
