@@ -297,18 +297,6 @@ fn vector_json(samples: &[InstantSample], t: i64) -> Value {
     )
 }
 
-fn matrix_json(series: &[RangeSeries]) -> Value {
-    Value::Array(
-        series
-            .iter()
-            .map(|s| {
-                let values: Vec<Value> = s.samples.iter().map(|p| json_point(p.t, p.v)).collect();
-                json!({"metric": labels_json(&s.labels), "values": values})
-            })
-            .collect(),
-    )
-}
-
 async fn query(State(state): State<ApiState>, RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, QueryError> {
     let params = Params::parse(raw.as_deref(), &body);
     let text = query_text(&params)?;
@@ -332,7 +320,7 @@ async fn query(State(state): State<ApiState>, RawQuery(raw): RawQuery, body: Byt
             if let Some(limit) = limit {
                 series.truncate(limit);
             }
-            json!({"resultType": "matrix", "result": matrix_json(&series)})
+            return Ok(matrix_response(&series, &outcome.annotations));
         }
     };
     Ok(success_annotated(data, &outcome.annotations))

@@ -1,7 +1,7 @@
 //! Series selectors (`up{job="x"}`) as used by `match[]`, parsed with `promql-parser`.
 
 use promql_parser::label::{MatchOp as ParsedOp, Matcher as ParsedMatcher};
-use promql_parser::parser::{self, Expr};
+use promql_parser::parser::{self, Expr, VectorSelector};
 use vigil_tsdb::{METRIC_NAME, MatchOp, Matcher};
 
 use crate::QueryError;
@@ -13,13 +13,19 @@ pub fn parse_selector(text: &str) -> Result<Vec<Vec<Matcher>>, QueryError> {
     let Expr::VectorSelector(selector) = expr else {
         return Err(QueryError::BadData(format!("invalid parameter \"match[]\": {text:?} is not a series selector")));
     };
+    matcher_alternatives(&selector)
+}
+
+/// The storage matchers of a parsed selector, one list per `or` alternative, each starting with the
+/// metric-name matcher when the selector names a metric.
+pub(crate) fn matcher_alternatives(selector: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
     let name_matcher = selector.name.as_ref().map(|name| Matcher::equal(METRIC_NAME, name.clone()));
-    let mut groups = vec![selector.matchers.matchers];
-    groups.extend(selector.matchers.or_matchers);
+    let mut groups = vec![&selector.matchers.matchers];
+    groups.extend(selector.matchers.or_matchers.iter());
     let mut alternatives = Vec::with_capacity(groups.len());
     for group in groups {
         let mut matchers: Vec<Matcher> = name_matcher.iter().cloned().collect();
-        for parsed in &group {
+        for parsed in group {
             matchers.push(convert(parsed)?);
         }
         alternatives.push(matchers);

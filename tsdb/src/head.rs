@@ -179,7 +179,7 @@ impl MemSeries {
     /// out-of-order samples. A chunk straddling `cut` stays; reads filter it by the read floor.
     fn truncate(&mut self, cut: Timestamp) {
         self.closed.retain(|chunk| chunk.max_t > cut);
-        if !self.open.is_empty() && self.open.max_time() <= cut && self.closed.is_empty() {
+        if !self.open.is_empty() && self.open.max_time() <= cut {
             self.open = XorAppender::default();
         }
         if let Some(ooo) = self.out_of_order.as_mut() {

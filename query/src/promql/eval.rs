@@ -4,14 +4,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
-use vigil_tsdb::{Labels, METRIC_NAME, Matcher, Queryable, Sample, is_stale_marker};
+use vigil_tsdb::{Labels, Queryable, Sample, is_stale_marker};
 
 use super::{
     Annotations, EngineOptions, InstantSample, Outcome, QueryControl, RangeSeries, Value, aggregate, binary, functions,
 };
 use super::{FastMap, FastSet};
 use crate::QueryError;
-use crate::selector::convert;
+use crate::selector::matcher_alternatives;
 
 /// Parses a PromQL expression, mapping parse errors to `bad_data`.
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
@@ -216,22 +216,6 @@ fn system_time_ms(time: &SystemTime) -> i64 {
     }
 }
 
-/// Matcher alternatives of a selector (`{a="1" or b="2"}` has two).
-fn selector_matchers(selector: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
-    let name = selector.name.as_ref().map(|name| Matcher::equal(METRIC_NAME, name.clone()));
-    let mut groups = vec![&selector.matchers.matchers];
-    groups.extend(selector.matchers.or_matchers.iter());
-    let mut alternatives = Vec::new();
-    for group in groups {
-        let mut matchers: Vec<Matcher> = name.iter().cloned().collect();
-        for parsed in group {
-            matchers.push(convert(parsed)?);
-        }
-        alternatives.push(matchers);
-    }
-    Ok(alternatives)
-}
-
 impl Engine {
     /// An engine with these options.
     pub fn new(options: EngineOptions) -> Self {
@@ -416,7 +400,7 @@ impl<'a> Evaluator<'a> {
         let mut in_memory = 0usize;
         for (selector, mint, maxt) in needs {
             let mut series: Vec<Loaded> = Vec::new();
-            let alternatives = selector_matchers(selector)?;
+            let alternatives = matcher_alternatives(selector)?;
             for matchers in &alternatives {
                 for found in storage.select(matchers, mint, maxt)? {
                     if alternatives.len() > 1 && series.iter().any(|s| s.labels == found.labels) {
