@@ -122,20 +122,28 @@ const NET_COLUMNS: [&str; 16] = [
 /// `/proc/net/dev`: per-interface counters.
 fn parse_net_dev(text: &str, path: &Path) -> Result<Vec<Point>, AgentError> {
     let mut points = Vec::new();
-    for line in text.lines().skip(2) {
-        let Some((device, counters)) = line.split_once(':') else { continue };
-        let device = device.trim();
-        let values: Vec<&str> = counters.split_whitespace().collect();
+    for (device, values) in net_dev_rows(text) {
         if values.len() < NET_COLUMNS.len() {
-            return Err(format_error(path, format!("{device} has {} columns, expected 16", values.len())));
+            return Err(format_error(path, format!("{device} has {} numeric columns, expected 16", values.len())));
         }
-        for (column, raw) in NET_COLUMNS.iter().zip(values) {
-            let value: f64 =
-                raw.parse().map_err(|_| format_error(path, format!("bad {column} {raw:?} for {device}")))?;
+        for (column, value) in NET_COLUMNS.iter().zip(values) {
             points.push(Point::new(format!("node_network_{column}_total"), &[("device", device)], value));
         }
     }
     Ok(points)
+}
+
+/// The interface rows of a `/proc/net/dev` text with their leading numeric columns (stopping at the first
+/// field that is not a number).
+pub(crate) fn net_dev_rows(text: &str) -> Vec<(&str, Vec<f64>)> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (device, counters) = line.split_once(':')?;
+            let values = counters.split_whitespace().map_while(|raw| raw.parse().ok()).collect();
+            Some((device.trim(), values))
+        })
+        .collect()
 }
 
 /// Whole disks only, as node-exporter's default device filter: no partitions, loop or ram devices.

@@ -2,9 +2,12 @@
 //!
 //! The agent knows nothing about storage: it produces [`Point`]s, and its caller ships or stores them.
 
+pub mod cgroup;
 mod error;
 pub mod exposition;
+pub mod fixture;
 pub mod host;
+pub mod runtime;
 
 pub use error::AgentError;
 
