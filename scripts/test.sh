@@ -30,9 +30,9 @@ fi
 # The Debian package starts a system Prometheus on :9090; tests start their own on free ports.
 
 # Test peers from PyPI: the OpenTelemetry SDK and its OTLP/HTTP exporter.
-if ! python3 -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http" >/dev/null 2>&1; then
-  echo "installing test peers: opentelemetry-sdk opentelemetry-exporter-otlp-proto-http"
-  python3 -m pip install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
+if ! python3 -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc" >/dev/null 2>&1; then
+  echo "installing test peers: opentelemetry-sdk opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-grpc"
+  python3 -m pip install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-grpc
 fi
 
 cargo build --workspace --all-targets

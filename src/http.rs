@@ -136,7 +136,8 @@ pub fn tls_config(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<rustl
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .context("TLS certificate and key do not form a valid pair")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // h2 first so gRPC clients negotiate HTTP/2; browsers and curl may pick either.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

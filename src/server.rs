@@ -50,7 +50,9 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     let otlp_app = otlp_http_router(&config, db.clone());
     let (otlp_http_addr, otlp_server) =
         listen(&config, config.otlp_http_addr, "--otlp-http-addr", otlp_app, stop.clone()).await?;
-    tracing::warn!(otlp_grpc_addr = %config.otlp_grpc_addr, "the otlp grpc receiver is not built yet; nothing listens there");
+    let grpc_app = otlp_grpc_router(&config, db.clone());
+    let (otlp_grpc_addr, grpc_server) =
+        listen(&config, config.otlp_grpc_addr, "--otlp-grpc-addr", grpc_app, stop.clone()).await?;
     let agent = local_agent
         .map(|agent_config| tokio::spawn(local_agent::run(agent_config, db.clone(), telemetry.clone(), stop.clone())));
     let maintenance = tokio::spawn(maintain_storage(db.clone(), stop.clone()));
@@ -60,18 +62,19 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     tracing::info!(
         %http_addr,
         %otlp_http_addr,
+        %otlp_grpc_addr,
         data_dir = %config.data_dir.display(),
         startup_ms = started.elapsed().as_millis() as u64,
         "vigil is ready"
     );
-    print_urls(scheme, http_addr, otlp_http_addr);
+    print_urls(scheme, http_addr, otlp_http_addr, otlp_grpc_addr);
 
     stop_signals.wait().await;
     tracing::info!("stop signal received; draining requests");
     ready.store(false, Ordering::Release);
     let _ = stop_sender.send(true);
-    let servers = async { (server.await, otlp_server.await) };
-    match tokio::time::timeout(DRAIN_TIMEOUT, servers).await.map(|(main, _otlp)| main) {
+    let servers = async { (server.await, otlp_server.await, grpc_server.await) };
+    match tokio::time::timeout(DRAIN_TIMEOUT, servers).await.map(|(main, _otlp_http, _otlp_grpc)| main) {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(error))) => tracing::error!(%error, "http server failed"),
         Ok(Err(error)) => tracing::error!(%error, "http server task failed"),
@@ -179,6 +182,12 @@ fn router(config: &ServerConfig, probes: Probes) -> Router {
 fn otlp_http_router(config: &ServerConfig, db: Arc<Db>) -> Router {
     let ingest = Ingest::new(db, IngestLimits { max_decompressed_bytes: config.max_decompressed_bytes });
     with_common_layers(ingest.otlp_http_routes(), config)
+}
+
+/// The OTLP/gRPC listener's routes (HTTP/2); messages are bounded by `--max-body-size`.
+fn otlp_grpc_router(config: &ServerConfig, db: Arc<Db>) -> Router {
+    let ingest = Ingest::new(db, IngestLimits { max_decompressed_bytes: config.max_decompressed_bytes });
+    with_common_layers(ingest.otlp_grpc_routes(config.max_body_bytes), config)
 }
 
 /// What every listener applies: request telemetry, the body limit, bearer tokens.
@@ -291,7 +300,7 @@ impl StopSignals {
     }
 }
 
-fn print_urls(scheme: &str, addr: SocketAddr, otlp_http: SocketAddr) {
+fn print_urls(scheme: &str, addr: SocketAddr, otlp_http: SocketAddr, otlp_grpc: SocketAddr) {
     let host = if addr.ip().is_unspecified() { "localhost".to_owned() } else { addr.ip().to_string() };
     let base = format!("{scheme}://{host}:{}", addr.port());
     println!("Vigil is up.");
@@ -301,5 +310,7 @@ fn print_urls(scheme: &str, addr: SocketAddr, otlp_http: SocketAddr) {
     println!("  Own metrics:     {base}/metrics");
     let otlp_host = if otlp_http.ip().is_unspecified() { "localhost".to_owned() } else { otlp_http.ip().to_string() };
     println!("  OTLP/HTTP:       {scheme}://{otlp_host}:{}/v1/metrics", otlp_http.port());
+    let grpc_host = if otlp_grpc.ip().is_unspecified() { "localhost".to_owned() } else { otlp_grpc.ip().to_string() };
+    println!("  OTLP/gRPC:       {grpc_host}:{} (metrics)", otlp_grpc.port());
     println!("  Probes:          {base}/-/healthy  {base}/-/ready");
 }

@@ -6,6 +6,7 @@
 
 mod error;
 pub mod otlp;
+mod otlp_grpc;
 pub mod remote_write;
 
 use std::sync::Arc;

@@ -362,24 +362,36 @@ async fn ingest_metrics(
         let body = if gzip { gunzip(&body, max_bytes)? } else { body.to_vec() };
         let request = ExportMetricsServiceRequest::decode(body.as_slice())
             .map_err(|e| IngestError::Malformed(format!("invalid ExportMetricsServiceRequest protobuf: {e}")))?;
-        let mut translated = translate(request);
-        let summary = sink.append(&translated.series).map_err(|error| match error {
-            StorageError::Io { .. } => IngestError::Unavailable(error.to_string()),
-            other => IngestError::Malformed(other.to_string()),
-        })?;
-        metrics::counter!("vigil_ingest_samples_accepted_total", "receiver" => "otlp_http")
-            .increment(summary.accepted as u64);
-        if let Some(first) = summary.rejected.first() {
-            translated.reject(summary.rejected.len(), format!("{} for series {}", first.error, first.labels));
-        }
-        let partial_success = (translated.rejected > 0).then(|| ExportMetricsPartialSuccess {
-            rejected_data_points: translated.rejected as i64,
-            error_message: translated.first_error.unwrap_or_default(),
-        });
-        Ok(ExportMetricsServiceResponse { partial_success })
+        store_metrics(sink.as_ref(), request, "otlp_http")
     })
     .await
     .map_err(|e| IngestError::Unavailable(format!("ingest task failed: {e}")))?
+}
+
+/// Translates and appends a decoded request (blocking: the append waits for the WAL). Points storage
+/// refused are reported in the partial success, as OTLP asks.
+pub(crate) fn store_metrics(
+    sink: &dyn vigil_tsdb::Appender,
+    request: ExportMetricsServiceRequest,
+    receiver: &'static str,
+) -> Result<ExportMetricsServiceResponse, IngestError> {
+    let mut translated = translate(request);
+    let summary = sink.append(&translated.series).map_err(|error| match error {
+        StorageError::Io { .. } => IngestError::Unavailable(error.to_string()),
+        other => IngestError::Malformed(other.to_string()),
+    })?;
+    metrics::counter!("vigil_ingest_samples_accepted_total", "receiver" => receiver).increment(summary.accepted as u64);
+    if let Some(first) = summary.rejected.first() {
+        translated.reject(summary.rejected.len(), format!("{} for series {}", first.error, first.labels));
+    }
+    if translated.rejected > 0 {
+        metrics::counter!("vigil_ingest_samples_rejected_total", "receiver" => receiver).increment(translated.rejected);
+    }
+    let partial_success = (translated.rejected > 0).then(|| ExportMetricsPartialSuccess {
+        rejected_data_points: translated.rejected as i64,
+        error_message: translated.first_error.unwrap_or_default(),
+    });
+    Ok(ExportMetricsServiceResponse { partial_success })
 }
 
 #[cfg(test)]

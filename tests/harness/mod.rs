@@ -18,6 +18,8 @@ pub struct Vigil {
     pub addr: SocketAddr,
     /// Where its OTLP/HTTP listener is bound.
     pub otlp_http_addr: SocketAddr,
+    /// Where its OTLP/gRPC listener is bound.
+    pub otlp_grpc_addr: SocketAddr,
     /// The structured log lines it printed, as they arrive.
     logs: mpsc::Receiver<Value>,
     /// Fields of the "vigil is ready" event.
@@ -30,7 +32,7 @@ pub fn command(args: &[&str]) -> Command {
     command.args(["--log-format", "json", "--log-level", "info"]).args(args);
     command.env_remove("VIGIL_DATA_DIR").env_remove("VIGIL_HTTP_ADDR").env_remove("VIGIL_CONFIG");
     // Parallel tests must not all take the default OTLP port.
-    command.env("VIGIL_OTLP_HTTP_ADDR", "127.0.0.1:0");
+    command.env("VIGIL_OTLP_HTTP_ADDR", "127.0.0.1:0").env("VIGIL_OTLP_GRPC_ADDR", "127.0.0.1:0");
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     command
 }
@@ -70,7 +72,8 @@ impl Vigil {
                 Ok(event) if event["message"] == "vigil is ready" => {
                     let addr = event["http_addr"].as_str().unwrap().parse().unwrap();
                     let otlp_http_addr = event["otlp_http_addr"].as_str().unwrap().parse().unwrap();
-                    return Vigil { child, addr, otlp_http_addr, logs, ready_event: event };
+                    let otlp_grpc_addr = event["otlp_grpc_addr"].as_str().unwrap().parse().unwrap();
+                    return Vigil { child, addr, otlp_http_addr, otlp_grpc_addr, logs, ready_event: event };
                 }
                 Ok(_) => continue,
                 Err(_) => {

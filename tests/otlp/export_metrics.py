@@ -1,14 +1,21 @@
 """Exports a few metrics to an OTLP/HTTP endpoint with the OpenTelemetry Python SDK, then exits.
 
-usage: export_metrics.py ENDPOINT [SERVICE_NAME]   (OTEL_EXPORTER_OTLP_COMPRESSION=gzip compresses)"""
+usage: export_metrics.py ENDPOINT [SERVICE_NAME]   (OTEL_EXPORTER_OTLP_COMPRESSION=gzip compresses)
+
+An ENDPOINT starting with grpc:// exports over OTLP/gRPC (host:port), anything else over OTLP/HTTP."""
 import sys
 
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+endpoint = sys.argv[1]
+if endpoint.startswith("grpc://"):
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    exporter_args = {"endpoint": endpoint.removeprefix("grpc://"), "insecure": True}
+else:
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    exporter_args = {"endpoint": endpoint}
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-endpoint = sys.argv[1]
 service = sys.argv[2] if len(sys.argv) > 2 else "checkout"
 resource = Resource.create({
     "service.name": service,
@@ -16,7 +23,7 @@ resource = Resource.create({
     "service.instance.id": "pod-1",
     "deployment.environment": "test",
 })
-reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint), export_interval_millis=60_000)
+reader = PeriodicExportingMetricReader(OTLPMetricExporter(**exporter_args), export_interval_millis=60_000)
 provider = MeterProvider(resource=resource, metric_readers=[reader])
 meter = provider.get_meter("vigil-e2e")
 
