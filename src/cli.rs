@@ -127,6 +127,12 @@ pub struct AgentArgs {
     /// Where checkpoints and the disk buffer live [default: ./vigil-agent-state].
     #[arg(long, env = "VIGIL_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The agent's own listener: `/metrics` (container, host and own metrics) and probes [default: 0.0.0.0:9101].
+    #[arg(long, env = "VIGIL_AGENT_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Collection interval, e.g. `10s` [default: 10s].
+    #[arg(long, env = "VIGIL_INTERVAL")]
+    pub interval: Option<String>,
 }
 
 /// Flags of `top`.

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use vigil_tsdb::{DbOptions, HeadLimits, WalSync};
 
-use crate::cli::{LogFormat, ServerArgs, UpArgs};
+use crate::cli::{AgentArgs, LogFormat, ServerArgs, UpArgs};
 
 /// The YAML config file. Every key is optional; unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +105,10 @@ pub struct AgentSection {
     pub state_dir: Option<PathBuf>,
     /// Collection interval, e.g. `15s`.
     pub interval: Option<String>,
+    /// The standalone agent's own listener.
+    pub http_addr: Option<SocketAddr>,
+    /// Disk buffer limit, e.g. `256MiB`.
+    pub buffer_max_size: Option<String>,
 }
 
 impl FileConfig {
@@ -157,6 +161,19 @@ pub struct LocalAgentConfig {
     pub node_name: String,
     pub root: PathBuf,
     pub interval: Duration,
+}
+
+/// What the standalone agent reads.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub root: PathBuf,
+    pub interval: Duration,
+    /// OTLP/gRPC endpoint of the server, `http://host:4317`.
+    pub server: String,
+    pub state_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub buffer_max_bytes: u64,
 }
 
 /// Parses `32MiB`, `512KiB`, `1GB`, `1048576`.
@@ -250,17 +267,52 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Ser
 pub fn local_agent_config(args: &UpArgs, file: &FileConfig) -> anyhow::Result<LocalAgentConfig> {
     let section = &file.agent;
     let root = args.root.clone().or_else(|| section.root.clone()).unwrap_or_else(|| "/".into());
-    let node_name = match args.node_name.clone().or_else(|| section.node_name.clone()) {
-        Some(name) => name,
-        None => std::fs::read_to_string(root.join("proc/sys/kernel/hostname"))
+    let node_name = node_name_or_hostname(args.node_name.clone().or_else(|| section.node_name.clone()), &root);
+    let interval = agent_interval(None, section, "15s")?;
+    Ok(LocalAgentConfig { node_name, root, interval })
+}
+
+/// The standalone agent's settings: flags, then env (both through clap), then the file's `agent:` section.
+pub fn agent_config(args: &AgentArgs, file: &FileConfig) -> anyhow::Result<AgentConfig> {
+    let section = &file.agent;
+    let root = args.root.clone().or_else(|| section.root.clone()).unwrap_or_else(|| "/".into());
+    let node_name = node_name_or_hostname(args.node_name.clone().or_else(|| section.node_name.clone()), &root);
+    let interval = agent_interval(args.interval.as_deref(), section, "10s")?;
+    let server =
+        args.server.clone().or_else(|| section.server.clone()).unwrap_or_else(|| "http://127.0.0.1:4317".into());
+    if !(server.starts_with("http://") || server.starts_with("https://")) {
+        bail!("--server must be an http:// or https:// URL of the OTLP/gRPC listener, got {server:?}");
+    }
+    let buffer = section.buffer_max_size.as_deref().unwrap_or("256MiB");
+    Ok(AgentConfig {
+        node_name,
+        root,
+        interval,
+        server,
+        state_dir: args
+            .state_dir
+            .clone()
+            .or_else(|| section.state_dir.clone())
+            .unwrap_or_else(|| "vigil-agent-state".into()),
+        http_addr: args.http_addr.or(section.http_addr).unwrap_or_else(|| ([0, 0, 0, 0], 9101).into()),
+        buffer_max_bytes: parse_size(buffer)? as u64,
+    })
+}
+
+fn node_name_or_hostname(name: Option<String>, root: &Path) -> String {
+    name.unwrap_or_else(|| {
+        std::fs::read_to_string(root.join("proc/sys/kernel/hostname"))
             .map(|name| name.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".into()),
-    };
-    let interval = parse_duration(section.interval.as_deref().unwrap_or("15s"))?;
+            .unwrap_or_else(|_| "localhost".into())
+    })
+}
+
+fn agent_interval(flag: Option<&str>, section: &AgentSection, default: &str) -> anyhow::Result<Duration> {
+    let interval = parse_duration(flag.or(section.interval.as_deref()).unwrap_or(default))?;
     if interval.is_zero() {
         bail!("agent.interval must be greater than zero");
     }
-    Ok(LocalAgentConfig { node_name, root, interval })
+    Ok(interval)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
+use vigil_agent::cgroup::ContainerCollector;
 use vigil_agent::exposition::{self, Format};
 use vigil_agent::{Point, host};
 use vigil_tsdb::{Appender, Db, Labels, METRIC_NAME, Sample, SeriesSamples};
@@ -13,6 +14,7 @@ use crate::config::LocalAgentConfig;
 
 /// Collects every interval until `stop` turns true.
 pub async fn run(config: LocalAgentConfig, db: Arc<Db>, telemetry: PrometheusHandle, mut stop: watch::Receiver<bool>) {
+    let containers = Arc::new(std::sync::Mutex::new(ContainerCollector::new(&config.root)));
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -20,10 +22,10 @@ pub async fn run(config: LocalAgentConfig, db: Arc<Db>, telemetry: PrometheusHan
             _ = tick.tick() => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
-        let config = config.clone();
-        let db = db.clone();
+        let (config, db, containers) = (config.clone(), db.clone(), containers.clone());
         let own_metrics = telemetry.render();
-        let collected = tokio::task::spawn_blocking(move || collect_once(&config, &db, &own_metrics)).await;
+        let collected =
+            tokio::task::spawn_blocking(move || collect_once(&config, &db, &containers, &own_metrics)).await;
         match collected {
             Ok(Ok(samples)) => {
                 metrics::counter!("vigil_agent_samples_collected_total", "source" => "local").increment(samples as u64)
@@ -34,12 +36,19 @@ pub async fn run(config: LocalAgentConfig, db: Arc<Db>, telemetry: PrometheusHan
     }
 }
 
-/// Host metrics as `job="node"` and Vigil's own telemetry as `job="vigil"`, each with an `up` series.
-fn collect_once(config: &LocalAgentConfig, db: &Db, own_metrics: &str) -> Result<usize, vigil_tsdb::Error> {
+/// Host metrics as `job="node"`, container metrics as `job="cadvisor"` and Vigil's own telemetry as
+/// `job="vigil"`, each with an `up` series and, like the standalone agent's, a `node` label.
+fn collect_once(
+    config: &LocalAgentConfig,
+    db: &Db,
+    containers: &std::sync::Mutex<ContainerCollector>,
+    own_metrics: &str,
+) -> Result<usize, vigil_tsdb::Error> {
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let (host_points, errors) = host::collect(&config.root);
-    for error in &errors {
-        tracing::warn!(%error, "host metric source failed");
+    let (host_points, host_errors) = host::collect(&config.root);
+    let (container_points, container_errors) = containers.lock().expect("collector lock").collect();
+    for error in host_errors.iter().chain(&container_errors) {
+        tracing::warn!(%error, "metric source failed");
     }
     let own_points = match exposition::parse(own_metrics, Format::PrometheusText) {
         Ok(families) => families
@@ -53,9 +62,10 @@ fn collect_once(config: &LocalAgentConfig, db: &Db, own_metrics: &str) -> Result
         }
     };
     let mut batch = Vec::with_capacity(host_points.len() + own_points.len() + 2);
-    for (job, points) in [("node", host_points), ("vigil", own_points)] {
+    for (job, points) in [("node", host_points), ("cadvisor", container_points), ("vigil", own_points)] {
         let up = Point { name: "up".into(), labels: Vec::new(), value: if points.is_empty() { 0.0 } else { 1.0 } };
-        let target = [("job", job), ("instance", config.node_name.as_str())];
+        let node = config.node_name.as_str();
+        let target = [("job", job), ("instance", node), ("node", node)];
         for point in points.into_iter().chain(std::iter::once(up)) {
             let pairs = point
                 .labels

@@ -1,5 +1,6 @@
 //! The `vigil` binary: the only place that reads flags, environment and the config file.
 
+mod agent;
 mod cli;
 mod config;
 mod http;
@@ -48,9 +49,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let agent = config::local_agent_config(args, &file)?;
             runtime()?.block_on(server::run(config, Some(agent)))
         }
-        Command::Agent(_) => anyhow::bail!(
-            "the standalone agent (OTLP shipping, container metrics, log tailing) is not built yet; `vigil up` runs a local agent for host metrics"
-        ),
+        Command::Agent(args) => {
+            let file = FileConfig::load_optional(args.config.as_deref())?;
+            init_logging(&cli, &file)?;
+            let config = config::agent_config(args, &file)?;
+            runtime()?.block_on(agent::run(config))
+        }
         Command::Top(_) => anyhow::bail!("`vigil top` is not built yet"),
         Command::Import(args) => import::run(args),
         Command::Query(args) => query_cli::run(args),

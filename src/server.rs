@@ -265,7 +265,7 @@ async fn render_metrics(State(probes): State<Probes>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], probes.metrics.render())
 }
 
-async fn serve<L>(listener: L, app: Router, mut stop: watch::Receiver<bool>) -> std::io::Result<()>
+pub(crate) async fn serve<L>(listener: L, app: Router, mut stop: watch::Receiver<bool>) -> std::io::Result<()>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
@@ -278,13 +278,13 @@ where
 }
 
 /// SIGTERM and SIGINT handlers, registered before anything else so a stop during start-up is clean too.
-struct StopSignals {
+pub(crate) struct StopSignals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
-    fn register() -> anyhow::Result<Self> {
+    pub(crate) fn register() -> anyhow::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(StopSignals {
             terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
@@ -292,7 +292,7 @@ impl StopSignals {
         })
     }
 
-    async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         tokio::select! {
             _ = self.terminate.recv() => {}
             _ = self.interrupt.recv() => {}

@@ -789,9 +789,64 @@ fn parse_exemplar(text: &str, line: usize) -> Result<Exemplar, ParseError> {
     Ok(Exemplar { labels, value, timestamp })
 }
 
+/// Writes points in the Prometheus text format 0.0.4, one family per name (`counter` for `_total` names,
+/// `gauge` otherwise), with `extra` labels appended to every sample.
+pub fn render(points: &[crate::Point], extra: &[(&str, &str)]) -> String {
+    use std::fmt::Write;
+    let mut sorted: Vec<&crate::Point> = points.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = String::with_capacity(points.len() * 96);
+    for family in sorted.chunk_by(|a, b| a.name == b.name) {
+        let name = &family[0].name;
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for point in family {
+            out.push_str(name);
+            let labels = point.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(extra.iter().copied());
+            for (index, (key, value)) in labels.enumerate() {
+                out.push(if index == 0 { '{' } else { ',' });
+                let escaped = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let _ = write!(out, "{key}=\"{escaped}\"");
+            }
+            if !point.labels.is_empty() || !extra.is_empty() {
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", format_value(point.value));
+        }
+    }
+    out
+}
+
+fn format_value(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".into()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        value.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rendered_points_parse_back_with_their_labels_and_types() {
+        let points = vec![
+            crate::Point { name: "a_total".into(), labels: vec![("path".into(), "C:\\x \"q\"\nz".into())], value: 2.5 },
+            crate::Point { name: "b".into(), labels: vec![], value: f64::INFINITY },
+        ];
+        let text = render(&points, &[("node", "n1")]);
+        let families = parse(&text, Format::PrometheusText).unwrap();
+        assert_eq!(families.len(), 2);
+        assert_eq!(families[0].metric_type, MetricType::Counter);
+        let sample = &families[0].samples[0];
+        assert_eq!(sample.labels, [("path".into(), "C:\\x \"q\"\nz".into()), ("node".into(), "n1".into())]);
+        assert_eq!(sample.value, 2.5);
+        assert_eq!(families[1].metric_type, MetricType::Gauge);
+        assert_eq!(families[1].samples[0].value, f64::INFINITY);
+    }
 
     #[test]
     fn parses_a_typical_exposition() {

@@ -1,6 +1,7 @@
 //! Vigil's node agent: reads the node's own files (under a configurable root) and turns them into points.
 //!
-//! The agent knows nothing about storage: it produces [`Point`]s, and its caller ships or stores them.
+//! The agent knows nothing about storage: it produces [`Point`]s, and its caller stores them or ships them
+//! with [`ship`] (OTLP/gRPC through a disk buffer).
 
 pub mod cgroup;
 mod error;
@@ -8,6 +9,7 @@ pub mod exposition;
 pub mod fixture;
 pub mod host;
 pub mod runtime;
+pub mod ship;
 
 pub use error::AgentError;
 

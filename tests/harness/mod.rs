@@ -51,6 +51,15 @@ impl Vigil {
         Vigil::start(command(&full))
     }
 
+    /// `vigil agent` shipping to `server`'s OTLP/gRPC listener, its own listener on 127.0.0.1:0.
+    pub fn agent(server: &Vigil, root: &Path, state_dir: &Path, args: &[&str]) -> Vigil {
+        let endpoint = format!("http://{}", server.otlp_grpc_addr);
+        let mut full = vec!["agent", "--server", &endpoint, "--root", root.to_str().unwrap()];
+        full.extend(["--state-dir", state_dir.to_str().unwrap(), "--http-addr", "127.0.0.1:0"]);
+        full.extend_from_slice(args);
+        Vigil::start(command(&full))
+    }
+
     /// Starts a prepared command and waits (at most 20 s) for its ready event.
     pub fn start(mut command: Command) -> Vigil {
         let mut child = command.spawn().expect("the vigil binary starts");
@@ -69,10 +78,12 @@ impl Vigil {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match logs.recv_timeout(left) {
-                Ok(event) if event["message"] == "vigil is ready" => {
-                    let addr = event["http_addr"].as_str().unwrap().parse().unwrap();
-                    let otlp_http_addr = event["otlp_http_addr"].as_str().unwrap().parse().unwrap();
-                    let otlp_grpc_addr = event["otlp_grpc_addr"].as_str().unwrap().parse().unwrap();
+                Ok(event) if event["message"] == "vigil is ready" || event["message"] == "vigil agent is ready" => {
+                    let address =
+                        |field: &str| event[field].as_str().map_or(([0, 0, 0, 0], 0).into(), |a| a.parse().unwrap());
+                    let addr = address("http_addr");
+                    let otlp_http_addr = address("otlp_http_addr");
+                    let otlp_grpc_addr = address("otlp_grpc_addr");
                     return Vigil { child, addr, otlp_http_addr, otlp_grpc_addr, logs, ready_event: event };
                 }
                 Ok(_) => continue,

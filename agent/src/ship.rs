@@ -1,0 +1,366 @@
+//! Shipping: points become OTLP metric requests, queued in a bounded disk buffer under the state directory,
+//! and sent to the server over OTLP/gRPC, oldest first, removed only once the server acknowledged them.
+//!
+//! When the server is down, batches accumulate on disk up to the size limit; beyond it the oldest are dropped
+//! and counted (`vigil_agent_buffer_dropped_batches_total`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric,
+    number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::{AgentError, Point};
+
+/// Points of one job (`cadvisor`, `node`, ...), shipped as one OTLP resource.
+#[derive(Debug, Clone)]
+pub struct JobPoints {
+    /// Becomes `service.name`, hence the `job` label.
+    pub job: String,
+    /// The points.
+    pub points: Vec<Point>,
+}
+
+/// Encodes one collection as an OTLP request: a resource per job with `service.instance.id` = the node, a
+/// `node` attribute on every point, `_total` names as cumulative monotonic sums and the rest as gauges.
+pub fn encode(jobs: &[JobPoints], node: &str, time_unix_nano: u64) -> ExportMetricsServiceRequest {
+    let resource_metrics = jobs
+        .iter()
+        .map(|job| ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![attribute("service.name", &job.job), attribute("service.instance.id", node)],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope { name: "vigil-agent".into(), ..Default::default() }),
+                metrics: metrics_by_name(&job.points, node, time_unix_nano),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest { resource_metrics }
+}
+
+fn attribute(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.to_owned())) }),
+    }
+}
+
+fn metrics_by_name(points: &[Point], node: &str, time_unix_nano: u64) -> Vec<Metric> {
+    let mut sorted: Vec<&Point> = points.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    sorted
+        .chunk_by(|a, b| a.name == b.name)
+        .map(|group| {
+            let data_points: Vec<NumberDataPoint> = group
+                .iter()
+                .map(|point| NumberDataPoint {
+                    attributes: point
+                        .labels
+                        .iter()
+                        .map(|(k, v)| attribute(k, v))
+                        .chain(std::iter::once(attribute("node", node)))
+                        .collect(),
+                    time_unix_nano,
+                    value: Some(number_data_point::Value::AsDouble(point.value)),
+                    ..Default::default()
+                })
+                .collect();
+            let name = group[0].name.clone();
+            let data = if name.ends_with("_total") {
+                metric::Data::Sum(Sum {
+                    data_points,
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    is_monotonic: true,
+                })
+            } else {
+                metric::Data::Gauge(Gauge { data_points })
+            };
+            Metric { name, data: Some(data), ..Default::default() }
+        })
+        .collect()
+}
+
+/// Encoded requests as numbered files (`<sequence>.otlp`), oldest first, bounded in total size.
+#[derive(Debug)]
+pub struct DiskBuffer {
+    dir: PathBuf,
+    max_bytes: u64,
+    next_sequence: u64,
+}
+
+impl DiskBuffer {
+    /// Opens (creating) the buffer directory, keeping batches a previous run left; partial writes are removed.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, AgentError> {
+        std::fs::create_dir_all(dir).map_err(|source| AgentError::Read { path: dir.to_owned(), source })?;
+        let mut buffer = DiskBuffer { dir: dir.to_owned(), max_bytes, next_sequence: 0 };
+        buffer.next_sequence = buffer.batches()?.last().map_or(0, |(sequence, _)| sequence + 1);
+        for entry in std::fs::read_dir(dir).map_err(|source| AgentError::Read { path: dir.to_owned(), source })? {
+            let path = entry.map_err(|source| AgentError::Read { path: dir.to_owned(), source })?.path();
+            if path.extension().is_some_and(|ext| ext == "tmp") {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        Ok(buffer)
+    }
+
+    /// Batches on disk, oldest first.
+    fn batches(&self) -> Result<Vec<(u64, PathBuf)>, AgentError> {
+        let entries =
+            std::fs::read_dir(&self.dir).map_err(|source| AgentError::Read { path: self.dir.clone(), source })?;
+        let mut batches: Vec<(u64, PathBuf)> = entries
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                let sequence = path.file_name()?.to_str()?.strip_suffix(".otlp")?.parse().ok()?;
+                Some((sequence, path))
+            })
+            .collect();
+        batches.sort();
+        Ok(batches)
+    }
+
+    /// Appends a batch (written to a temporary name, then renamed), then drops the oldest batches while the
+    /// buffer is over its size limit. Returns how many were dropped.
+    pub fn push(&mut self, request: &ExportMetricsServiceRequest) -> Result<usize, AgentError> {
+        let path = self.dir.join(format!("{:020}.otlp", self.next_sequence));
+        let temporary = path.with_extension("tmp");
+        let write_error = |source| AgentError::Read { path: temporary.clone(), source };
+        std::fs::write(&temporary, request.encode_to_vec()).map_err(write_error)?;
+        std::fs::rename(&temporary, &path).map_err(write_error)?;
+        self.next_sequence += 1;
+        let mut batches = self.batches()?;
+        let mut total: u64 = batches.iter().filter_map(|(_, p)| p.metadata().ok()).map(|m| m.len()).sum();
+        let mut dropped = 0;
+        while total > self.max_bytes && batches.len() > 1 {
+            let (_, oldest) = batches.remove(0);
+            total -= oldest.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = std::fs::remove_file(&oldest);
+            dropped += 1;
+        }
+        if dropped > 0 {
+            metrics::counter!("vigil_agent_buffer_dropped_batches_total").increment(dropped as u64);
+        }
+        metrics::gauge!("vigil_agent_buffer_bytes").set(total as f64);
+        Ok(dropped)
+    }
+
+    /// The oldest batch, decoded; a batch that does not decode is removed (counted as dropped) and skipped.
+    pub fn oldest(&self) -> Result<Option<(PathBuf, ExportMetricsServiceRequest)>, AgentError> {
+        for (_, path) in self.batches()? {
+            let bytes = std::fs::read(&path).map_err(|source| AgentError::Read { path: path.clone(), source })?;
+            match ExportMetricsServiceRequest::decode(bytes.as_slice()) {
+                Ok(request) => return Ok(Some((path, request))),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "dropping a corrupt buffered batch");
+                    metrics::counter!("vigil_agent_buffer_dropped_batches_total").increment(1);
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Number of batches waiting.
+    pub fn len(&self) -> usize {
+        self.batches().map(|b| b.len()).unwrap_or(0)
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Retry delays: doubling from 500 ms to 30 s, or what the server asked for.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Sends buffered batches to `endpoint` (`http://host:4317`) until `stop`, oldest first. A batch leaves the
+/// buffer when the server acknowledged it, or refused it as invalid (retrying cannot help; counted).
+pub async fn run_shipper(
+    buffer: std::sync::Arc<std::sync::Mutex<DiskBuffer>>,
+    endpoint: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut client: Option<MetricsServiceClient<tonic::transport::Channel>> = None;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let reader = buffer.clone();
+        let next = tokio::task::spawn_blocking(move || reader.lock().ok().map(|b| b.oldest())).await;
+        let (path, request) = match next {
+            Ok(Some(Ok(Some(batch)))) => batch,
+            Ok(Some(Ok(None))) => {
+                let _ = tokio::time::timeout(Duration::from_millis(200), stop.changed()).await;
+                continue;
+            }
+            Ok(Some(Err(error))) => {
+                tracing::error!(%error, "cannot read the disk buffer");
+                let _ = tokio::time::timeout(MAX_BACKOFF, stop.changed()).await;
+                continue;
+            }
+            Ok(None) | Err(_) => return,
+        };
+        let outcome = send(&mut client, &endpoint, request).await;
+        let delay = match outcome {
+            Sent::Acknowledged => {
+                remove_batch(path).await;
+                metrics::counter!("vigil_agent_batches_shipped_total").increment(1);
+                backoff = FIRST_BACKOFF;
+                continue;
+            }
+            Sent::Refused(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "server refused a batch; dropping it");
+                metrics::counter!("vigil_agent_batches_refused_total").increment(1);
+                remove_batch(path).await;
+                continue;
+            }
+            Sent::RetryLater(reason, asked) => {
+                tracing::debug!(%reason, "shipping failed; will retry");
+                metrics::counter!("vigil_agent_ship_retries_total").increment(1);
+                let delay = asked.unwrap_or(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                delay
+            }
+        };
+        let _ = tokio::time::timeout(delay, stop.changed()).await;
+    }
+}
+
+async fn remove_batch(path: PathBuf) {
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+}
+
+enum Sent {
+    Acknowledged,
+    Refused(tonic::Status),
+    /// Why, and the delay the server asked for, if any.
+    RetryLater(String, Option<Duration>),
+}
+
+async fn send(
+    client: &mut Option<MetricsServiceClient<tonic::transport::Channel>>,
+    endpoint: &str,
+    request: ExportMetricsServiceRequest,
+) -> Sent {
+    if client.is_none() {
+        match MetricsServiceClient::connect(endpoint.to_owned()).await {
+            Ok(connected) => {
+                *client = Some(connected.send_compressed(tonic::codec::CompressionEncoding::Gzip));
+            }
+            Err(error) => return Sent::RetryLater(format!("cannot connect to {endpoint}: {error}"), None),
+        }
+    }
+    let Some(connected) = client.as_mut() else { return Sent::RetryLater("no connection".into(), None) };
+    let mut call = tonic::Request::new(request);
+    call.set_timeout(Duration::from_secs(30));
+    match connected.export(call).await {
+        Ok(_) => Sent::Acknowledged,
+        Err(status) => classify(status, client),
+    }
+}
+
+/// OTLP's retryable codes retry (with the server's `grpc-retry-pushback-ms` hint when given); the rest refuse.
+fn classify(status: tonic::Status, client: &mut Option<MetricsServiceClient<tonic::transport::Channel>>) -> Sent {
+    use tonic::Code;
+    let retryable = matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::OutOfRange
+            | Code::DataLoss
+            | Code::Unknown
+            | Code::Internal
+    ) || (status.code() == Code::ResourceExhausted
+        && status.metadata().get("grpc-retry-pushback-ms").is_some());
+    if !retryable {
+        return Sent::Refused(status);
+    }
+    if matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Internal) {
+        *client = None;
+    }
+    let asked = status
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .map(Duration::from_millis);
+    Sent::RetryLater(status.to_string(), asked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(name: &str, value: f64) -> Point {
+        Point { name: name.into(), labels: vec![("id".into(), "/".into())], value }
+    }
+
+    #[test]
+    fn counters_become_monotonic_sums_and_the_rest_gauges() {
+        let jobs = [JobPoints {
+            job: "cadvisor".into(),
+            points: vec![point("container_cpu_usage_seconds_total", 5.0), point("container_memory_rss", 7.0)],
+        }];
+        let request = encode(&jobs, "node-a", 1_000);
+        let resource = &request.resource_metrics[0];
+        let attributes = &resource.resource.as_ref().unwrap().attributes;
+        assert_eq!(attributes[0].key, "service.name");
+        let metrics = &resource.scope_metrics[0].metrics;
+        assert_eq!(metrics.len(), 2);
+        let Some(metric::Data::Sum(sum)) = &metrics[0].data else { panic!("{:?}", metrics[0]) };
+        assert!(sum.is_monotonic);
+        assert_eq!(sum.data_points[0].attributes.last().unwrap().key, "node");
+        assert!(matches!(metrics[1].data, Some(metric::Data::Gauge(_))));
+    }
+
+    #[test]
+    fn the_buffer_keeps_order_survives_reopening_and_drops_oldest_beyond_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = |value: f64| encode(&[JobPoints { job: "node".into(), points: vec![point("x", value)] }], "n", 1);
+        let mut buffer = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
+        for value in [1.0, 2.0, 3.0] {
+            assert_eq!(buffer.push(&batch(value)).unwrap(), 0);
+        }
+        std::fs::write(dir.path().join("00000000000000000099.tmp"), b"partial").unwrap();
+        let buffer = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(buffer.len(), 3);
+        let (path, first) = buffer.oldest().unwrap().unwrap();
+        assert_eq!(first, batch(1.0));
+        std::fs::remove_file(path).unwrap();
+        assert_eq!(buffer.oldest().unwrap().unwrap().1, batch(2.0));
+        assert!(!dir.path().join("00000000000000000099.tmp").exists(), "partial writes are cleaned up");
+
+        let size = batch(1.0).encode_to_vec().len() as u64;
+        let mut small = DiskBuffer::open(dir.path(), size * 3).unwrap();
+        let dropped: usize = (0..5).map(|n| small.push(&batch(10.0 + n as f64)).unwrap()).sum();
+        assert_eq!(small.len(), 3);
+        assert_eq!(dropped, 4, "two old batches and two new ones beyond the limit");
+        assert_eq!(small.oldest().unwrap().unwrap().1, batch(12.0));
+    }
+
+    #[test]
+    fn a_corrupt_batch_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut buffer = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
+        buffer.push(&ExportMetricsServiceRequest::default()).unwrap();
+        std::fs::write(dir.path().join("00000000000000000000.otlp"), [0x0a, 0x05, 0x01]).unwrap();
+        buffer.push(&encode(&[], "n", 1)).unwrap();
+        assert_eq!(buffer.oldest().unwrap().unwrap().0, dir.path().join("00000000000000000001.otlp"));
+        assert_eq!(buffer.len(), 1);
+    }
+}

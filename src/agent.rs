@@ -1,0 +1,133 @@
+//! `vigil agent`: the node agent (DaemonSet). Collects container and host metrics every interval, serves
+//! them on its own `/metrics` (as the kubelet's cAdvisor endpoint would), and ships them to the server over
+//! OTLP/gRPC through a disk buffer under `--state-dir`.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+use vigil_agent::cgroup::ContainerCollector;
+use vigil_agent::ship::{self, DiskBuffer, JobPoints};
+use vigil_agent::{exposition, host};
+
+use crate::config::AgentConfig;
+use crate::server::{StopSignals, serve};
+use crate::telemetry;
+
+/// What `/metrics` serves: the last collection, rendered, and the agent's own telemetry.
+#[derive(Clone)]
+struct Exposed {
+    last_collection: Arc<RwLock<String>>,
+    telemetry: PrometheusHandle,
+}
+
+/// Runs until SIGTERM/SIGINT. Batches not yet shipped stay in the buffer for the next run.
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut stop_signals = StopSignals::register()?;
+    let telemetry = telemetry::install()?;
+    let buffer_dir = config.state_dir.join("buffer/metrics");
+    let buffer = DiskBuffer::open(&buffer_dir, config.buffer_max_bytes)
+        .with_context(|| format!("cannot open the disk buffer in {}", buffer_dir.display()))?;
+    let pending = buffer.len();
+    let buffer = Arc::new(Mutex::new(buffer));
+    let exposed = Exposed { last_collection: Arc::default(), telemetry };
+
+    let (stop_sender, stop) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--http-addr)", config.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/-/healthy", get(|| async { "Vigil agent is healthy.\n" }))
+        .route("/-/ready", get(|| async { "Vigil agent is ready.\n" }))
+        .with_state(exposed.clone());
+    let http = tokio::spawn(serve(listener, app, stop.clone()));
+    let shipper = tokio::spawn(ship::run_shipper(buffer.clone(), config.server.clone(), stop.clone()));
+    let collector = tokio::spawn(collect_loop(config.clone(), buffer, exposed, stop.clone()));
+    tracing::info!(
+        %http_addr,
+        server = %config.server,
+        node = %config.node_name,
+        root = %config.root.display(),
+        buffered_batches = pending,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "vigil agent is ready"
+    );
+
+    stop_signals.wait().await;
+    tracing::info!("stop signal received");
+    let _ = stop_sender.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { (collector.await, shipper.await, http.await) }).await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn render_metrics(State(exposed): State<Exposed>) -> impl axum::response::IntoResponse {
+    let mut text = exposed.last_collection.read().map(|t| t.clone()).unwrap_or_default();
+    text.push_str(&exposed.telemetry.render());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+}
+
+/// Collects every interval (first at once) until `stop`.
+async fn collect_loop(
+    config: AgentConfig,
+    buffer: Arc<Mutex<DiskBuffer>>,
+    exposed: Exposed,
+    mut stop: watch::Receiver<bool>,
+) {
+    let containers = Arc::new(Mutex::new(ContainerCollector::new(&config.root)));
+    let mut tick = tokio::time::interval(config.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        let (config, buffer, containers) = (config.clone(), buffer.clone(), containers.clone());
+        let exposed = exposed.last_collection.clone();
+        let task = tokio::task::spawn_blocking(move || collect_once(&config, &buffer, &containers, &exposed));
+        match task.await {
+            Ok(Ok(points)) => metrics::counter!("vigil_agent_samples_collected_total").increment(points as u64),
+            Ok(Err(error)) => tracing::error!(%error, "buffering a collection failed"),
+            Err(error) => tracing::error!(%error, "collection task failed"),
+        }
+    }
+}
+
+/// One collection: container metrics as job `cadvisor`, host metrics as job `node`; buffered for shipping
+/// and rendered for `/metrics`. Returns the number of points.
+fn collect_once(
+    config: &AgentConfig,
+    buffer: &Mutex<DiskBuffer>,
+    containers: &Mutex<ContainerCollector>,
+    exposed: &RwLock<String>,
+) -> anyhow::Result<usize> {
+    let collected_at = chrono::Utc::now();
+    let (container_points, container_errors) = containers.lock().expect("collector lock").collect();
+    let (host_points, host_errors) = host::collect(&config.root);
+    for error in container_errors.iter().chain(&host_errors) {
+        tracing::warn!(%error, "metric source failed");
+    }
+    let mut text = exposition::render(&container_points, &[]);
+    text.push_str(&exposition::render(&host_points, &[]));
+    *exposed.write().expect("exposition lock") = text;
+    let points = container_points.len() + host_points.len();
+    let jobs = [
+        JobPoints { job: "cadvisor".into(), points: container_points },
+        JobPoints { job: "node".into(), points: host_points },
+    ];
+    let time = collected_at.timestamp_nanos_opt().unwrap_or_default() as u64;
+    let request = ship::encode(&jobs, &config.node_name, time);
+    let dropped = buffer.lock().expect("buffer lock").push(&request)?;
+    if dropped > 0 {
+        tracing::warn!(dropped, "disk buffer full; dropped the oldest batches");
+    }
+    Ok(points)
+}

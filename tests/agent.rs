@@ -1,0 +1,109 @@
+//! `vigil agent` over a fixture node tree ships cAdvisor-compatible container metrics to a real server over
+//! OTLP/gRPC, serves them on its own `/metrics`, and buffers on disk while the server is down.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{Vigil, client, get};
+use serde_json::Value;
+use vigil_agent::fixture::{CgroupVersion, Driver, NodeFixture};
+
+fn query(vigil: &Vigil, expr: &str) -> Vec<Value> {
+    let encoded: String = expr
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    let (status, body) = get(&client(), &vigil.http(&format!("/api/v1/query?query={encoded}")), None);
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["data"]["result"].as_array().unwrap().clone()
+}
+
+/// Polls `expr` until it returns `count` series, for at most `limit`.
+fn wait_for_series(vigil: &Vigil, expr: &str, count: usize, limit: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let result = query(vigil, expr);
+        if result.len() == count || Instant::now() > deadline {
+            return result;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in(vigil_agent::fixture::scratch_parent()).unwrap()
+}
+
+#[test]
+fn container_metrics_arrive_with_cadvisor_names_and_labels() {
+    let fixture = NodeFixture { version: CgroupVersion::V2, driver: Driver::Systemd, containers: 20 };
+    let root = scratch();
+    fixture.write(root.path()).unwrap();
+    let (data, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = Vigil::server(data.path(), &[]);
+    let agent = Vigil::agent(&server, root.path(), state.path(), &["--node-name", "node-a", "--interval", "1s"]);
+
+    let selector =
+        r#"container_memory_working_set_bytes{job="cadvisor",node="node-a",instance="node-a",container!=""}"#;
+    let series = wait_for_series(&server, selector, 20, Duration::from_secs(15));
+    assert_eq!(series.len(), 20, "{series:?}");
+    for expected in fixture.containers().iter().filter(|c| !c.is_sandbox()) {
+        let found = series.iter().find(|s| s["metric"]["id"] == expected.cgroup.as_str()).expect("every container");
+        let metric = &found["metric"];
+        assert_eq!(metric["namespace"], expected.namespace.as_str());
+        assert_eq!(metric["pod"], expected.pod.as_str());
+        assert_eq!(metric["container"], expected.container.as_str());
+        assert_eq!(metric["image"], expected.image.as_str());
+        assert_eq!(found["value"][1], expected.working_set().to_string());
+    }
+    let cpu = query(&server, r#"container_cpu_usage_seconds_total{cpu="total",id="/"}"#);
+    assert_eq!(cpu.len(), 1, "the root cgroup: {cpu:?}");
+    let host = query(&server, r#"node_load1{job="node",instance="node-a"}"#);
+    assert_eq!(host[0]["value"][1], "0.5");
+
+    let (status, exposition) = get(&client(), &agent.http("/metrics"), None);
+    assert_eq!(status, 200);
+    let sandbox = fixture.containers().into_iter().find(|c| c.is_sandbox()).unwrap();
+    let line = exposition
+        .lines()
+        .find(|l| l.starts_with("container_memory_working_set_bytes{") && l.contains(&sandbox.cgroup))
+        .expect("the agent's /metrics lists the sandbox too");
+    assert!(line.contains(r#"image="registry.k8s.io/pause:3.10""#) && !line.contains("container="), "{line}");
+    assert!(exposition.contains("# TYPE container_cpu_usage_seconds_total counter"));
+}
+
+#[test]
+fn batches_wait_on_disk_while_the_server_is_down() {
+    let fixture = NodeFixture { version: CgroupVersion::V1, driver: Driver::Cgroupfs, containers: 4 };
+    let root = scratch();
+    fixture.write(root.path()).unwrap();
+    let (data, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = Vigil::server(data.path(), &[]);
+    let grpc = server.otlp_grpc_addr.to_string();
+    let agent = Vigil::agent(&server, root.path(), state.path(), &["--node-name", "node-b", "--interval", "500ms"]);
+    let selector = r#"machine_cpu_cores{node="node-b"}"#;
+    assert_eq!(wait_for_series(&server, selector, 1, Duration::from_secs(15)).len(), 1);
+    let (status, _) = server.terminate(Duration::from_secs(10));
+    assert!(status.success());
+
+    std::thread::sleep(Duration::from_secs(3));
+    let buffered = std::fs::read_dir(state.path().join("buffer/metrics")).unwrap().count();
+    assert!(buffered >= 4, "collections while the server is down stay on disk: {buffered}");
+
+    let server = Vigil::server(data.path(), &["--otlp-grpc-addr", &grpc]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut samples = 0;
+    while Instant::now() < deadline {
+        let points = query(&server, r#"count_over_time(machine_cpu_cores{node="node-b"}[5m])"#);
+        samples = points.first().map_or(0, |p| p["value"][1].as_str().unwrap().parse::<usize>().unwrap());
+        let drained = std::fs::read_dir(state.path().join("buffer/metrics")).unwrap().count() <= 1;
+        if drained && samples >= 8 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(samples >= 8, "the outage's collections arrived after the restart: {samples} samples");
+    drop(agent);
+}
