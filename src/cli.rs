@@ -135,14 +135,40 @@ pub struct AgentArgs {
     pub interval: Option<String>,
 }
 
-/// Flags of `top`.
+/// Flags of `top`, as `kubectl top` takes them.
 #[derive(Debug, Clone, Args)]
 pub struct TopArgs {
-    /// `nodes` or `pods`.
+    /// `nodes` (`node`, `no`) or `pods` (`pod`, `po`).
     pub resource: String,
+    /// One node or pod by name.
+    pub name: Option<String>,
     /// Vigil server URL.
     #[arg(long, env = "VIGIL_SERVER", default_value = "http://127.0.0.1:9090")]
     pub server: String,
+    /// Pods of every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Pods of this namespace [default: default].
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// One row per container.
+    #[arg(long)]
+    pub containers: bool,
+    /// Sort by `cpu` or `memory`, highest first.
+    #[arg(long)]
+    pub sort_by: Option<String>,
+    /// A totals row under the pods.
+    #[arg(long)]
+    pub sum: bool,
+    /// Label selector, e.g. `app=web`.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Leave out the header row.
+    #[arg(long)]
+    pub no_headers: bool,
+    /// Bearer token for the query API.
+    #[arg(long, env = "VIGIL_QUERY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Flags of `query`.

@@ -39,7 +39,8 @@ impl Scope {
         if path == "/-/healthy" || path == "/-/ready" || path == "/" {
             return Scope::Public;
         }
-        if INGEST.contains(&path) || path.starts_with("/api/v1/otlp/") {
+        let otlp_grpc = path.starts_with("/opentelemetry.proto.collector.");
+        if INGEST.contains(&path) || path.starts_with("/api/v1/otlp/") || otlp_grpc {
             return Scope::Ingest;
         }
         if path.starts_with("/-/") || path.starts_with("/api/v1/admin/") {
@@ -218,6 +219,8 @@ mod tests {
         assert_eq!(Scope::of("/-/ready"), Scope::Public);
         assert_eq!(Scope::of("/api/v1/write"), Scope::Ingest);
         assert_eq!(Scope::of("/api/v1/otlp/v1/metrics"), Scope::Ingest);
+        assert_eq!(Scope::of("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"), Scope::Ingest);
+        assert_eq!(Scope::of("/apis/metrics.k8s.io/v1beta1/nodes"), Scope::Query);
         assert_eq!(Scope::of("/api/v1/query"), Scope::Query);
         assert_eq!(Scope::of("/metrics"), Scope::Query);
         assert_eq!(Scope::of("/-/reload"), Scope::Admin);

@@ -9,6 +9,7 @@ mod local_agent;
 mod query_cli;
 mod server;
 mod telemetry;
+mod top;
 
 use std::process::ExitCode;
 
@@ -55,7 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = config::agent_config(args, &file)?;
             runtime()?.block_on(agent::run(config))
         }
-        Command::Top(_) => anyhow::bail!("`vigil top` is not built yet"),
+        Command::Top(args) => top::run(args),
         Command::Import(args) => import::run(args),
         Command::Query(args) => query_cli::run(args),
     }

@@ -173,7 +173,8 @@ fn router(config: &ServerConfig, probes: Probes) -> Router {
     let app = Router::new()
         .merge(own)
         .merge(ingest.http_routes())
-        .merge(vigil_query::prometheus::routes(storage, build, Engine::default(), MAX_CONCURRENT_QUERIES))
+        .merge(vigil_query::prometheus::routes(storage.clone(), build, Engine::default(), MAX_CONCURRENT_QUERIES))
+        .merge(vigil_query::kubernetes::routes(storage))
         .merge(vigil_dashboards::routes());
     with_common_layers(app, config)
 }

@@ -1,8 +1,11 @@
-//! Vigil's query side: the Prometheus HTTP API over any [`vigil_tsdb::Queryable`].
+//! Vigil's query side: the Prometheus HTTP API and the Kubernetes Metrics API over any
+//! [`vigil_tsdb::Queryable`].
 //!
-//! This crate reads storage and never writes to it. Handlers are plain axum routes built by [`prometheus::routes`].
+//! This crate reads storage and never writes to it. Handlers are plain axum routes built by
+//! [`prometheus::routes`] and [`kubernetes::routes`].
 
 mod error;
+pub mod kubernetes;
 mod params;
 pub mod prometheus;
 pub mod promql;
