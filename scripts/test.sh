@@ -12,6 +12,9 @@ for cmd in cargo kill python3; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "missing required command: $cmd" >&2; exit 1; }
 done
 
+# kubectl comes with the machine; the `kubectl top` end-to-end test needs it.
+command -v kubectl >/dev/null 2>&1 || echo "warning: kubectl is missing; tests/kubectl_top.rs will fail saying so" >&2
+
 # Test peers from Debian packages: command -> package.
 declare -A peers=([prometheus]=prometheus [promtool]=prometheus)
 missing=()
@@ -29,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The Debian package starts a system Prometheus on :9090; tests start their own on free ports.
 
-# Test peers from PyPI: the OpenTelemetry SDK and its OTLP/HTTP exporter.
+# Test peers from PyPI: the OpenTelemetry SDK and its OTLP/HTTP and OTLP/gRPC exporters.
 if ! python3 -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc" >/dev/null 2>&1; then
   echo "installing test peers: opentelemetry-sdk opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-grpc"
   python3 -m pip install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-grpc
