@@ -292,9 +292,10 @@ impl XorIterator<'_> {
         if width == 64 {
             return Some(raw as i64);
         }
-        // Sign-extend from `width` bits.
-        let shift = 64 - u32::from(width);
-        Some(((raw << shift) as i64) >> shift)
+        // The writer's ranges are -(2^(w-1) - 1) ..= 2^(w-1), so the pattern 2^(w-1) is the positive end,
+        // not the negative one a plain sign extension would make it.
+        let half = 1u64 << (width - 1);
+        Some(if raw > half { raw as i64 - (1i64 << width) } else { raw as i64 })
     }
 
     fn read_value(&mut self) -> Option<()> {
@@ -350,6 +351,17 @@ mod tests {
 
     fn same(a: &[Sample], b: &[Sample]) -> bool {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.t == y.t && x.v.to_bits() == y.v.to_bits())
+    }
+
+    #[test]
+    fn delta_of_delta_range_ends_round_trip() {
+        // 8192, 65536 and 524288 are the positive ends of the 14-, 17- and 20-bit ranges.
+        for dod in [8192i64, -8191, 65536, -65535, 524288, -524287, 8193, -8192] {
+            let delta = 1_000_000;
+            let samples =
+                [Sample { t: 1, v: 0.0 }, Sample { t: 1 + delta, v: 0.0 }, Sample { t: 1 + 2 * delta + dod, v: 0.0 }];
+            assert!(same(&decode(&encode(&samples)).unwrap(), &samples), "delta of delta {dod}");
+        }
     }
 
     #[test]
