@@ -351,6 +351,24 @@ mod tests {
     }
 
     #[test]
+    fn agent_flags_win_over_the_file_section() {
+        let file = FileConfig::parse(EXAMPLE).unwrap();
+        let argv = ["vigil", "agent", "--server", "http://10.0.0.1:4317", "--interval", "5s"];
+        let Command::Agent(args) = Cli::parse_from(argv).command else { panic!("not agent") };
+        let config = agent_config(&args, &file).unwrap();
+        assert_eq!(config.server, "http://10.0.0.1:4317");
+        assert_eq!(config.interval, Duration::from_secs(5));
+        assert_eq!(config.root, PathBuf::from("/host"), "from the file");
+        assert_eq!(config.http_addr, "0.0.0.0:9101".parse().unwrap());
+        assert_eq!(config.buffer_max_bytes, 256 << 20);
+        let Command::Agent(args) = Cli::parse_from(["vigil", "agent", "--server", "vigil:4317"]).command else {
+            panic!("not agent")
+        };
+        let error = agent_config(&args, &FileConfig::default()).unwrap_err().to_string();
+        assert!(error.contains("http:// or https://"), "{error}");
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_it() {
         let error = FileConfig::parse("server:\n  http_adress: 0.0.0.0:1\n").unwrap_err();
         let message = format!("{error:#}");
