@@ -273,7 +273,9 @@ async fn send(
     }
 }
 
-/// OTLP's retryable codes retry (with the server's `grpc-retry-pushback-ms` hint when given); the rest refuse.
+/// OTLP's retryable codes retry (with the server's `grpc-retry-pushback-ms` hint when given), and so do
+/// `UNKNOWN` and `INTERNAL`, which is how tonic reports a connection that broke mid-call: dropping the batch
+/// then would lose data the server never stored. The rest refuse.
 fn classify(status: tonic::Status, client: &mut Option<MetricsServiceClient<tonic::transport::Channel>>) -> Sent {
     use tonic::Code;
     let retryable = matches!(
