@@ -16,7 +16,7 @@ use vigil_agent::ship::{self, DiskBuffer, JobPoints};
 use vigil_agent::{exposition, host};
 
 use crate::config::AgentConfig;
-use crate::server::{StopSignals, serve};
+use crate::server::{StopSignals, next_tick, serve, ticker};
 use crate::telemetry;
 
 /// What `/metrics` serves: the last collection, rendered, and the agent's own telemetry.
@@ -83,13 +83,8 @@ async fn collect_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let containers = Arc::new(Mutex::new(ContainerCollector::new(&config.root)));
-    let mut tick = tokio::time::interval(config.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
-        }
+    let mut tick = ticker(config.interval);
+    while next_tick(&mut tick, &mut stop).await {
         let (config, buffer, containers) = (config.clone(), buffer.clone(), containers.clone());
         let exposed = exposed.last_collection.clone();
         let task = tokio::task::spawn_blocking(move || collect_once(&config, &buffer, &containers, &exposed));

@@ -11,17 +11,13 @@ use vigil_agent::{Point, host};
 use vigil_tsdb::{Appender, Db, Labels, METRIC_NAME, Sample, SeriesSamples};
 
 use crate::config::LocalAgentConfig;
+use crate::server::{next_tick, ticker};
 
 /// Collects every interval until `stop` turns true.
 pub async fn run(config: LocalAgentConfig, db: Arc<Db>, telemetry: PrometheusHandle, mut stop: watch::Receiver<bool>) {
     let containers = Arc::new(std::sync::Mutex::new(ContainerCollector::new(&config.root)));
-    let mut tick = tokio::time::interval(config.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
-        }
+    let mut tick = ticker(config.interval);
+    while next_tick(&mut tick, &mut stop).await {
         let (config, db, containers) = (config.clone(), db.clone(), containers.clone());
         let own_metrics = telemetry.render();
         let collected =

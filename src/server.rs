@@ -99,13 +99,8 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Runs [`Db::maintain`] on the blocking pool every interval until `stop`.
 async fn maintain_storage(db: Arc<Db>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
-        }
+    let mut tick = ticker(MAINTENANCE_INTERVAL);
+    while next_tick(&mut tick, &mut stop).await {
         let db = db.clone();
         let started = Instant::now();
         match tokio::task::spawn_blocking(move || db.maintain()).await {
@@ -276,6 +271,21 @@ where
             let _ = stop.wait_for(|stopped| *stopped).await;
         })
         .await
+}
+
+/// An interval whose late ticks are delayed, not bunched up.
+pub(crate) fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Waits for the next tick; false once `stop` turns true.
+pub(crate) async fn next_tick(tick: &mut tokio::time::Interval, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tick.tick() => true,
+        _ = stop.wait_for(|stopped| *stopped) => false,
+    }
 }
 
 /// SIGTERM and SIGINT handlers, registered before anything else so a stop during start-up is clean too.

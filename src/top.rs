@@ -15,7 +15,15 @@ struct Api {
 
 impl Api {
     fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.get_with(path, None)
+    }
+
+    /// GET with an optional `labelSelector` query parameter (ureq encodes it).
+    fn get_with(&self, path: &str, selector: Option<&str>) -> anyhow::Result<(u16, Value)> {
         let mut request = self.agent.get(format!("{}{path}", self.base));
+        if let Some(selector) = selector {
+            request = request.query("labelSelector", selector);
+        }
         if let Some(token) = &self.token {
             request = request.header("Authorization", &format!("Bearer {token}"));
         }
@@ -27,23 +35,12 @@ impl Api {
     }
 
     fn list(&self, path: &str, selector: Option<&str>) -> anyhow::Result<Vec<Value>> {
-        let query = selector.map_or(String::new(), |s| format!("?labelSelector={}", encode(s)));
-        let (status, body) = self.get(&format!("{path}{query}"))?;
+        let (status, body) = self.get_with(path, selector)?;
         if status != 200 {
             bail!("{}", body["message"].as_str().unwrap_or("request failed"));
         }
         Ok(body["items"].as_array().cloned().unwrap_or_default())
     }
-}
-
-/// Percent-encodes a query parameter value.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Prints the table; errors carry kubectl's messages.

@@ -5,26 +5,15 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{Vigil, client, get};
+use harness::{Vigil, client, get, instant_query};
 use serde_json::Value;
 use vigil_agent::fixture::{CgroupVersion, Driver, NodeFixture};
-
-fn query(vigil: &Vigil, expr: &str) -> Vec<Value> {
-    let encoded: String = expr
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect();
-    let (status, body) = get(&client(), &vigil.http(&format!("/api/v1/query?query={encoded}")), None);
-    assert_eq!(status, 200, "{body}");
-    let body: Value = serde_json::from_str(&body).unwrap();
-    body["data"]["result"].as_array().unwrap().clone()
-}
 
 /// Polls `expr` until it returns `count` series, for at most `limit`.
 fn wait_for_series(vigil: &Vigil, expr: &str, count: usize, limit: Duration) -> Vec<Value> {
     let deadline = Instant::now() + limit;
     loop {
-        let result = query(vigil, expr);
+        let result = instant_query(vigil, expr);
         if result.len() == count || Instant::now() > deadline {
             return result;
         }
@@ -58,9 +47,9 @@ fn container_metrics_arrive_with_cadvisor_names_and_labels() {
         assert_eq!(metric["image"], expected.image.as_str());
         assert_eq!(found["value"][1], expected.working_set().to_string());
     }
-    let cpu = query(&server, r#"container_cpu_usage_seconds_total{cpu="total",id="/"}"#);
+    let cpu = instant_query(&server, r#"container_cpu_usage_seconds_total{cpu="total",id="/"}"#);
     assert_eq!(cpu.len(), 1, "the root cgroup: {cpu:?}");
-    let host = query(&server, r#"node_load1{job="node",instance="node-a"}"#);
+    let host = instant_query(&server, r#"node_load1{job="node",instance="node-a"}"#);
     assert_eq!(host[0]["value"][1], "0.5");
 
     let (status, exposition) = get(&client(), &agent.http("/metrics"), None);
@@ -96,7 +85,7 @@ fn batches_wait_on_disk_while_the_server_is_down() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut samples = 0;
     while Instant::now() < deadline {
-        let points = query(&server, r#"count_over_time(machine_cpu_cores{node="node-b"}[5m])"#);
+        let points = instant_query(&server, r#"count_over_time(machine_cpu_cores{node="node-b"}[5m])"#);
         samples = points.first().map_or(0, |p| p["value"][1].as_str().unwrap().parse::<usize>().unwrap());
         let drained = std::fs::read_dir(state.path().join("buffer/metrics")).unwrap().count() <= 1;
         if drained && samples >= 8 {

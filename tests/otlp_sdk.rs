@@ -4,20 +4,11 @@
 
 mod harness;
 
-use harness::{Vigil, client, get};
+use harness::{Vigil, client, get, instant_query};
 use serde_json::Value;
 
 fn query(vigil: &Vigil, expr: &str) -> Vec<(Value, f64)> {
-    let encoded: String = expr
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect();
-    let (status, body) = get(&client(), &vigil.http(&format!("/api/v1/query?query={encoded}")), None);
-    assert_eq!(status, 200, "{body}");
-    let body: Value = serde_json::from_str(&body).unwrap();
-    body["data"]["result"]
-        .as_array()
-        .unwrap()
+    instant_query(vigil, expr)
         .iter()
         .map(|r| (r["metric"].clone(), r["value"][1].as_str().unwrap().parse().unwrap()))
         .collect()

@@ -4,7 +4,9 @@
 //! When the server is down, batches accumulate on disk up to the size limit; beyond it the oldest are dropped
 //! and counted (`vigil_agent_buffer_dropped_batches_total`).
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -92,42 +94,41 @@ fn metrics_by_name(points: &[Point], node: &str, time_unix_nano: u64) -> Vec<Met
         .collect()
 }
 
-/// Encoded requests as numbered files (`<sequence>.otlp`), oldest first, bounded in total size.
+/// Encoded requests as numbered files (`<sequence>.otlp`), oldest first, bounded in total size. The
+/// directory is listed once, on open; afterwards the buffer keeps its own index of files and sizes.
 #[derive(Debug)]
 pub struct DiskBuffer {
     dir: PathBuf,
     max_bytes: u64,
     next_sequence: u64,
+    /// Batch files and their sizes, oldest first.
+    batches: VecDeque<(PathBuf, u64)>,
+    total_bytes: u64,
 }
 
 impl DiskBuffer {
     /// Opens (creating) the buffer directory, keeping batches a previous run left; partial writes are removed.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, AgentError> {
-        std::fs::create_dir_all(dir).map_err(|source| AgentError::Read { path: dir.to_owned(), source })?;
-        let mut buffer = DiskBuffer { dir: dir.to_owned(), max_bytes, next_sequence: 0 };
-        buffer.next_sequence = buffer.batches()?.last().map_or(0, |(sequence, _)| sequence + 1);
-        for entry in std::fs::read_dir(dir).map_err(|source| AgentError::Read { path: dir.to_owned(), source })? {
-            let path = entry.map_err(|source| AgentError::Read { path: dir.to_owned(), source })?.path();
+        let read_error = |source| AgentError::Read { path: dir.to_owned(), source };
+        std::fs::create_dir_all(dir).map_err(read_error)?;
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(read_error)? {
+            let entry = entry.map_err(read_error)?;
+            let path = entry.path();
             if path.extension().is_some_and(|ext| ext == "tmp") {
                 let _ = std::fs::remove_file(path);
+                continue;
+            }
+            let sequence = path.file_name().and_then(|n| n.to_str()?.strip_suffix(".otlp")?.parse::<u64>().ok());
+            if let Some(sequence) = sequence {
+                found.push((sequence, path, entry.metadata().map_err(read_error)?.len()));
             }
         }
-        Ok(buffer)
-    }
-
-    /// Batches on disk, oldest first.
-    fn batches(&self) -> Result<Vec<(u64, PathBuf)>, AgentError> {
-        let entries =
-            std::fs::read_dir(&self.dir).map_err(|source| AgentError::Read { path: self.dir.clone(), source })?;
-        let mut batches: Vec<(u64, PathBuf)> = entries
-            .filter_map(|entry| {
-                let path = entry.ok()?.path();
-                let sequence = path.file_name()?.to_str()?.strip_suffix(".otlp")?.parse().ok()?;
-                Some((sequence, path))
-            })
-            .collect();
-        batches.sort();
-        Ok(batches)
+        found.sort();
+        let next_sequence = found.last().map_or(0, |(sequence, _, _)| sequence + 1);
+        let total_bytes = found.iter().map(|(_, _, size)| size).sum();
+        let batches = found.into_iter().map(|(_, path, size)| (path, size)).collect();
+        Ok(DiskBuffer { dir: dir.to_owned(), max_bytes, next_sequence, batches, total_bytes })
     }
 
     /// Appends a batch (written to a temporary name, then renamed), then drops the oldest batches while the
@@ -136,49 +137,67 @@ impl DiskBuffer {
         let path = self.dir.join(format!("{:020}.otlp", self.next_sequence));
         let temporary = path.with_extension("tmp");
         let write_error = |source| AgentError::Read { path: temporary.clone(), source };
-        std::fs::write(&temporary, request.encode_to_vec()).map_err(write_error)?;
+        let bytes = request.encode_to_vec();
+        std::fs::write(&temporary, &bytes).map_err(write_error)?;
         std::fs::rename(&temporary, &path).map_err(write_error)?;
         self.next_sequence += 1;
-        let mut batches = self.batches()?;
-        let mut total: u64 = batches.iter().filter_map(|(_, p)| p.metadata().ok()).map(|m| m.len()).sum();
+        self.batches.push_back((path, bytes.len() as u64));
+        self.total_bytes += bytes.len() as u64;
         let mut dropped = 0;
-        while total > self.max_bytes && batches.len() > 1 {
-            let (_, oldest) = batches.remove(0);
-            total -= oldest.metadata().map(|m| m.len()).unwrap_or(0);
-            let _ = std::fs::remove_file(&oldest);
+        while self.total_bytes > self.max_bytes && self.batches.len() > 1 {
+            self.drop_oldest();
             dropped += 1;
         }
         if dropped > 0 {
             metrics::counter!("vigil_agent_buffer_dropped_batches_total").increment(dropped as u64);
         }
-        metrics::gauge!("vigil_agent_buffer_bytes").set(total as f64);
+        metrics::gauge!("vigil_agent_buffer_bytes").set(self.total_bytes as f64);
         Ok(dropped)
     }
 
+    fn drop_oldest(&mut self) {
+        if let Some((path, size)) = self.batches.pop_front() {
+            self.total_bytes -= size;
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     /// The oldest batch, decoded; a batch that does not decode is removed (counted as dropped) and skipped.
-    pub fn oldest(&self) -> Result<Option<(PathBuf, ExportMetricsServiceRequest)>, AgentError> {
-        for (_, path) in self.batches()? {
+    pub fn oldest(&mut self) -> Result<Option<(PathBuf, ExportMetricsServiceRequest)>, AgentError> {
+        while let Some((path, _)) = self.batches.front() {
+            let path = path.clone();
             let bytes = std::fs::read(&path).map_err(|source| AgentError::Read { path: path.clone(), source })?;
             match ExportMetricsServiceRequest::decode(bytes.as_slice()) {
                 Ok(request) => return Ok(Some((path, request))),
                 Err(error) => {
                     tracing::warn!(path = %path.display(), %error, "dropping a corrupt buffered batch");
                     metrics::counter!("vigil_agent_buffer_dropped_batches_total").increment(1);
-                    let _ = std::fs::remove_file(&path);
+                    self.drop_oldest();
                 }
             }
         }
         Ok(None)
     }
 
+    /// Removes a batch the server has taken (or refused for good).
+    pub fn remove(&mut self, path: &Path) {
+        if let Some(index) = self.batches.iter().position(|(p, _)| p == path) {
+            if let Some((path, size)) = self.batches.remove(index) {
+                self.total_bytes -= size;
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        metrics::gauge!("vigil_agent_buffer_bytes").set(self.total_bytes as f64);
+    }
+
     /// Number of batches waiting.
     pub fn len(&self) -> usize {
-        self.batches().map(|b| b.len()).unwrap_or(0)
+        self.batches.len()
     }
 
     /// True when nothing waits.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.batches.is_empty()
     }
 }
 
@@ -188,11 +207,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Sends buffered batches to `endpoint` (`http://host:4317`) until `stop`, oldest first. A batch leaves the
 /// buffer when the server acknowledged it, or refused it as invalid (retrying cannot help; counted).
-pub async fn run_shipper(
-    buffer: std::sync::Arc<std::sync::Mutex<DiskBuffer>>,
-    endpoint: String,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run_shipper(buffer: Arc<Mutex<DiskBuffer>>, endpoint: String, mut stop: watch::Receiver<bool>) {
     let mut client: Option<MetricsServiceClient<tonic::transport::Channel>> = None;
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -200,7 +215,7 @@ pub async fn run_shipper(
             return;
         }
         let reader = buffer.clone();
-        let next = tokio::task::spawn_blocking(move || reader.lock().ok().map(|b| b.oldest())).await;
+        let next = tokio::task::spawn_blocking(move || reader.lock().ok().map(|mut b| b.oldest())).await;
         let (path, request) = match next {
             Ok(Some(Ok(Some(batch)))) => batch,
             Ok(Some(Ok(None))) => {
@@ -217,7 +232,7 @@ pub async fn run_shipper(
         let outcome = send(&mut client, &endpoint, request).await;
         let delay = match outcome {
             Sent::Acknowledged => {
-                remove_batch(path).await;
+                remove_batch(&buffer, path).await;
                 metrics::counter!("vigil_agent_batches_shipped_total").increment(1);
                 backoff = FIRST_BACKOFF;
                 continue;
@@ -225,7 +240,7 @@ pub async fn run_shipper(
             Sent::Refused(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "server refused a batch; dropping it");
                 metrics::counter!("vigil_agent_batches_refused_total").increment(1);
-                remove_batch(path).await;
+                remove_batch(&buffer, path).await;
                 continue;
             }
             Sent::RetryLater(reason, asked) => {
@@ -240,8 +255,9 @@ pub async fn run_shipper(
     }
 }
 
-async fn remove_batch(path: PathBuf) {
-    let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+async fn remove_batch(buffer: &Arc<Mutex<DiskBuffer>>, path: PathBuf) {
+    let buffer = buffer.clone();
+    let _ = tokio::task::spawn_blocking(move || buffer.lock().ok().map(|mut b| b.remove(&path))).await;
 }
 
 enum Sent {
@@ -339,11 +355,11 @@ mod tests {
             assert_eq!(buffer.push(&batch(value)).unwrap(), 0);
         }
         std::fs::write(dir.path().join("00000000000000000099.tmp"), b"partial").unwrap();
-        let buffer = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
+        let mut buffer = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(buffer.len(), 3);
         let (path, first) = buffer.oldest().unwrap().unwrap();
         assert_eq!(first, batch(1.0));
-        std::fs::remove_file(path).unwrap();
+        buffer.remove(&path);
         assert_eq!(buffer.oldest().unwrap().unwrap().1, batch(2.0));
         assert!(!dir.path().join("00000000000000000099.tmp").exists(), "partial writes are cleaned up");
 

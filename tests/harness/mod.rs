@@ -168,6 +168,18 @@ pub fn get(agent: &ureq::Agent, url: &str, token: Option<&str>) -> (u16, String)
     (status, response.body_mut().read_to_string().unwrap())
 }
 
+/// The `result` array of an instant PromQL query (`/api/v1/query`), asserting a 200 answer.
+pub fn instant_query(vigil: &Vigil, expr: &str) -> Vec<Value> {
+    let encoded: String = expr
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    let (status, body) = get(&client(), &vigil.http(&format!("/api/v1/query?query={encoded}")), None);
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["data"]["result"].as_array().unwrap().clone()
+}
+
 /// A series for [`remote_write_body`]: label pairs and (ms, value) samples.
 pub type WireSeries<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
 
