@@ -67,6 +67,10 @@ pub struct ServerArgs {
     /// OTLP HTTP listener [default: 0.0.0.0:4318].
     #[arg(long, env = "VIGIL_OTLP_HTTP_ADDR")]
     pub otlp_http_addr: Option<SocketAddr>,
+    /// A second listener serving the HTTP routes over TLS, e.g. for the Kubernetes API aggregator; it uses
+    /// --tls-cert-file and --tls-key-file, or a self-signed certificate made at start when they are absent.
+    #[arg(long, env = "VIGIL_HTTPS_ADDR")]
+    pub https_addr: Option<SocketAddr>,
     /// PEM certificate chain; with --tls-key-file, every listener speaks TLS.
     #[arg(long, env = "VIGIL_TLS_CERT_FILE")]
     pub tls_cert_file: Option<PathBuf>,

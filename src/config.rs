@@ -40,6 +40,7 @@ pub struct ServerSection {
     pub http_addr: Option<SocketAddr>,
     pub otlp_grpc_addr: Option<SocketAddr>,
     pub otlp_http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
     pub tls: TlsSection,
     pub auth: AuthSection,
     pub limits: LimitsSection,
@@ -148,6 +149,8 @@ pub struct ServerConfig {
     pub http_addr: SocketAddr,
     pub otlp_grpc_addr: SocketAddr,
     pub otlp_http_addr: SocketAddr,
+    /// The extra TLS listener of the HTTP routes, if any.
+    pub https_addr: Option<SocketAddr>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub tokens: Tokens,
     pub max_body_bytes: usize,
@@ -251,6 +254,7 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Ser
         http_addr: args.http_addr.or(section.http_addr).unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
         otlp_grpc_addr: args.otlp_grpc_addr.or(section.otlp_grpc_addr).unwrap_or_else(|| ([0, 0, 0, 0], 4317).into()),
         otlp_http_addr: args.otlp_http_addr.or(section.otlp_http_addr).unwrap_or_else(|| ([0, 0, 0, 0], 4318).into()),
+        https_addr: args.https_addr.or(section.https_addr),
         tls,
         tokens: Tokens {
             ingest: args.ingest_token.clone().or_else(|| section.auth.ingest_token.clone()),

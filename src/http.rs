@@ -119,7 +119,7 @@ pub async fn record_request(request: Request, next: Next) -> Response {
     response
 }
 
-/// Loads a PEM certificate chain and key into a rustls server config (HTTP/1.1).
+/// Loads a PEM certificate chain and key into a rustls server config.
 pub fn tls_config(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let cert_pem =
         std::fs::read(cert_file).with_context(|| format!("cannot read TLS certificate {}", cert_file.display()))?;
@@ -131,6 +131,26 @@ pub fn tls_config(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<rustl
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .with_context(|| format!("invalid PEM in {}", key_file.display()))?
         .with_context(|| format!("no private key found in {}", key_file.display()))?;
+    server_tls(certs, key)
+}
+
+/// A rustls server config over a certificate made now and signed by itself, for `localhost` and this
+/// host's name: what a listener uses when its client does not verify the server (the Kubernetes API
+/// aggregator with `insecureSkipTLSVerify`) and no certificate was configured.
+pub fn self_signed_tls_config() -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let mut names = vec!["localhost".to_owned()];
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(host.trim().to_owned());
+    }
+    let certified = rcgen::generate_simple_self_signed(names).context("cannot make a self-signed certificate")?;
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    server_tls(vec![certified.cert.der().clone()], key.into())
+}
+
+fn server_tls(
+    certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

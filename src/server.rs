@@ -46,13 +46,17 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     let app = router(&config, probes);
 
     let (stop_sender, stop) = watch::channel(false);
-    let (http_addr, server) = listen(&config, config.http_addr, "--http-addr", app, stop.clone()).await?;
+    let (http_addr, server) = listen(&config, config.http_addr, "--http-addr", app.clone(), stop.clone()).await?;
     let otlp_app = otlp_http_router(&config, db.clone());
     let (otlp_http_addr, otlp_server) =
         listen(&config, config.otlp_http_addr, "--otlp-http-addr", otlp_app, stop.clone()).await?;
     let grpc_app = otlp_grpc_router(&config, db.clone());
     let (otlp_grpc_addr, grpc_server) =
         listen(&config, config.otlp_grpc_addr, "--otlp-grpc-addr", grpc_app, stop.clone()).await?;
+    let https = match config.https_addr {
+        Some(addr) => Some(listen_https(&config, addr, app.clone(), stop.clone()).await?),
+        None => None,
+    };
     let agent = local_agent
         .map(|agent_config| tokio::spawn(local_agent::run(agent_config, db.clone(), telemetry.clone(), stop.clone())));
     let maintenance = tokio::spawn(maintain_storage(db.clone(), stop.clone()));
@@ -63,6 +67,7 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
         %http_addr,
         %otlp_http_addr,
         %otlp_grpc_addr,
+        https_addr = https.as_ref().map(|(addr, _)| addr.to_string()),
         data_dir = %config.data_dir.display(),
         startup_ms = started.elapsed().as_millis() as u64,
         "vigil is ready"
@@ -73,7 +78,12 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     tracing::info!("stop signal received; draining requests");
     ready.store(false, Ordering::Release);
     let _ = stop_sender.send(true);
-    let servers = async { (server.await, otlp_server.await, grpc_server.await) };
+    let servers = async {
+        if let Some((_, https_server)) = https {
+            let _ = https_server.await;
+        }
+        (server.await, otlp_server.await, grpc_server.await)
+    };
     match tokio::time::timeout(DRAIN_TIMEOUT, servers).await.map(|(main, _otlp_http, _otlp_grpc)| main) {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(error))) => tracing::error!(%error, "http server failed"),
@@ -211,6 +221,25 @@ async fn listen(
         None => tokio::spawn(serve(tcp, app, stop)),
     };
     Ok((bound, task))
+}
+
+/// Binds the extra TLS listener of the HTTP routes: with the configured certificate, or a self-signed one.
+async fn listen_https(
+    config: &ServerConfig,
+    addr: SocketAddr,
+    app: Router,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let tls = match &config.tls {
+        Some((cert, key)) => http::tls_config(cert, key)?,
+        None => {
+            tracing::info!(%addr, "no --tls-cert-file: --https-addr uses a self-signed certificate");
+            tokio::task::spawn_blocking(http::self_signed_tls_config).await??
+        }
+    };
+    let tcp = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (--https-addr)"))?;
+    let bound = tcp.local_addr()?;
+    Ok((bound, tokio::spawn(serve(http::TlsListener::new(tcp, tls)?, app, stop))))
 }
 
 /// `/api/v1/status/runtimeinfo` in Prometheus's shape (Go-only fields are zero or empty).

@@ -35,7 +35,8 @@ fn kubectl_top_reads_vigil_and_vigil_top_prints_the_same() {
     let root = tempfile::tempdir_in(vigil_agent::fixture::scratch_parent()).unwrap();
     fixture.write(root.path()).unwrap();
     let (data, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let server = Vigil::server(data.path(), &[]);
+    // The extra TLS listener with a self-signed certificate is what the API aggregator would call.
+    let server = Vigil::server(data.path(), &["--https-addr", "127.0.0.1:0"]);
 
     // CPU counters advance in real time at each container's rate while the agent collects every second.
     let advancing = Arc::new(AtomicBool::new(true));
@@ -84,6 +85,17 @@ fn kubectl_top_reads_vigil_and_vigil_top_prints_the_same() {
         assert!(ok, "vigil {args:?} failed: {stderr}");
         assert_eq!(vigil, kubectl, "vigil {args:?} differs from kubectl");
     }
+
+    // Over the self-signed TLS listener, as through the APIService, kubectl reads the same table.
+    let https_flag = format!("--server=https://{}", server.https_addr.expect("--https-addr is bound"));
+    // (A token, any token, stops kubectl prompting for a password on an https server; no scope needs one here.)
+    let tls_args = [https_flag.as_str(), "--token=unused", "top", "pods", "-A"];
+    let (ok, over_tls, stderr) = run("kubectl", &[&tls_args[..], &["--insecure-skip-tls-verify"]].concat());
+    assert!(ok, "kubectl over TLS failed: {stderr}");
+    let (_, plain, _) = run("kubectl", &[&server_flag, "top", "pods", "-A"]);
+    assert_eq!(over_tls, plain);
+    let (ok, _, stderr) = run("kubectl", &tls_args);
+    assert!(!ok && stderr.contains("certificate"), "a verifying client rejects the self-signed certificate: {stderr}");
 
     // The rows hold what the fixture says.
     let (_, nodes, _) = run("kubectl", &[&server_flag, "top", "nodes"]);

@@ -86,6 +86,7 @@ impl ContainerCollector {
                 live_containers.insert(id.clone());
             }
             let identity = self.resolver.identity(&kind, &pods).unwrap_or_default();
+            push_pod_labels(&identity, &mut out.points);
             out.labels = vec![("id".to_owned(), cgroup.clone())];
             for (name, value) in [
                 ("name", identity.name),
@@ -104,6 +105,25 @@ impl ContainerCollector {
         self.resolver.retain(&live_containers);
         (out.points, out.errors)
     }
+}
+
+/// `kube_pod_labels{namespace, pod, label_<name>}` = 1, kube-state-metrics' shape, for a sandbox whose pod's
+/// labels the runtime keeps: what label selectors on pods (`kubectl top pods -l`) match against.
+fn push_pod_labels(identity: &runtime::Identity, points: &mut Vec<Point>) {
+    if identity.pod_labels.is_empty() {
+        return;
+    }
+    let mut labels =
+        vec![("namespace".to_owned(), identity.namespace.clone()), ("pod".to_owned(), identity.pod.clone())];
+    labels.extend(identity.pod_labels.iter().map(|(key, value)| (pod_label_name(key), value.clone())));
+    points.push(Point { name: "kube_pod_labels".to_owned(), labels, value: 1.0 });
+}
+
+/// A Kubernetes label key as a Prometheus label name: `label_` and the key with every character outside
+/// `[a-zA-Z0-9_]` turned into `_` (`app.kubernetes.io/name` → `label_app_kubernetes_io_name`).
+pub fn pod_label_name(key: &str) -> String {
+    let sanitized: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    format!("label_{sanitized}")
 }
 
 /// Points and errors of one pass, with the labels of the cgroup being read.

@@ -17,6 +17,9 @@ pub struct Identity {
     pub image: String,
     /// `name`: the container id for containers, empty otherwise.
     pub name: String,
+    /// The pod's own labels, sorted, when this is a sandbox whose runtime keeps them (Docker and CRI-O do;
+    /// containerd does not write them to any file).
+    pub pod_labels: Vec<(String, String)>,
 }
 
 /// What a cgroup path names.
@@ -151,6 +154,7 @@ fn oci_identity(spec: &serde_json::Value, id: &str) -> Option<Identity> {
         },
         image: get(&["io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName"]),
         name: id.to_owned(),
+        pod_labels: if sandbox { crio_pod_labels(annotations) } else { Vec::new() },
     };
     (!identity.pod.is_empty()).then_some(identity)
 }
@@ -161,14 +165,42 @@ fn docker_identity(config: &serde_json::Value, id: &str) -> Option<Identity> {
     let labels = config.get("Labels")?;
     let label = |key: &str| labels.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
     let container = label("io.kubernetes.container.name");
-    let identity = Identity {
+    let sandbox = container == "POD";
+    let mut identity = Identity {
         namespace: label("io.kubernetes.pod.namespace"),
         pod: label("io.kubernetes.pod.name"),
-        container: if container == "POD" { String::new() } else { container },
+        container: if sandbox { String::new() } else { container },
         image: config.get("Image").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
         name: id.to_owned(),
+        pod_labels: Vec::new(),
     };
+    if sandbox {
+        // The sandbox carries the pod's labels beside the kubelet's own and its `annotation.*` copies.
+        let labels = labels.as_object().into_iter().flatten();
+        identity.pod_labels = own_labels(labels.filter(|(key, _)| !key.starts_with("annotation.")));
+    }
     (!identity.pod.is_empty()).then_some(identity)
+}
+
+/// CRI-O's sandbox spec keeps the pod's labels as a JSON object in one annotation.
+fn crio_pod_labels(annotations: &serde_json::Value) -> Vec<(String, String)> {
+    let Some(text) = annotations.get("io.kubernetes.cri-o.Labels").and_then(|v| v.as_str()) else {
+        return Vec::new();
+    };
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text) {
+        Ok(labels) => own_labels(labels.iter()),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The string-valued labels that are not the kubelet's `io.kubernetes.*` bookkeeping, sorted.
+fn own_labels<'a>(labels: impl Iterator<Item = (&'a String, &'a serde_json::Value)>) -> Vec<(String, String)> {
+    let mut own: Vec<(String, String)> = labels
+        .filter(|(key, _)| !key.starts_with("io.kubernetes."))
+        .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_owned())))
+        .collect();
+    own.sort();
+    own
 }
 
 /// The kubelet's log directories: `/var/log/pods/<ns>_<pod>_<uid>/` and the
@@ -209,7 +241,7 @@ impl PodDirectory {
                 (namespace, pod, String::new())
             }
         };
-        Some(Identity { namespace, pod, container, image: String::new(), name: id.to_owned() })
+        Some(Identity { namespace, pod, container, name: id.to_owned(), ..Identity::default() })
     }
 }
 
@@ -263,6 +295,44 @@ mod tests {
         assert_eq!((identity.container.as_str(), identity.image.as_str()), ("nginx", "nginx:1.27"));
         let pod = resolver.identity(&CgroupKind::Pod { uid: UID.into() }, &pods).unwrap();
         assert_eq!((pod.pod.as_str(), pod.container.as_str()), ("web-0", ""));
+    }
+
+    /// Resolves container `ID` with `file` (relative to the root) holding `contents`.
+    fn resolve_from(file: &str, contents: &serde_json::Value) -> Identity {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, contents.to_string()).unwrap();
+        let kind = CgroupKind::Container { pod_uid: UID.into(), id: ID.into() };
+        Resolver::new(dir.path()).identity(&kind, &PodDirectory::default()).unwrap()
+    }
+
+    #[test]
+    fn sandboxes_of_crio_and_docker_carry_the_pods_own_labels() {
+        let labels =
+            r#"{"app":"web","io.kubernetes.pod.name":"web-0","io.kubernetes.container.name":"POD","tier":"front"}"#;
+        let crio = serde_json::json!({"annotations": {
+            "io.kubernetes.cri-o.ContainerType": "sandbox", "io.kubernetes.pod.name": "web-0",
+            "io.kubernetes.pod.namespace": "shop", "io.kubernetes.cri-o.Labels": labels}});
+        let path = format!("run/containers/storage/overlay-containers/{ID}/userdata/config.json");
+        let identity = resolve_from(&path, &crio);
+        let expected = vec![("app".to_owned(), "web".to_owned()), ("tier".to_owned(), "front".to_owned())];
+        assert_eq!((identity.pod.as_str(), identity.container.as_str()), ("web-0", ""));
+        assert_eq!(identity.pod_labels, expected);
+
+        let docker = serde_json::json!({"Config": {"Image": "pause:3.10", "Labels": {
+            "app": "web", "tier": "front", "annotation.kubernetes.io/config.seen": "x",
+            "io.kubernetes.container.name": "POD", "io.kubernetes.docker.type": "podsandbox",
+            "io.kubernetes.pod.name": "web-0", "io.kubernetes.pod.namespace": "shop"}}});
+        let identity = resolve_from(&format!("var/lib/docker/containers/{ID}/config.v2.json"), &docker);
+        assert_eq!((identity.namespace.as_str(), identity.container.as_str()), ("shop", ""));
+        assert_eq!(identity.pod_labels, expected);
+
+        // An application container's labels are the kubelet's, not the pod's.
+        let mut app = docker.clone();
+        app["Config"]["Labels"]["io.kubernetes.container.name"] = "server".into();
+        let identity = resolve_from(&format!("var/lib/docker/containers/{ID}/config.v2.json"), &app);
+        assert_eq!((identity.container.as_str(), identity.pod_labels.len()), ("server", 0));
     }
 
     #[test]

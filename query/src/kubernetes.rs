@@ -94,37 +94,89 @@ struct ListParams {
 }
 
 impl ListParams {
-    /// Vigil knows no Node or Pod labels beyond `kubernetes.io/hostname` on nodes, so a label selector
-    /// matches only through that label; `fieldSelector` supports `metadata.name` and `metadata.namespace`.
-    fn matches(&self, labels: &BTreeMap<String, String>, name: &str, namespace: &str) -> bool {
+    /// True when `name` and `namespace` pass `fieldSelector` (`metadata.name`, `metadata.namespace`) and the
+    /// object's labels, looked up by key through `label`, pass `labelSelector`.
+    fn matches<'a>(&self, label: impl Fn(&str) -> Option<&'a str>, name: &str, namespace: &str) -> bool {
         let fields = [("metadata.name", name), ("metadata.namespace", namespace)];
-        let field_ok = requirements(&self.field_selector).all(|(key, op, value)| {
-            let actual = fields.iter().find(|(k, _)| *k == key).map_or("", |(_, v)| *v);
-            (actual == value) == (op == "=")
-        });
-        let label_ok = requirements(&self.label_selector).all(|(key, op, value)| {
-            let actual = labels.get(key).map(String::as_str);
-            match op {
-                "=" => actual == Some(value),
-                "!=" => actual != Some(value),
-                _ => actual.is_some(),
-            }
-        });
-        field_ok && label_ok
+        let field = |key: &str| fields.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        requirements(&self.field_selector).all(|r| r.holds(field(r.key)))
+            && requirements(&self.label_selector).all(|r| r.holds(label(r.key)))
     }
 }
 
-/// `a=b,c!=d,e` as (key, op, value); `==` is `=`, a bare key is an existence test (op `exists`).
-fn requirements(selector: &str) -> impl Iterator<Item = (&str, &str, &str)> {
-    selector.split(',').map(str::trim).filter(|r| !r.is_empty()).map(|requirement| {
-        if let Some((key, value)) = requirement.split_once("!=") {
-            (key.trim(), "!=", value.trim())
-        } else if let Some((key, value)) = requirement.split_once("==").or_else(|| requirement.split_once('=')) {
-            (key.trim(), "=", value.trim())
-        } else {
-            (requirement, "exists", "")
+/// One requirement of a Kubernetes selector.
+#[derive(Debug, PartialEq)]
+struct Requirement<'s> {
+    key: &'s str,
+    op: SelectorOp<'s>,
+}
+
+#[derive(Debug, PartialEq)]
+enum SelectorOp<'s> {
+    Equals(&'s str),
+    NotEquals(&'s str),
+    In(Vec<&'s str>),
+    NotIn(Vec<&'s str>),
+    Exists,
+    NotExists,
+}
+
+impl Requirement<'_> {
+    /// Whether an object whose value for the key is `actual` passes (`!=` and `notin` pass a missing key).
+    fn holds(&self, actual: Option<&str>) -> bool {
+        match &self.op {
+            SelectorOp::Equals(value) => actual == Some(*value),
+            SelectorOp::NotEquals(value) => actual != Some(*value),
+            SelectorOp::In(values) => actual.is_some_and(|a| values.contains(&a)),
+            SelectorOp::NotIn(values) => !actual.is_some_and(|a| values.contains(&a)),
+            SelectorOp::Exists => actual.is_some(),
+            SelectorOp::NotExists => actual.is_none(),
+        }
+    }
+}
+
+/// `a=b,c!=d,e,!f,g in (x,y),h notin (z)`: `==` is `=`, a bare key tests existence, `!key` absence.
+fn requirements(selector: &str) -> impl Iterator<Item = Requirement<'_>> {
+    top_level_commas(selector).into_iter().map(str::trim).filter(|r| !r.is_empty()).map(|text| {
+        fn set(rest: &str) -> Vec<&str> {
+            let inner = rest.trim().trim_start_matches('(').trim_end_matches(')');
+            inner.split(',').map(str::trim).filter(|v| !v.is_empty()).collect()
+        }
+        if let Some((key, values)) = text.split_once(" notin ") {
+            return Requirement { key: key.trim(), op: SelectorOp::NotIn(set(values)) };
+        }
+        if let Some((key, values)) = text.split_once(" in ") {
+            return Requirement { key: key.trim(), op: SelectorOp::In(set(values)) };
+        }
+        if let Some((key, value)) = text.split_once("!=") {
+            return Requirement { key: key.trim(), op: SelectorOp::NotEquals(value.trim()) };
+        }
+        if let Some((key, value)) = text.split_once("==").or_else(|| text.split_once('=')) {
+            return Requirement { key: key.trim(), op: SelectorOp::Equals(value.trim()) };
+        }
+        match text.strip_prefix('!') {
+            Some(key) => Requirement { key: key.trim(), op: SelectorOp::NotExists },
+            None => Requirement { key: text, op: SelectorOp::Exists },
         }
     })
+}
+
+/// Splits at commas outside parentheses, so `a in (x,y),b` is two requirements.
+fn top_level_commas(selector: &str) -> Vec<&str> {
+    let (mut parts, mut depth, mut start) = (Vec::new(), 0usize, 0);
+    for (at, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&selector[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&selector[start..]);
+    parts
 }
 
 fn api_error(status: StatusCode, reason: &str, message: String) -> Response {
@@ -283,7 +335,10 @@ async fn node_list(State(state): State<K8sState>, Query(params): Query<ListParam
     };
     let items: Vec<Value> = capacity
         .iter()
-        .filter(|(name, _)| params.matches(&node_labels(name), name, ""))
+        .filter(|(name, _)| {
+            let labels = node_labels(name);
+            params.matches(|key| labels.get(key).map(String::as_str), name, "")
+        })
         .map(|(name, (cores, memory))| node_object(name, *cores, *memory))
         .collect();
     axum::Json(json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": items})).into_response()
@@ -312,7 +367,10 @@ async fn node_metrics_list(State(state): State<K8sState>, Query(params): Query<L
     };
     let items: Vec<Value> = usage
         .iter()
-        .filter(|(name, _)| params.matches(&node_labels(name), name, ""))
+        .filter(|(name, _)| {
+            let labels = node_labels(name);
+            params.matches(|key| labels.get(key).map(String::as_str), name, "")
+        })
         .map(|(name, usage)| node_metrics_object(name, usage))
         .collect();
     axum::Json(
@@ -406,6 +464,35 @@ fn pod_usage(
     Ok(pods)
 }
 
+/// One pod's labels by `kube_pod_labels` name.
+type PodLabels = BTreeMap<String, String>;
+
+/// Each pod's labels as the agent reported them in `kube_pod_labels` (names in `label_<key>` form), for the
+/// pods whose runtime keeps them.
+fn pod_labels(
+    storage: &dyn Queryable,
+    namespace: Option<&str>,
+) -> Result<BTreeMap<(String, String), PodLabels>, vigil_tsdb::Error> {
+    let mut matchers = vec![("pod", MatchOp::NotEqual, "")];
+    if let Some(namespace) = namespace {
+        matchers.push(("namespace", MatchOp::Equal, namespace));
+    }
+    let mut labels = BTreeMap::new();
+    for series in select(storage, "kube_pod_labels", &matchers)? {
+        let (Some(namespace), Some(pod)) = (series.labels.get("namespace"), series.labels.get("pod")) else { continue };
+        let own = series.labels.iter().filter(|label| label.name.starts_with("label_"));
+        let own = own.map(|label| (label.name.to_string(), label.value.to_string())).collect();
+        labels.insert((namespace.to_owned(), pod.to_owned()), own);
+    }
+    Ok(labels)
+}
+
+/// The `kube_pod_labels` label name of a Kubernetes label key (kube-state-metrics' sanitizing).
+fn pod_label_name(key: &str) -> String {
+    let sanitized: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    format!("label_{sanitized}")
+}
+
 fn pod_metrics_object(namespace: &str, name: &str, usage: &PodUsage) -> Value {
     let containers: Vec<Value> = usage
         .containers
@@ -421,10 +508,17 @@ fn pod_metrics_list(storage: &dyn Queryable, namespace: Option<&str>, params: &L
         Ok(pods) => pods,
         Err(error) => return storage_error(error),
     };
+    let labels = match pod_labels(storage, namespace) {
+        Ok(labels) => labels,
+        Err(error) => return storage_error(error),
+    };
     let no_labels = BTreeMap::new();
     let items: Vec<Value> = pods
         .iter()
-        .filter(|((namespace, name), _)| params.matches(&no_labels, name, namespace))
+        .filter(|(pod, _)| {
+            let labels = labels.get(*pod).unwrap_or(&no_labels);
+            params.matches(|key| labels.get(&pod_label_name(key)).map(String::as_str), &pod.1, &pod.0)
+        })
         .map(|((namespace, name), usage)| pod_metrics_object(namespace, name, usage))
         .collect();
     axum::Json(

@@ -20,6 +20,8 @@ pub struct Vigil {
     pub otlp_http_addr: SocketAddr,
     /// Where its OTLP/gRPC listener is bound.
     pub otlp_grpc_addr: SocketAddr,
+    /// Where its extra TLS listener (`--https-addr`) is bound, if it has one.
+    pub https_addr: Option<SocketAddr>,
     /// The structured log lines it printed, as they arrive.
     logs: mpsc::Receiver<Value>,
     /// Fields of the "vigil is ready" event.
@@ -84,7 +86,8 @@ impl Vigil {
                     let addr = address("http_addr");
                     let otlp_http_addr = address("otlp_http_addr");
                     let otlp_grpc_addr = address("otlp_grpc_addr");
-                    return Vigil { child, addr, otlp_http_addr, otlp_grpc_addr, logs, ready_event: event };
+                    let https_addr = event["https_addr"].as_str().map(|a| a.parse().unwrap());
+                    return Vigil { child, addr, otlp_http_addr, otlp_grpc_addr, https_addr, logs, ready_event: event };
                 }
                 Ok(_) => continue,
                 Err(_) => {

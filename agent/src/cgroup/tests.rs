@@ -183,3 +183,32 @@ fn this_machine_reports_sane_root_values() {
     assert!(cpu > 0.0, "{cpu}");
     assert!(index.value("machine_cpu_cores", &[]).unwrap() >= 1.0);
 }
+
+#[test]
+fn a_sandbox_whose_runtime_keeps_pod_labels_reports_kube_pod_labels() {
+    let fixture = NodeFixture { version: CgroupVersion::V2, driver: Driver::Systemd, containers: 4 };
+    let dir = tempfile::tempdir_in(crate::fixture::scratch_parent()).unwrap();
+    fixture.write(dir.path()).unwrap();
+    // pod-000's sandbox as CRI-O keeps it: the pod's labels in an annotation (containerd keeps none).
+    let sandbox = fixture.containers().into_iter().find(|c| c.is_sandbox()).unwrap();
+    std::fs::remove_dir_all(
+        dir.path().join(format!("run/containerd/io.containerd.runtime.v2.task/k8s.io/{}", sandbox.id)),
+    )
+    .unwrap();
+    let crio = dir.path().join(format!("run/containers/storage/overlay-containers/{}/userdata", sandbox.id));
+    std::fs::create_dir_all(&crio).unwrap();
+    let labels = r#"{"app.kubernetes.io/name":"checkout","io.kubernetes.pod.name":"pod-000"}"#;
+    let spec = serde_json::json!({"annotations": {"io.kubernetes.cri-o.ContainerType": "sandbox",
+        "io.kubernetes.pod.name": sandbox.pod, "io.kubernetes.pod.namespace": sandbox.namespace,
+        "io.kubernetes.cri-o.Labels": labels}});
+    std::fs::write(crio.join("config.json"), spec.to_string()).unwrap();
+
+    let (points, errors) = ContainerCollector::new(dir.path()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let pod_labels: Vec<&Point> = points.iter().filter(|p| p.name == "kube_pod_labels").collect();
+    assert_eq!(pod_labels.len(), 1, "only the pod whose runtime keeps labels");
+    let expected =
+        [("namespace", sandbox.namespace.as_str()), ("pod", "pod-000"), ("label_app_kubernetes_io_name", "checkout")];
+    let actual: Vec<(&str, &str)> = pod_labels[0].labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(actual, expected);
+}

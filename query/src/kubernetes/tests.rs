@@ -19,12 +19,32 @@ fn quantities_and_durations_use_kubernetes_and_go_forms() {
 #[test]
 fn selectors_filter_by_field_and_label() {
     let params = |field: &str, label: &str| ListParams { field_selector: field.into(), label_selector: label.into() };
-    let labels = node_labels("node-a");
-    assert!(params("metadata.name=node-a", "").matches(&labels, "node-a", ""));
-    assert!(!params("metadata.name!=node-a", "").matches(&labels, "node-a", ""));
-    assert!(params("", "kubernetes.io/hostname=node-a").matches(&labels, "node-a", ""));
-    assert!(!params("", "app=web").matches(&labels, "node-a", ""));
-    assert!(params("", "kubernetes.io/hostname").matches(&labels, "node-a", ""), "existence test");
+    let labels = BTreeMap::from([("kubernetes.io/hostname", "node-a"), ("tier", "front")]);
+    let passes = |p: ListParams| p.matches(|key| labels.get(key).copied(), "node-a", "");
+    assert!(passes(params("metadata.name=node-a", "")));
+    assert!(!passes(params("metadata.name!=node-a", "")));
+    assert!(passes(params("", "kubernetes.io/hostname=node-a")));
+    assert!(!passes(params("", "app=web")));
+    assert!(passes(params("", "app!=web")), "a missing key passes !=");
+    assert!(passes(params("", "kubernetes.io/hostname")), "existence test");
+    assert!(!passes(params("", "!tier")) && passes(params("", "!app")));
+    assert!(passes(params("", "tier in (back, front),kubernetes.io/hostname==node-a")));
+    assert!(!passes(params("", "tier notin (front)")) && passes(params("", "app notin (web)")));
+    assert!(!passes(params("", "tier in (back),kubernetes.io/hostname")));
+}
+
+#[test]
+fn selectors_split_at_top_level_commas() {
+    let parsed: Vec<Requirement> = requirements("a in (x, y),b!=c, !d").collect();
+    assert_eq!(
+        parsed,
+        [
+            Requirement { key: "a", op: SelectorOp::In(vec!["x", "y"]) },
+            Requirement { key: "b", op: SelectorOp::NotEquals("c") },
+            Requirement { key: "d", op: SelectorOp::NotExists },
+        ]
+    );
+    assert_eq!(pod_label_name("app.kubernetes.io/name"), "label_app_kubernetes_io_name");
 }
 
 fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> SeriesSamples {
@@ -55,6 +75,13 @@ fn storage() -> Arc<Db> {
         series(&with("container_memory_working_set_bytes", &container("app")), &[(t2, 8_388_608.0)]),
         series(&with("container_cpu_usage_seconds_total", &container("sidecar")), &[(t1, 1.0), (t2, 1.015)]),
         series(&with("container_memory_working_set_bytes", &container("sidecar")), &[(t2, 4_194_304.0)]),
+        series(
+            &with(
+                "kube_pod_labels",
+                &[("namespace", "shop"), ("pod", "web-0"), ("label_app_kubernetes_io_name", "web")],
+            ),
+            &[(t2, 1.0)],
+        ),
         // A pod whose only container has one CPU sample yet: no usage, left out.
         series(
             &with("container_cpu_usage_seconds_total", &[("namespace", "shop"), ("pod", "new-1"), ("container", "c")]),
@@ -107,6 +134,13 @@ async fn pod_metrics_list_each_container_and_skip_incomplete_pods() {
     assert_eq!(containers[1]["usage"]["cpu"], "1000000n");
     let (_, all) = get_json("/apis/metrics.k8s.io/v1beta1/pods?fieldSelector=metadata.name%3Dweb-0").await;
     assert_eq!(all["items"].as_array().unwrap().len(), 1);
+    let selected = |selector: &'static str| async move {
+        let path = format!("/apis/metrics.k8s.io/v1beta1/pods?labelSelector={selector}");
+        get_json(&path).await.1["items"].as_array().unwrap().len()
+    };
+    assert_eq!(selected("app.kubernetes.io%2Fname%3Dweb").await, 1, "kube_pod_labels gives the pod's labels");
+    assert_eq!(selected("app.kubernetes.io%2Fname%3Dapi").await, 0);
+    assert_eq!(selected("app.kubernetes.io%2Fname%20notin%20(api)").await, 1);
     let (_, other) = get_json("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods").await;
     assert_eq!(other["items"].as_array().unwrap().len(), 0);
 }
