@@ -9,6 +9,7 @@ pub mod kubernetes;
 mod params;
 pub mod prometheus;
 pub mod promql;
+pub mod rules;
 mod selector;
 
 pub use error::QueryError;
