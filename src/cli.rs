@@ -92,6 +92,13 @@ pub struct ServerArgs {
     /// WAL fsync policy: `always`, `never` or an interval like `1s` [default: always].
     #[arg(long, env = "VIGIL_WAL_FSYNC")]
     pub wal_fsync: Option<String>,
+    /// A Prometheus rule file (recording and alerting rules); repeatable, globs allowed. Adds to the
+    /// config file's `rule_files:`.
+    #[arg(long = "rule-file", value_name = "FILE")]
+    pub rule_files: Vec<String>,
+    /// The URL this server is reached at, for alert links and `$externalURL` [default: http://<host>:<port>].
+    #[arg(long, env = "VIGIL_EXTERNAL_URL")]
+    pub external_url: Option<String>,
     /// Delete metric blocks older than this, e.g. `15d` [default: 15d].
     #[arg(long, env = "VIGIL_RETENTION_TIME")]
     pub retention_time: Option<String>,

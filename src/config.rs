@@ -20,6 +20,94 @@ pub struct FileConfig {
     pub server: ServerSection,
     /// The agent (`agent`, and the local agent of `up`).
     pub agent: AgentSection,
+    /// Prometheus's `global:` (rule evaluation interval, external labels).
+    pub global: GlobalSection,
+    /// Prometheus's `rule_files:` (globs).
+    pub rule_files: Vec<String>,
+    /// Prometheus's `alerting:`.
+    pub alerting: AlertingSection,
+    /// Webhook receivers notified straight from rule evaluation.
+    pub webhooks: Vec<WebhookSection>,
+}
+
+/// `global:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GlobalSection {
+    /// Interval of rule groups that set none, e.g. `1m`.
+    pub evaluation_interval: Option<String>,
+    /// Labels added to outgoing alerts and available as `$externalLabels`.
+    pub external_labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `alerting:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingSection {
+    /// Alertmanagers, as Prometheus lists them.
+    pub alertmanagers: Vec<AlertmanagerSection>,
+}
+
+/// One `alerting.alertmanagers:` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertmanagerSection {
+    /// `http` or `https`.
+    pub scheme: Option<String>,
+    /// Prefix of the API path.
+    pub path_prefix: Option<String>,
+    /// Request timeout, e.g. `10s`.
+    pub timeout: Option<String>,
+    /// Only `v2` exists.
+    pub api_version: Option<String>,
+    /// `targets: [host:port]` groups.
+    pub static_configs: Vec<StaticConfig>,
+}
+
+/// `static_configs:` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticConfig {
+    /// `host:port` of each target.
+    pub targets: Vec<String>,
+}
+
+/// One `webhooks:` entry: Alertmanager's webhook receiver and route timing in one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSection {
+    /// Receiver name [default: the URL].
+    pub name: Option<String>,
+    /// Where notifications are posted.
+    pub url: String,
+    /// Labels grouping alerts into one notification [default: alertname]; `...` for all.
+    pub group_by: Option<Vec<String>>,
+    /// [default: 30s]
+    pub group_wait: Option<String>,
+    /// [default: 5m]
+    pub group_interval: Option<String>,
+    /// [default: 4h]
+    pub repeat_interval: Option<String>,
+    /// [default: true]
+    pub send_resolved: Option<bool>,
+    /// [default: 0, all]
+    pub max_alerts: Option<usize>,
+    /// [default: 10s]
+    pub timeout: Option<String>,
+    /// `Authorization: Bearer` token.
+    pub bearer_token: Option<String>,
+    /// Basic auth.
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// `basic_auth:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User.
+    pub username: String,
+    /// Password.
+    pub password: String,
 }
 
 /// `log:`
@@ -156,6 +244,25 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub db: DbOptions,
+    /// Rules and where alerts go.
+    pub alerting: AlertingConfig,
+}
+
+/// Rule files, evaluation defaults and alert receivers, resolved.
+#[derive(Debug, Clone)]
+pub struct AlertingConfig {
+    /// Rule file patterns: the file's `rule_files:` then `--rule-file`.
+    pub rule_patterns: Vec<String>,
+    /// Interval of groups that set none.
+    pub evaluation_interval: Duration,
+    /// Labels added to outgoing alerts.
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    /// This server's URL as alert links give it; `None` derives it from the HTTP address.
+    pub external_url: Option<String>,
+    /// Alertmanager base URLs and timeouts.
+    pub alertmanagers: Vec<vigil_query::rules::notify::AlertmanagerTarget>,
+    /// Webhook receivers.
+    pub webhooks: Vec<vigil_query::rules::webhook::WebhookConfig>,
 }
 
 /// What the local agent of `vigil up` reads.
@@ -214,6 +321,53 @@ fn parse_wal_sync(raw: &str) -> anyhow::Result<WalSync> {
     }
 }
 
+/// Rules and receivers from the file's Prometheus-shaped sections and `--rule-file`.
+fn alerting_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<AlertingConfig> {
+    use vigil_query::rules::notify::AlertmanagerTarget;
+    use vigil_query::rules::webhook::WebhookConfig;
+    let mut alertmanagers = Vec::new();
+    for section in &file.alerting.alertmanagers {
+        if let Some(version) = section.api_version.as_deref().filter(|v| *v != "v2") {
+            bail!("alerting.alertmanagers: api_version {version:?} is not supported; only v2 exists");
+        }
+        let scheme = section.scheme.as_deref().unwrap_or("http");
+        let prefix = section.path_prefix.as_deref().unwrap_or("").trim_end_matches('/');
+        let timeout = section.timeout.as_deref().map(parse_duration).transpose()?.unwrap_or(Duration::from_secs(10));
+        for target in section.static_configs.iter().flat_map(|c| &c.targets) {
+            alertmanagers.push(AlertmanagerTarget { base_url: format!("{scheme}://{target}{prefix}"), timeout });
+        }
+    }
+    let mut webhooks = Vec::new();
+    for section in &file.webhooks {
+        anyhow::ensure!(!section.url.is_empty(), "webhooks: every receiver needs a url");
+        let mut webhook = WebhookConfig::new(section.name.as_deref().unwrap_or(&section.url), &section.url);
+        let duration = |raw: &Option<String>, default: Duration| -> anyhow::Result<Duration> {
+            raw.as_deref().map(parse_duration).transpose().map(|d| d.unwrap_or(default))
+        };
+        webhook.group_wait = duration(&section.group_wait, webhook.group_wait)?;
+        webhook.group_interval = duration(&section.group_interval, webhook.group_interval)?;
+        webhook.repeat_interval = duration(&section.repeat_interval, webhook.repeat_interval)?;
+        webhook.timeout = duration(&section.timeout, webhook.timeout)?;
+        if let Some(group_by) = &section.group_by {
+            webhook.group_by = group_by.clone();
+        }
+        webhook.send_resolved = section.send_resolved.unwrap_or(true);
+        webhook.max_alerts = section.max_alerts.unwrap_or(0);
+        webhook.bearer_token = section.bearer_token.clone();
+        webhook.basic_auth = section.basic_auth.as_ref().map(|a| (a.username.clone(), a.password.clone()));
+        webhooks.push(webhook);
+    }
+    let interval = file.global.evaluation_interval.as_deref().map(parse_duration).transpose()?;
+    Ok(AlertingConfig {
+        rule_patterns: file.rule_files.iter().chain(&args.rule_files).cloned().collect(),
+        evaluation_interval: interval.unwrap_or(Duration::from_secs(60)),
+        external_labels: file.global.external_labels.clone(),
+        external_url: args.external_url.clone(),
+        alertmanagers,
+        webhooks,
+    })
+}
+
 /// Merges flags (env already folded in by clap) over the file over defaults.
 pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<ServerConfig> {
     let section = &file.server;
@@ -249,7 +403,9 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Ser
         max_label_value_len: section.limits.max_label_value_length.unwrap_or(defaults.max_label_value_len),
         ..defaults
     };
+    let alerting = alerting_config(args, file)?;
     Ok(ServerConfig {
+        alerting,
         data_dir: args.data_dir.clone().or_else(|| section.data_dir.clone()).unwrap_or_else(|| "vigil-data".into()),
         http_addr: args.http_addr.or(section.http_addr).unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
         otlp_grpc_addr: args.otlp_grpc_addr.or(section.otlp_grpc_addr).unwrap_or_else(|| ([0, 0, 0, 0], 4317).into()),

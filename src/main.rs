@@ -1,6 +1,7 @@
 //! The `vigil` binary: the only place that reads flags, environment and the config file.
 
 mod agent;
+mod alerting;
 mod cli;
 mod config;
 mod http;

@@ -19,6 +19,7 @@ use vigil_query::BuildInfo;
 use vigil_query::promql::Engine;
 use vigil_tsdb::{Db, Queryable};
 
+use crate::alerting::Alerting;
 use crate::config::{LocalAgentConfig, ServerConfig};
 use crate::{http, local_agent, telemetry};
 
@@ -43,9 +44,10 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     let db = open_storage(&config).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let probes = Probes { ready: ready.clone(), metrics: telemetry.clone(), db: db.clone() };
-    let app = router(&config, probes);
-
     let (stop_sender, stop) = watch::channel(false);
+    let alerting = Alerting::open(&config, db.clone(), stop.clone())?;
+    let app = router(&config, probes, alerting.routes());
+
     let (http_addr, server) = listen(&config, config.http_addr, "--http-addr", app.clone(), stop.clone()).await?;
     let otlp_app = otlp_http_router(&config, db.clone());
     let (otlp_http_addr, otlp_server) =
@@ -61,6 +63,7 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
         .map(|agent_config| tokio::spawn(local_agent::run(agent_config, db.clone(), telemetry.clone(), stop.clone())));
     let maintenance = tokio::spawn(maintain_storage(db.clone(), stop.clone()));
 
+    alerting.start()?;
     ready.store(true, Ordering::Release);
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     tracing::info!(
@@ -96,6 +99,7 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     if let Some(agent) = agent {
         let _ = tokio::time::timeout(Duration::from_secs(1), agent).await;
     }
+    alerting.finish().await;
     // A pass in progress finishes (a block being written is either renamed into place or left as .tmp).
     let _ = tokio::time::timeout(Duration::from_secs(5), maintenance).await;
     let flushed = db.clone();
@@ -159,7 +163,7 @@ async fn open_storage(config: &ServerConfig) -> anyhow::Result<Arc<Db>> {
     Ok(Arc::new(db))
 }
 
-fn router(config: &ServerConfig, probes: Probes) -> Router {
+fn router(config: &ServerConfig, probes: Probes, rules: Router) -> Router {
     let build = BuildInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         revision: option_env!("VIGIL_REVISION").unwrap_or("").into(),
@@ -180,6 +184,7 @@ fn router(config: &ServerConfig, probes: Probes) -> Router {
         .merge(ingest.http_routes())
         .merge(vigil_query::prometheus::routes(storage.clone(), build, Engine::default(), MAX_CONCURRENT_QUERIES))
         .merge(vigil_query::kubernetes::routes(storage))
+        .merge(rules)
         .merge(vigil_dashboards::routes());
     with_common_layers(app, config)
 }

@@ -4,8 +4,12 @@
 //! storage after a restart. Rule results are the only writes this crate makes, through the [`Appender`]
 //! it is handed.
 
+pub mod api;
 mod file;
+pub mod manager;
+pub mod notify;
 pub mod template;
+pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;

@@ -109,6 +109,13 @@ impl Vigil {
         self.url("http", path)
     }
 
+    /// Sends a signal by name (`HUP`, `TERM`, ...) without waiting.
+    #[allow(dead_code)]
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Sends SIGTERM and waits up to `limit` for the exit.
     pub fn terminate(mut self, limit: Duration) -> (ExitStatus, Duration) {
         let started = Instant::now();
