@@ -378,3 +378,38 @@ fn rule_apis_and_reloads() {
     vigil.signal("HUP");
     assert!(wait_until(Duration::from_secs(5), || count(&vigil) == 2), "SIGHUP reloads");
 }
+
+#[test]
+fn pending_time_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    // `for` at least the 10m grace period, so Prometheus's restore rule applies.
+    let slow = "groups:\n  - name: slow\n    interval: 1s\n    rules:\n      - alert: Slow\n        expr: vector(1)\n        for: 1h\n";
+    std::fs::write(&rules, slow).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let active_at = |vigil: &Vigil| -> Option<chrono::DateTime<chrono::FixedOffset>> {
+        let alerts = json_get(vigil, "/api/v1/alerts");
+        let text = alerts["data"]["alerts"][0]["activeAt"].as_str()?.to_owned();
+        chrono::DateTime::parse_from_rfc3339(&text).ok()
+    };
+    let vigil = Vigil::server(data.path(), &["--rule-file", rules.to_str().unwrap()]);
+    assert!(wait_until(Duration::from_secs(10), || active_at(&vigil).is_some()));
+    let first = active_at(&vigil).unwrap();
+    // Run long enough that a fresh start (no restore) would be clearly later, and ALERTS_FOR_STATE is written.
+    assert!(wait_until(Duration::from_secs(10), || !harness::instant_query(&vigil, "ALERTS_FOR_STATE").is_empty()));
+    std::thread::sleep(Duration::from_secs(5));
+    let stopped = Instant::now();
+    let (status, _) = vigil.terminate(Duration::from_secs(10));
+    assert!(status.success());
+
+    let vigil = Vigil::server(data.path(), &["--rule-file", rules.to_str().unwrap()]);
+    let down = stopped.elapsed();
+    assert!(wait_until(Duration::from_secs(10), || active_at(&vigil).is_some_and(|t| t != first)));
+    let restored = active_at(&vigil).unwrap();
+    // Restored: the original activeAt shifted by the time the server was down (whole seconds), not the
+    // new start time (which would add the 5+ seconds it ran before).
+    let shift = (restored - first).num_milliseconds();
+    assert!(shift >= 0 && shift <= down.as_millis() as i64 + 2000, "shifted by {shift} ms, down {down:?}");
+    let states = alert_states(&vigil);
+    assert_eq!(states, ["pending"]);
+}

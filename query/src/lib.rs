@@ -1,7 +1,8 @@
 //! Vigil's query side: the Prometheus HTTP API and the Kubernetes Metrics API over any
 //! [`vigil_tsdb::Queryable`].
 //!
-//! This crate reads storage and never writes to it. Handlers are plain axum routes built by
+//! This crate reads storage; its only writes are rule results, through the appender the rule manager is
+//! given. Handlers are plain axum routes built by
 //! [`prometheus::routes`] and [`kubernetes::routes`].
 
 mod error;
