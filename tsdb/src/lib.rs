@@ -11,6 +11,7 @@ mod db;
 mod error;
 mod head;
 mod labels;
+pub mod logs;
 mod matcher;
 mod postings;
 pub mod series_codec;

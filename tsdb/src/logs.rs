@@ -1,0 +1,350 @@
+//! The log store: records (time, stream labels, line, structured metadata) in a tantivy index. Stream
+//! labels are indexed as `name=value` terms, lines with a tokenizer for logs ([`tokenizer`]), time as a fast
+//! field. Appends go to a write-ahead log first (fsynced before they are acknowledged); a background
+//! commit makes them searchable within a second and empties the log. A crash loses nothing acknowledged:
+//! the log is replayed into the index on open.
+
+mod tokenizer;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tantivy::collector::DocSetCollector;
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+pub use tokenizer::{LogTokenizer, tokens};
+
+use crate::{Error, Labels, MatchOp, Matcher};
+
+/// One log record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Nanoseconds since the epoch.
+    pub ts_ns: i64,
+    /// The stream's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The line.
+    pub line: String,
+    /// Structured metadata (trace_id, span_id, level, attributes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl LogRecord {
+    /// The stream labels as a label set.
+    pub fn stream(&self) -> Labels {
+        Labels::new(self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap_or_default()
+    }
+}
+
+/// What to read: streams matching every matcher, `[start_ns, end_ns)`, lines containing every string of
+/// `contains` (exactly, case-sensitive), newest first when `backward`, at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Stream selector.
+    pub matchers: Vec<Matcher>,
+    /// Inclusive start.
+    pub start_ns: i64,
+    /// Exclusive end.
+    pub end_ns: i64,
+    /// Substrings every line must contain; the index narrows the candidates, the check is exact.
+    pub contains: Vec<String>,
+    /// Most records returned.
+    pub limit: Option<usize>,
+    /// Newest first.
+    pub backward: bool,
+}
+
+/// Where logs are kept and searched.
+pub trait LogStore: Send + Sync {
+    /// Stores records durably; when this returns they are acknowledged.
+    fn append(&self, records: &[LogRecord]) -> Result<(), Error>;
+    /// Records matching `query`, in time order (or reverse).
+    fn select(&self, query: &LogQuery) -> Result<Vec<LogRecord>, Error>;
+    /// Label names of streams with records in the range, sorted.
+    fn label_names(&self, start_ns: i64, end_ns: i64) -> Result<Vec<String>, Error>;
+    /// Values of one label in the range, sorted.
+    fn label_values(&self, name: &str, start_ns: i64, end_ns: i64) -> Result<Vec<String>, Error>;
+    /// Distinct streams matching `matchers` in the range.
+    fn streams(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64)
+    -> Result<Vec<BTreeMap<String, String>>, Error>;
+}
+
+/// The fields of the index.
+#[derive(Clone, Copy)]
+struct Fields {
+    ts: Field,
+    label: Field,
+    line: Field,
+    record: Field,
+}
+
+/// Tantivy-backed [`LogStore`] under one directory.
+pub struct LogIndex {
+    dir: PathBuf,
+    fields: Fields,
+    writer: Mutex<Writer>,
+    reader: IndexReader,
+}
+
+struct Writer {
+    index_writer: IndexWriter,
+    wal: std::fs::File,
+    pending: usize,
+}
+
+const WAL_FILE: &str = "wal.jsonl";
+const TOKENIZER: &str = "vigil_log";
+/// Memory the tantivy writer may use before it flushes a segment.
+const WRITER_MEMORY: usize = 64 * 1024 * 1024;
+
+fn tantivy_error(dir: &Path, error: impl std::fmt::Display) -> Error {
+    Error::Io { path: dir.to_owned(), source: std::io::Error::other(error.to_string()) }
+}
+
+impl LogIndex {
+    /// Opens (or creates) the store under `dir`, replaying the write-ahead log.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        let index_dir = dir.join("index");
+        std::fs::create_dir_all(&index_dir).map_err(|e| Error::io(&index_dir, e))?;
+        let (schema, fields) = schema();
+        let directory =
+            tantivy::directory::MmapDirectory::open(&index_dir).map_err(|e| tantivy_error(&index_dir, e))?;
+        let index = Index::open_or_create(directory, schema).map_err(|e| tantivy_error(&index_dir, e))?;
+        index.tokenizers().register(TOKENIZER, tantivy::tokenizer::TextAnalyzer::from(LogTokenizer));
+        let mut index_writer: IndexWriter =
+            index.writer_with_num_threads(1, WRITER_MEMORY).map_err(|e| tantivy_error(&index_dir, e))?;
+        let wal_path = dir.join(WAL_FILE);
+        let replayed = replay(&wal_path)?;
+        for record in &replayed {
+            index_writer.add_document(document(&fields, record)).map_err(|e| tantivy_error(&index_dir, e))?;
+        }
+        if !replayed.is_empty() {
+            index_writer.commit().map_err(|e| tantivy_error(&index_dir, e))?;
+            tracing::info!(records = replayed.len(), "log write-ahead log replayed");
+        }
+        let wal = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&wal_path)
+            .map_err(|e| Error::io(&wal_path, e))?;
+        let reader =
+            index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| tantivy_error(dir, e))?;
+        Ok(LogIndex {
+            dir: dir.to_owned(),
+            fields,
+            writer: Mutex::new(Writer { index_writer, wal, pending: 0 }),
+            reader,
+        })
+    }
+
+    /// Makes appended records searchable (a tantivy commit) and empties the write-ahead log.
+    pub fn commit(&self) -> Result<(), Error> {
+        let mut writer = self.writer.lock();
+        if writer.pending == 0 {
+            return Ok(());
+        }
+        writer.index_writer.commit().map_err(|e| tantivy_error(&self.dir, e))?;
+        let wal_path = self.dir.join(WAL_FILE);
+        writer.wal.set_len(0).map_err(|e| Error::io(&wal_path, e))?;
+        writer.wal.sync_data().map_err(|e| Error::io(&wal_path, e))?;
+        writer.pending = 0;
+        drop(writer);
+        self.reader.reload().map_err(|e| tantivy_error(&self.dir, e))
+    }
+
+    /// Commits every `interval` until `stop` returns true; run on a thread of its own.
+    pub fn commit_loop(self: Arc<Self>, interval: Duration, stop: impl Fn() -> bool) {
+        while !stop() {
+            std::thread::sleep(interval);
+            if let Err(error) = self.commit() {
+                tracing::error!(%error, "log index commit failed; records stay in the write-ahead log");
+            }
+        }
+    }
+
+    fn search(&self, query: &dyn Query) -> Result<Vec<LogRecord>, Error> {
+        let searcher = self.reader.searcher();
+        let addresses = searcher.search(query, &DocSetCollector).map_err(|e| tantivy_error(&self.dir, e))?;
+        let mut records = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let doc: TantivyDocument = searcher.doc(address).map_err(|e| tantivy_error(&self.dir, e))?;
+            let Some(json) = doc.get_first(self.fields.record).and_then(|v| v.as_str()) else { continue };
+            match serde_json::from_str::<LogRecord>(json) {
+                Ok(record) => records.push(record),
+                Err(error) => tracing::warn!(%error, "unreadable stored log record skipped"),
+            }
+        }
+        Ok(records)
+    }
+
+    /// The tantivy query for a selector, a time range and the line substrings.
+    fn build_query(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64, contains: &[String]) -> BooleanQuery {
+        let range = RangeQuery::new(
+            Bound::Included(Term::from_field_i64(self.fields.ts, start_ns)),
+            Bound::Excluded(Term::from_field_i64(self.fields.ts, end_ns)),
+        );
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, Box::new(range))];
+        for matcher in matchers.iter().filter(|m| m.op == MatchOp::Equal && !m.value.is_empty()) {
+            let term = Term::from_field_text(self.fields.label, &format!("{}={}", matcher.name, matcher.value));
+            clauses.push((Occur::Must, Box::new(TermQuery::new(term, IndexRecordOption::Basic))));
+        }
+        for text in contains {
+            for clause in line_clauses(self.fields.line, text) {
+                clauses.push((Occur::Must, clause));
+            }
+        }
+        BooleanQuery::new(clauses)
+    }
+}
+
+/// Index clauses a line containing `text` must satisfy: a token inside `text` is a whole token of the line;
+/// one at an edge may be a longer token's end or start (a regex over the term dictionary).
+fn line_clauses(field: Field, text: &str) -> Vec<Box<dyn Query>> {
+    let found = tokens(text);
+    let mut clauses: Vec<Box<dyn Query>> = Vec::new();
+    for token in found.iter().filter(|t| !t.compound) {
+        let open_start = token.from == 0;
+        let open_end = token.to == text.len();
+        let escaped = regex::escape(&token.text);
+        let pattern = match (open_start, open_end) {
+            (false, false) => {
+                let term = Term::from_field_text(field, &token.text);
+                clauses.push(Box::new(TermQuery::new(term, IndexRecordOption::Basic)));
+                continue;
+            }
+            (true, true) => format!(".*{escaped}.*"),
+            (true, false) => format!(".*{escaped}"),
+            (false, true) => format!("{escaped}.*"),
+        };
+        if let Ok(query) = RegexQuery::from_pattern(&pattern, field) {
+            clauses.push(Box::new(query));
+        }
+    }
+    clauses
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let ts = builder.add_i64_field("ts", INDEXED | FAST);
+    let label = builder.add_text_field("label", STRING);
+    let line_options = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default().set_tokenizer(TOKENIZER).set_index_option(IndexRecordOption::Basic),
+    );
+    let line = builder.add_text_field("line", line_options);
+    let record = builder.add_text_field("record", STORED);
+    (builder.build(), Fields { ts, label, line, record })
+}
+
+fn document(fields: &Fields, record: &LogRecord) -> TantivyDocument {
+    let mut doc = TantivyDocument::default();
+    doc.add_i64(fields.ts, record.ts_ns);
+    for (name, value) in &record.labels {
+        doc.add_text(fields.label, format!("{name}={value}"));
+    }
+    doc.add_text(fields.line, &record.line);
+    doc.add_text(fields.record, serde_json::to_string(record).expect("records serialize"));
+    doc
+}
+
+/// Reads the write-ahead log: one JSON record per line; a torn last line (a crash mid-write) is dropped.
+fn replay(path: &Path) -> Result<Vec<LogRecord>, Error> {
+    let mut text = String::new();
+    match std::fs::File::open(path) {
+        Ok(mut file) => file.read_to_string(&mut text).map_err(|e| Error::io(path, e))?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(Error::io(path, error)),
+    };
+    let mut records = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        match serde_json::from_str(line) {
+            Ok(record) => records.push(record),
+            Err(error) => tracing::warn!(line = number + 1, %error, "torn or corrupt log wal record skipped"),
+        }
+    }
+    Ok(records)
+}
+
+impl LogStore for LogIndex {
+    fn append(&self, records: &[LogRecord]) -> Result<(), Error> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Vec::new();
+        for record in records {
+            serde_json::to_writer(&mut batch, record).expect("records serialize");
+            batch.push(b'\n');
+        }
+        let mut writer = self.writer.lock();
+        let wal_path = self.dir.join(WAL_FILE);
+        writer.wal.write_all(&batch).map_err(|e| Error::io(&wal_path, e))?;
+        writer.wal.sync_data().map_err(|e| Error::io(&wal_path, e))?;
+        for record in records {
+            let doc = document(&self.fields, record);
+            writer.index_writer.add_document(doc).map_err(|e| tantivy_error(&self.dir, e))?;
+        }
+        writer.pending += records.len();
+        Ok(())
+    }
+
+    fn select(&self, query: &LogQuery) -> Result<Vec<LogRecord>, Error> {
+        let tantivy_query = self.build_query(&query.matchers, query.start_ns, query.end_ns, &query.contains);
+        let mut records: Vec<LogRecord> = self
+            .search(&tantivy_query)?
+            .into_iter()
+            .filter(|r| query.matchers.iter().all(|m| m.matches(r.labels.get(&m.name).map_or("", String::as_str))))
+            .filter(|r| query.contains.iter().all(|text| r.line.contains(text.as_str())))
+            .collect();
+        records.sort_by(|a, b| a.ts_ns.cmp(&b.ts_ns).then_with(|| a.labels.cmp(&b.labels)));
+        if query.backward {
+            records.reverse();
+        }
+        if let Some(limit) = query.limit {
+            records.truncate(limit);
+        }
+        Ok(records)
+    }
+
+    fn label_names(&self, start_ns: i64, end_ns: i64) -> Result<Vec<String>, Error> {
+        let mut names: Vec<String> =
+            self.streams(&[], start_ns, end_ns)?.into_iter().flat_map(|s| s.into_keys()).collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn label_values(&self, name: &str, start_ns: i64, end_ns: i64) -> Result<Vec<String>, Error> {
+        let mut values: Vec<String> =
+            self.streams(&[], start_ns, end_ns)?.into_iter().filter_map(|mut s| s.remove(name)).collect();
+        values.sort();
+        values.dedup();
+        Ok(values)
+    }
+
+    fn streams(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<BTreeMap<String, String>>, Error> {
+        let query = LogQuery { matchers: matchers.to_vec(), start_ns, end_ns, ..LogQuery::default() };
+        let mut streams: Vec<BTreeMap<String, String>> = self.select(&query)?.into_iter().map(|r| r.labels).collect();
+        streams.sort();
+        streams.dedup();
+        Ok(streams)
+    }
+}
+
+#[cfg(test)]
+mod tests;
