@@ -7,6 +7,7 @@
 
 mod error;
 pub mod kubernetes;
+pub mod logql;
 mod params;
 pub mod prometheus;
 pub mod promql;

@@ -438,6 +438,7 @@ fn alert(
             external_labels: context.external_labels.clone(),
             external_url: context.external_url.clone(),
             value,
+            dot_is_labels: false,
         };
         // As in Prometheus, a template that fails at run time leaves its error in the text; the alert stands.
         let expand_or_note =

@@ -31,6 +31,8 @@ pub struct TemplateData {
     pub external_url: String,
     /// The sample value: `.Value`, `$value`.
     pub value: f64,
+    /// LogQL's `line_format` and `label_format`: `.name` is the label `name`, `.__line__` the line.
+    pub dot_is_labels: bool,
 }
 
 /// A parsed template.
@@ -97,6 +99,13 @@ const FUNCTIONS: &[&str] = &[
     "not",
     "len",
     "index",
+    "ToUpper",
+    "ToLower",
+    "upper",
+    "lower",
+    "trim",
+    "TrimSpace",
+    "replace",
 ];
 
 impl Template {
@@ -124,6 +133,14 @@ impl Template {
         run(&self.nodes, data, &mut scope, &mut out)?;
         Ok(out)
     }
+}
+
+/// Renders a LogQL `line_format`/`label_format` template, where `.name` reads a label and `__line__` the line.
+pub fn expand_with_labels(text: &str, data: &TemplateData, line: &str) -> Result<String> {
+    let mut data = data.clone();
+    data.dot_is_labels = true;
+    data.labels.insert("__line__".into(), line.to_owned());
+    expand(text, &data)
 }
 
 /// Parses and renders in one go (for callers that keep no parsed form).
@@ -446,6 +463,7 @@ fn eval_operand(operand: &Operand, data: &TemplateData, scope: &mut Scope) -> Re
 fn walk(mut value: Value, fields: &[String], data: &TemplateData) -> Result<Value> {
     for field in fields {
         value = match (&value, field.as_str()) {
+            (Value::Data, key) if data.dot_is_labels => Value::Text(data.labels.get(key).cloned().unwrap_or_default()),
             (Value::Data, "Labels") => Value::Map(data.labels.clone()),
             (Value::Data, "ExternalLabels") => Value::Map(data.external_labels.clone()),
             (Value::Data, "ExternalURL") => Value::Text(data.external_url.clone()),
@@ -525,12 +543,18 @@ fn call(name: &str, args: &[Value], data: &TemplateData) -> Result<Value> {
             Value::Text(printf(text(format, name)?, rest, data)?)
         }
         "print" => Value::Text(args.iter().map(|a| display(a, data)).collect()),
-        "toUpper" | "toLower" | "title" | "stripPort" => {
+        "replace" => {
+            arity(3)?;
+            Value::Text(text(&args[2], name)?.replace(text(&args[0], name)?, text(&args[1], name)?))
+        }
+        "toUpper" | "toLower" | "title" | "stripPort" | "ToUpper" | "ToLower" | "upper" | "lower" | "trim"
+        | "TrimSpace" => {
             arity(1)?;
             let s = text(&args[0], name)?;
             Value::Text(match name {
-                "toUpper" => s.to_uppercase(),
-                "toLower" => s.to_lowercase(),
+                "toUpper" | "ToUpper" | "upper" => s.to_uppercase(),
+                "toLower" | "ToLower" | "lower" => s.to_lowercase(),
+                "trim" | "TrimSpace" => s.trim().to_owned(),
                 "title" => title(s),
                 _ => strip_port(s),
             })
