@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use vigil_collector::{Ingest, IngestLimits};
 use vigil_query::BuildInfo;
 use vigil_query::promql::Engine;
+use vigil_tsdb::logs::LogIndex;
 use vigil_tsdb::{Db, Queryable};
 
 use crate::alerting::Alerting;
@@ -42,11 +43,13 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     let mut stop_signals = StopSignals::register()?;
     let telemetry = telemetry::install()?;
     let db = open_storage(&config).await?;
+    let logs = open_logs(&config).await?;
+    let log_commits = spawn_log_commits(logs.clone());
     let ready = Arc::new(AtomicBool::new(false));
     let probes = Probes { ready: ready.clone(), metrics: telemetry.clone(), db: db.clone() };
     let (stop_sender, stop) = watch::channel(false);
     let alerting = Alerting::open(&config, db.clone(), stop.clone())?;
-    let app = router(&config, probes, alerting.routes());
+    let app = router(&config, probes, logs.clone(), alerting.routes());
 
     let (http_addr, server) = listen(&config, config.http_addr, "--http-addr", app.clone(), stop.clone()).await?;
     let otlp_app = otlp_http_router(&config, db.clone());
@@ -104,6 +107,8 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     let _ = tokio::time::timeout(Duration::from_secs(5), maintenance).await;
     let flushed = db.clone();
     tokio::task::spawn_blocking(move || flushed.flush()).await?.context("final flush of the WAL failed")?;
+    log_commits.stop();
+    tokio::task::spawn_blocking(move || logs.commit()).await?.context("final commit of the log index failed")?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -163,12 +168,50 @@ async fn open_storage(config: &ServerConfig) -> anyhow::Result<Arc<Db>> {
     Ok(Arc::new(db))
 }
 
-fn router(config: &ServerConfig, probes: Probes, rules: Router) -> Router {
+/// Opens the log store under `<data-dir>/logs`, replaying its write-ahead log.
+async fn open_logs(config: &ServerConfig) -> anyhow::Result<Arc<LogIndex>> {
+    let dir = config.data_dir.join("logs");
+    let opened = Instant::now();
+    let logs = tokio::task::spawn_blocking(move || LogIndex::open(&dir))
+        .await?
+        .with_context(|| format!("cannot open the log store under {}", config.data_dir.display()))?;
+    tracing::info!(open_ms = opened.elapsed().as_millis() as u64, "log store opened");
+    Ok(Arc::new(logs))
+}
+
+/// How often appended log records become searchable.
+const LOG_COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The thread committing the log index, and how to stop it.
+struct LogCommits {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl LogCommits {
+    fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.thread.join();
+    }
+}
+
+fn spawn_log_commits(logs: Arc<LogIndex>) -> LogCommits {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("log-commit".into())
+        .spawn(move || logs.commit_loop(LOG_COMMIT_INTERVAL, move || flag.load(Ordering::Acquire)))
+        .expect("a thread can be spawned");
+    LogCommits { stop, thread }
+}
+
+fn router(config: &ServerConfig, probes: Probes, logs: Arc<LogIndex>, rules: Router) -> Router {
     let build = BuildInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         revision: option_env!("VIGIL_REVISION").unwrap_or("").into(),
     };
-    let ingest = Ingest::new(probes.db.clone(), IngestLimits { max_decompressed_bytes: config.max_decompressed_bytes });
+    let ingest = Ingest::new(probes.db.clone(), IngestLimits { max_decompressed_bytes: config.max_decompressed_bytes })
+        .with_logs(logs.clone());
     let storage: Arc<dyn Queryable> = probes.db.clone();
     let runtime = runtime_info(config);
     let flags = flags_info(config);
@@ -182,8 +225,14 @@ fn router(config: &ServerConfig, probes: Probes, rules: Router) -> Router {
     let app = Router::new()
         .merge(own)
         .merge(ingest.http_routes())
-        .merge(vigil_query::prometheus::routes(storage.clone(), build, Engine::default(), MAX_CONCURRENT_QUERIES))
+        .merge(vigil_query::prometheus::routes(
+            storage.clone(),
+            build.clone(),
+            Engine::default(),
+            MAX_CONCURRENT_QUERIES,
+        ))
         .merge(vigil_query::kubernetes::routes(storage))
+        .merge(vigil_query::loki::routes(logs, build.clone()))
         .merge(rules)
         .merge(vigil_dashboards::routes());
     with_common_layers(app, config)
@@ -353,6 +402,7 @@ fn print_urls(scheme: &str, addr: SocketAddr, otlp_http: SocketAddr, otlp_grpc: 
     println!("  Prometheus API:  {base}/api/v1/  (Grafana Prometheus datasource URL: {base})");
     println!("  Remote write:    {base}/api/v1/write");
     println!("  Own metrics:     {base}/metrics");
+    println!("  Loki API:        {base}/loki/api/v1/  (Grafana Loki datasource URL: {base}; push: /loki/api/v1/push)");
     let otlp_host = if otlp_http.ip().is_unspecified() { "localhost".to_owned() } else { otlp_http.ip().to_string() };
     println!("  OTLP/HTTP:       {scheme}://{otlp_host}:{}/v1/metrics", otlp_http.port());
     let grpc_host = if otlp_grpc.ip().is_unspecified() { "localhost".to_owned() } else { otlp_grpc.ip().to_string() };

@@ -5,6 +5,7 @@
 //! before the sink returns, and the sink returns only once the data is durable.
 
 mod error;
+pub mod loki;
 pub mod otlp;
 mod otlp_grpc;
 pub mod remote_write;
@@ -15,6 +16,7 @@ use axum::Router;
 use axum::routing::post;
 pub use error::IngestError;
 use vigil_tsdb::Appender;
+use vigil_tsdb::logs::LogStore;
 
 /// Limits applied while decoding.
 #[derive(Debug, Clone)]
@@ -33,18 +35,28 @@ impl Default for IngestLimits {
 #[derive(Clone)]
 pub struct Ingest {
     metrics: Arc<dyn Appender>,
+    logs: Option<Arc<dyn LogStore>>,
     limits: IngestLimits,
 }
 
 impl Ingest {
     /// Receivers writing metrics to `metrics`.
     pub fn new(metrics: Arc<dyn Appender>, limits: IngestLimits) -> Self {
-        Ingest { metrics, limits }
+        Ingest { metrics, logs: None, limits }
     }
 
-    /// Routes served on the main HTTP listener: `/api/v1/write`.
+    /// The same receivers, with log pushes going to `logs`.
+    pub fn with_logs(mut self, logs: Arc<dyn LogStore>) -> Self {
+        self.logs = Some(logs);
+        self
+    }
+
+    /// Routes served on the main HTTP listener: `/api/v1/write` and `/loki/api/v1/push`.
     pub fn http_routes(&self) -> Router {
-        Router::new().route("/api/v1/write", post(remote_write::handle)).with_state(self.clone())
+        Router::new()
+            .route("/api/v1/write", post(remote_write::handle))
+            .route("/loki/api/v1/push", post(loki::handle))
+            .with_state(self.clone())
     }
 
     /// Routes of the OTLP/HTTP listener: `/v1/metrics`.

@@ -194,6 +194,11 @@ pub fn decode_version(body: &[u8], max_bytes: usize, version: Version) -> Result
     }
 }
 
+/// A snappy block expanded, refused when it would expand beyond `max_bytes`.
+pub(crate) fn unsnappy_limited(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, IngestError> {
+    unsnappy(body, max_bytes)
+}
+
 fn unsnappy(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, IngestError> {
     let expanded_len =
         snap::raw::decompress_len(body).map_err(|e| IngestError::Malformed(format!("invalid snappy block: {e}")))?;

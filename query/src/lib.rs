@@ -8,6 +8,7 @@
 mod error;
 pub mod kubernetes;
 pub mod logql;
+pub mod loki;
 mod params;
 pub mod prometheus;
 pub mod promql;

@@ -74,6 +74,11 @@ fn matchers(selector: &[LabelMatcher]) -> Result<Vec<Matcher>, QueryError> {
         .collect()
 }
 
+/// The store matchers of a log query's stream selector.
+pub fn selector_matchers(query: &LogQuery) -> Result<Vec<Matcher>, QueryError> {
+    matchers(&query.selector.matchers)
+}
+
 impl LogqlEngine {
     /// An engine over `store`.
     pub fn new(store: Arc<dyn LogStore>) -> Self {

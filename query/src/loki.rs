@@ -1,0 +1,331 @@
+//! Loki's read API over the log store, with Loki's JSON shapes: `query_range` (streams or matrix),
+//! `query` (streams or vector), `labels`, `label/<name>/values`, `series`, `index/stats`,
+//! `status/buildinfo`, and the `detected_labels` call Grafana makes. Errors are plain text with 400, as
+//! Loki answers them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::DateTime;
+use serde_json::{Value, json};
+use vigil_tsdb::logs::{LogQuery, LogStore};
+
+use crate::BuildInfo;
+use crate::QueryError;
+use crate::logql::{LabelMap, LogqlEngine, Series, Stream, parse};
+use crate::params::Params;
+
+#[derive(Clone)]
+struct LokiState {
+    engine: LogqlEngine,
+    store: Arc<dyn LogStore>,
+    build: BuildInfo,
+}
+
+/// Loki's read routes over `store`.
+pub fn routes(store: Arc<dyn LogStore>, build: BuildInfo) -> Router {
+    let state = LokiState { engine: LogqlEngine::new(store.clone()), store, build };
+    Router::new()
+        .route("/loki/api/v1/query_range", get(query_range).post(query_range))
+        .route("/loki/api/v1/query", get(query).post(query))
+        .route("/loki/api/v1/labels", get(labels).post(labels))
+        .route("/loki/api/v1/label/{name}/values", get(label_values))
+        .route("/loki/api/v1/series", get(series).post(series))
+        .route("/loki/api/v1/index/stats", get(index_stats))
+        .route("/loki/api/v1/detected_labels", get(detected_labels))
+        .route("/loki/api/v1/status/buildinfo", get(buildinfo))
+        .with_state(state)
+}
+
+/// A Loki error: plain text, 400 for bad input, 500 for storage failures.
+struct LokiError(StatusCode, String);
+
+impl From<QueryError> for LokiError {
+    fn from(error: QueryError) -> Self {
+        let status = match error {
+            QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        LokiError(status, error.to_string())
+    }
+}
+
+impl From<vigil_tsdb::Error> for LokiError {
+    fn from(error: vigil_tsdb::Error) -> Self {
+        QueryError::from(error).into()
+    }
+}
+
+impl IntoResponse for LokiError {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
+}
+
+fn bad(message: String) -> LokiError {
+    LokiError(StatusCode::BAD_REQUEST, message)
+}
+
+fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+/// Loki's time forms: nanoseconds as an integer, seconds with a fraction, or RFC 3339.
+fn time_ns(params: &Params, name: &str, default: i64) -> Result<i64, LokiError> {
+    let Some(raw) = params.get(name).filter(|r| !r.is_empty()) else { return Ok(default) };
+    if let Ok(integer) = raw.parse::<i64>() {
+        // Ten digits or fewer are seconds (Loki's heuristic); more are nanoseconds.
+        return Ok(if raw.trim_start_matches('-').len() <= 10 { integer * 1_000_000_000 } else { integer });
+    }
+    if let Ok(seconds) = raw.parse::<f64>() {
+        return Ok((seconds * 1e9) as i64);
+    }
+    DateTime::parse_from_rfc3339(raw)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(|| bad(format!("invalid {name}: cannot parse {raw:?}")))
+}
+
+/// `start`/`end` with Loki's defaults (the last hour).
+fn range(params: &Params) -> Result<(i64, i64), LokiError> {
+    let end = time_ns(params, "end", now_ns())?;
+    let start = time_ns(params, "start", end - 3_600_000_000_000)?;
+    if end < start {
+        return Err(bad("the end timestamp must not be before the start time".into()));
+    }
+    Ok((start, end))
+}
+
+fn query_text(params: &Params) -> Result<String, LokiError> {
+    params
+        .get("query")
+        .filter(|q| !q.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| bad("query must not be empty".into()))
+}
+
+fn limit(params: &Params) -> Result<usize, LokiError> {
+    match params.get("limit") {
+        None | Some("") => Ok(100),
+        Some(raw) => raw.parse().map_err(|_| bad(format!("invalid limit {raw:?}"))),
+    }
+}
+
+fn backward(params: &Params) -> Result<bool, LokiError> {
+    match params.get("direction").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") | Some("backward") => Ok(true),
+        Some("forward") => Ok(false),
+        Some(other) => Err(bad(format!("invalid direction {other:?}"))),
+    }
+}
+
+/// `step` as a duration or seconds; Loki's default spreads the range over about 250 points, at least 1 s.
+fn step_ms(params: &Params, start_ns: i64, end_ns: i64) -> Result<i64, LokiError> {
+    match params.get("step").filter(|s| !s.is_empty()) {
+        Some(raw) => crate::parse_duration_seconds(raw)
+            .map(|s| (s * 1000.0).round() as i64)
+            .map_err(|e| bad(format!("invalid step: {e}"))),
+        None => Ok((((end_ns - start_ns) as f64 / 250.0 / 1e9).ceil() as i64).max(1) * 1000),
+    }
+}
+
+fn streams_json(streams: &[Stream]) -> Value {
+    json!(
+        streams
+            .iter()
+            .map(|s| json!({"stream": s.labels,
+                "values": s.entries.iter().map(|(ts, line)| json!([ts.to_string(), line])).collect::<Vec<_>>()}))
+            .collect::<Vec<_>>()
+    )
+}
+
+fn seconds(ms: i64) -> Value {
+    if ms % 1000 == 0 { json!(ms / 1000) } else { json!(ms as f64 / 1000.0) }
+}
+
+fn matrix_json(series: &[Series]) -> Value {
+    json!(
+        series
+            .iter()
+            .map(|s| json!({"metric": s.labels,
+                "values": s.points.iter().map(|(t, v)| json!([seconds(*t), crate::promql::format_value(*v)])).collect::<Vec<_>>()}))
+            .collect::<Vec<_>>()
+    )
+}
+
+fn success(result_type: &str, result: Value) -> Response {
+    axum::Json(json!({"status": "success", "data": {"resultType": result_type, "result": result, "stats": {}}}))
+        .into_response()
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, LokiError> + Send + 'static,
+) -> Result<T, LokiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| LokiError(StatusCode::INTERNAL_SERVER_ERROR, format!("query task failed: {e}")))?
+}
+
+async fn query_range(
+    State(state): State<LokiState>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, LokiError> {
+    let params = Params::parse(raw.as_deref(), &body);
+    let text = query_text(&params)?;
+    let (start, end) = range(&params)?;
+    let (limit, backward, step) = (limit(&params)?, backward(&params)?, step_ms(&params, start, end)?);
+    blocking(move || match parse(&text)? {
+        logql::Expr::Log(query) => {
+            let streams = state.engine.logs(&query, start, end, limit, backward)?;
+            Ok(success("streams", streams_json(&streams)))
+        }
+        logql::Expr::Metric(query) => {
+            let series = state.engine.range(&query, start / 1_000_000, end / 1_000_000, step)?;
+            Ok(success("matrix", matrix_json(&series)))
+        }
+        _ => Err(bad("unsupported query".into())),
+    })
+    .await
+}
+
+async fn query(State(state): State<LokiState>, RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, LokiError> {
+    let params = Params::parse(raw.as_deref(), &body);
+    let text = query_text(&params)?;
+    let time = time_ns(&params, "time", now_ns())?;
+    let (limit, backward) = (limit(&params)?, backward(&params)?);
+    blocking(move || match parse(&text)? {
+        logql::Expr::Log(query) => {
+            // An instant log query looks back an hour from `time`, as Loki's does.
+            let streams = state.engine.logs(&query, time - 3_600_000_000_000, time + 1, limit, backward)?;
+            Ok(success("streams", streams_json(&streams)))
+        }
+        logql::Expr::Metric(query) => {
+            let time_ms = time / 1_000_000;
+            let vector = state.engine.instant(&query, time_ms)?;
+            let result: Vec<Value> = vector
+                .iter()
+                .map(|(labels, v)| json!({"metric": labels, "value": [seconds(time_ms), crate::promql::format_value(*v)]}))
+                .collect();
+            Ok(success("vector", json!(result)))
+        }
+        _ => Err(bad("unsupported query".into())),
+    })
+    .await
+}
+
+fn data(value: Value) -> Response {
+    axum::Json(json!({"status": "success", "data": value})).into_response()
+}
+
+async fn labels(State(state): State<LokiState>, RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, LokiError> {
+    let params = Params::parse(raw.as_deref(), &body);
+    let (start, end) = range(&params)?;
+    blocking(move || Ok(data(json!(state.store.label_names(start, end)?)))).await
+}
+
+async fn label_values(
+    State(state): State<LokiState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, LokiError> {
+    let params = Params::parse(raw.as_deref(), &[]);
+    let (start, end) = range(&params)?;
+    let selector = params.get("query").map(str::to_owned);
+    blocking(move || {
+        let values: Vec<String> = match selector.filter(|q| !q.is_empty()) {
+            None => state.store.label_values(&name, start, end)?,
+            Some(selector) => {
+                let matchers = selector_matchers(&selector)?;
+                let mut values: Vec<String> = state
+                    .store
+                    .streams(&matchers, start, end)?
+                    .into_iter()
+                    .filter_map(|mut s| s.remove(&name))
+                    .collect();
+                values.sort();
+                values.dedup();
+                values
+            }
+        };
+        Ok(data(json!(values)))
+    })
+    .await
+}
+
+fn selector_matchers(selector: &str) -> Result<Vec<vigil_tsdb::Matcher>, LokiError> {
+    match parse(selector)? {
+        logql::Expr::Log(query) => Ok(crate::logql::selector_matchers(&query)?),
+        _ => Err(bad(format!("{selector:?} is not a stream selector"))),
+    }
+}
+
+async fn series(State(state): State<LokiState>, RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, LokiError> {
+    let params = Params::parse(raw.as_deref(), &body);
+    let (start, end) = range(&params)?;
+    let selectors: Vec<String> =
+        params.all("match[]").into_iter().chain(params.all("match")).map(str::to_owned).collect();
+    blocking(move || {
+        let mut found: Vec<LabelMap> = Vec::new();
+        if selectors.is_empty() {
+            found = state.store.streams(&[], start, end)?;
+        }
+        for selector in &selectors {
+            found.extend(state.store.streams(&selector_matchers(selector)?, start, end)?);
+        }
+        found.sort();
+        found.dedup();
+        Ok(data(json!(found)))
+    })
+    .await
+}
+
+async fn index_stats(State(state): State<LokiState>, RawQuery(raw): RawQuery) -> Result<Response, LokiError> {
+    let params = Params::parse(raw.as_deref(), &[]);
+    let (start, end) = range(&params)?;
+    let selector = params.get("query").unwrap_or("{}").to_owned();
+    blocking(move || {
+        let query =
+            LogQuery { matchers: selector_matchers(&selector)?, start_ns: start, end_ns: end, ..LogQuery::default() };
+        let records = state.store.select(&query)?;
+        let streams: std::collections::BTreeSet<&BTreeMap<String, String>> =
+            records.iter().map(|r| &r.labels).collect();
+        let bytes: usize = records.iter().map(|r| r.line.len()).sum();
+        let body = json!({"streams": streams.len(), "chunks": streams.len(), "entries": records.len(), "bytes": bytes});
+        Ok(axum::Json(body).into_response())
+    })
+    .await
+}
+
+async fn detected_labels(State(state): State<LokiState>, RawQuery(raw): RawQuery) -> Result<Response, LokiError> {
+    let params = Params::parse(raw.as_deref(), &[]);
+    let (start, end) = range(&params)?;
+    blocking(move || {
+        let streams = state.store.streams(&[], start, end)?;
+        let mut cardinality: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for stream in streams {
+            for (name, value) in stream {
+                cardinality.entry(name).or_default().insert(value);
+            }
+        }
+        let labels: Vec<Value> = cardinality
+            .into_iter()
+            .map(|(label, values)| json!({"label": label, "cardinality": values.len()}))
+            .collect();
+        Ok(axum::Json(json!({"detectedLabels": labels})).into_response())
+    })
+    .await
+}
+
+async fn buildinfo(State(state): State<LokiState>) -> Response {
+    axum::Json(json!({"version": state.build.version, "revision": state.build.revision, "branch": "",
+        "buildUser": "", "buildDate": "", "goVersion": ""}))
+    .into_response()
+}
