@@ -49,13 +49,15 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     let probes = Probes { ready: ready.clone(), metrics: telemetry.clone(), db: db.clone() };
     let (stop_sender, stop) = watch::channel(false);
     let alerting = Alerting::open(&config, db.clone(), stop.clone())?;
-    let app = router(&config, probes, logs.clone(), alerting.routes());
+    let limits = IngestLimits { max_decompressed_bytes: config.max_decompressed_bytes };
+    let ingest = Ingest::new(db.clone(), limits).with_logs(logs.clone());
+    let app = router(&config, probes, &ingest, logs.clone(), alerting.routes());
 
     let (http_addr, server) = listen(&config, config.http_addr, "--http-addr", app.clone(), stop.clone()).await?;
-    let otlp_app = otlp_http_router(&config, db.clone());
+    let otlp_app = otlp_http_router(&config, &ingest);
     let (otlp_http_addr, otlp_server) =
         listen(&config, config.otlp_http_addr, "--otlp-http-addr", otlp_app, stop.clone()).await?;
-    let grpc_app = otlp_grpc_router(&config, db.clone());
+    let grpc_app = otlp_grpc_router(&config, &ingest);
     let (otlp_grpc_addr, grpc_server) =
         listen(&config, config.otlp_grpc_addr, "--otlp-grpc-addr", grpc_app, stop.clone()).await?;
     let https = match config.https_addr {
@@ -205,13 +207,11 @@ fn spawn_log_commits(logs: Arc<LogIndex>) -> LogCommits {
     LogCommits { stop, thread }
 }
 
-fn router(config: &ServerConfig, probes: Probes, logs: Arc<LogIndex>, rules: Router) -> Router {
+fn router(config: &ServerConfig, probes: Probes, ingest: &Ingest, logs: Arc<LogIndex>, rules: Router) -> Router {
     let build = BuildInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         revision: option_env!("VIGIL_REVISION").unwrap_or("").into(),
     };
-    let ingest = Ingest::new(probes.db.clone(), IngestLimits { max_decompressed_bytes: config.max_decompressed_bytes })
-        .with_logs(logs.clone());
     let storage: Arc<dyn Queryable> = probes.db.clone();
     let runtime = runtime_info(config);
     let flags = flags_info(config);
@@ -239,14 +239,12 @@ fn router(config: &ServerConfig, probes: Probes, logs: Arc<LogIndex>, rules: Rou
 }
 
 /// The OTLP/HTTP listener's routes.
-fn otlp_http_router(config: &ServerConfig, db: Arc<Db>) -> Router {
-    let ingest = Ingest::new(db, IngestLimits { max_decompressed_bytes: config.max_decompressed_bytes });
+fn otlp_http_router(config: &ServerConfig, ingest: &Ingest) -> Router {
     with_common_layers(ingest.otlp_http_routes(), config)
 }
 
 /// The OTLP/gRPC listener's routes (HTTP/2); messages are bounded by `--max-body-size`.
-fn otlp_grpc_router(config: &ServerConfig, db: Arc<Db>) -> Router {
-    let ingest = Ingest::new(db, IngestLimits { max_decompressed_bytes: config.max_decompressed_bytes });
+fn otlp_grpc_router(config: &ServerConfig, ingest: &Ingest) -> Router {
     with_common_layers(ingest.otlp_grpc_routes(config.max_body_bytes), config)
 }
 

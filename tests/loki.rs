@@ -171,3 +171,44 @@ fn acknowledged_lines_survive_a_kill() {
     let result = get_json(&vigil, "/loki/api/v1/query_range", &[("query", r#"{app="crash"}"#), ("limit", "1000")]);
     assert_eq!(lines(&result).len(), 50);
 }
+
+#[test]
+fn python_sdk_logs_over_otlp_http_and_grpc_are_queryable() {
+    let data = tempfile::tempdir().unwrap();
+    let vigil = Vigil::server(data.path(), &[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp/export_logs.py");
+    let endpoints = [
+        (format!("http://{}/v1/logs", vigil.otlp_http_addr), "checkout"),
+        (format!("grpc://{}", vigil.otlp_grpc_addr), "payments"),
+    ];
+    for (endpoint, service) in &endpoints {
+        let output =
+            std::process::Command::new("python3").args([script, endpoint, service]).output().expect("python3 runs");
+        assert!(output.status.success(), "{endpoint}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    for (_, service) in endpoints {
+        let query = format!(r#"{{service_name="{service}"}}"#);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let result = loop {
+            let result = query_range(&vigil, &query);
+            if lines(&result).len() == 3 || Instant::now() > deadline {
+                break result;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(
+            lines(&result),
+            ["order placed", "payment failed: card declined", "payment slow: 1800ms"],
+            "{service}"
+        );
+        // Well-known resource attributes are stream labels (the SDK adds service.instance.id); others are not.
+        let stream = &result["data"]["result"][0]["stream"];
+        assert_eq!(
+            (stream["service_name"].as_str(), stream["k8s_namespace_name"].as_str()),
+            (Some(service), Some("shop"))
+        );
+        assert!(stream.get("host_arch").is_none(), "{stream}");
+    }
+    let errors = query_range(&vigil, r#"{k8s_namespace_name="shop"} |= "failed""#);
+    assert_eq!(lines(&errors).len(), 2);
+}

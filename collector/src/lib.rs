@@ -8,6 +8,7 @@ mod error;
 pub mod loki;
 pub mod otlp;
 mod otlp_grpc;
+pub mod otlp_logs;
 pub mod remote_write;
 
 use std::sync::Arc;
@@ -59,8 +60,11 @@ impl Ingest {
             .with_state(self.clone())
     }
 
-    /// Routes of the OTLP/HTTP listener: `/v1/metrics`.
+    /// Routes of the OTLP/HTTP listener: `/v1/metrics` and `/v1/logs`.
     pub fn otlp_http_routes(&self) -> Router {
-        Router::new().route("/v1/metrics", post(otlp::handle_metrics)).with_state(self.clone())
+        Router::new()
+            .route("/v1/metrics", post(otlp::handle_metrics))
+            .route("/v1/logs", post(otlp_logs::handle_logs))
+            .with_state(self.clone())
     }
 }

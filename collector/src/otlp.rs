@@ -127,7 +127,7 @@ pub fn metric_name(metric: &Metric, counter: bool) -> String {
     name
 }
 
-fn value_text(value: &Option<AnyValue>) -> String {
+pub(crate) fn value_text(value: &Option<AnyValue>) -> String {
     match value.as_ref().and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::StringValue(s)) => s.clone(),
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
@@ -289,7 +289,7 @@ fn translate_metric(metric: &Metric, target: &[(String, String)], out: &mut Tran
 }
 
 /// Decompresses a gzip body, refusing one that expands beyond `max_bytes`.
-fn gunzip(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, IngestError> {
+pub(crate) fn gunzip(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, IngestError> {
     use std::io::Read;
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(body)

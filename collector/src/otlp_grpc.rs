@@ -1,7 +1,8 @@
 //! OTLP over gRPC: `opentelemetry.proto.collector.metrics.v1.MetricsService/Export`, served as axum routes so
 //! the gRPC listener shares TLS, bearer tokens and request telemetry with the HTTP listeners.
 //!
-//! Trace and log services are not registered until their stores exist; clients get `UNIMPLEMENTED`.
+//! The logs service is registered too; the trace service is not until its store exists, so clients get
+//! `UNIMPLEMENTED`.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -64,14 +65,22 @@ impl MetricsService for MetricsReceiver {
 }
 
 impl Ingest {
-    /// Routes of the OTLP/gRPC listener (HTTP/2): the metrics service, gzip and zstd accepted.
+    /// Routes of the OTLP/gRPC listener (HTTP/2): the metrics and logs services, gzip and zstd accepted.
     pub fn otlp_grpc_routes(&self, max_message_bytes: usize) -> axum::Router {
         let metrics = MetricsServiceServer::new(MetricsReceiver { ingest: self.clone() })
             .max_decoding_message_size(max_message_bytes)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
             .send_compressed(CompressionEncoding::Gzip);
-        tonic::service::Routes::new(metrics).into_axum_router().layer(axum::middleware::from_fn(rewrite_codec_statuses))
+        let logs = crate::otlp_logs::LogsReceiver::server(self.clone())
+            .max_decoding_message_size(max_message_bytes)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip);
+        tonic::service::Routes::new(metrics)
+            .add_service(logs)
+            .into_axum_router()
+            .layer(axum::middleware::from_fn(rewrite_codec_statuses))
     }
 }
 
