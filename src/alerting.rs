@@ -12,11 +12,13 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use vigil_query::logql::LogqlEngine;
 use vigil_query::rules::manager::{RuleManager, RulesConfig};
 use vigil_query::rules::notify::{AlertSink, AlertmanagerSink};
 use vigil_query::rules::webhook::WebhookSink;
 use vigil_query::rules::{EvalContext, api};
 use vigil_tsdb::Db;
+use vigil_tsdb::logs::LogStore;
 
 use crate::config::ServerConfig;
 
@@ -32,14 +34,22 @@ pub struct Alerting {
 
 impl Alerting {
     /// Loads the rule files (an invalid one fails start-up) and starts delivery; rules run after [`Alerting::start`].
-    pub fn open(config: &ServerConfig, db: Arc<Db>, stop: watch::Receiver<bool>) -> anyhow::Result<Self> {
+    pub fn open(
+        config: &ServerConfig,
+        db: Arc<Db>,
+        logs: Arc<dyn LogStore>,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
         let settings = &config.alerting;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned());
         let external_url = settings.external_url.clone().unwrap_or_else(|| {
             format!("http://{}:{}", host.unwrap_or_else(|_| "localhost".into()), config.http_addr.port())
         });
-        let context =
-            EvalContext { external_labels: settings.external_labels.clone(), external_url: external_url.clone() };
+        let context = EvalContext {
+            external_labels: settings.external_labels.clone(),
+            external_url: external_url.clone(),
+            logs: Some(LogqlEngine::new(logs)),
+        };
         let mut sinks: Vec<Arc<dyn AlertSink>> = Vec::new();
         let mut deliveries = Vec::new();
         if !settings.alertmanagers.is_empty() {
@@ -54,6 +64,7 @@ impl Alerting {
         }
         let rules = RulesConfig {
             patterns: settings.rule_patterns.clone(),
+            log_patterns: settings.log_rule_patterns.clone(),
             default_interval: settings.evaluation_interval,
             resend_delay: RESEND_DELAY,
             context,

@@ -96,6 +96,10 @@ pub struct ServerArgs {
     /// config file's `rule_files:`.
     #[arg(long = "rule-file", value_name = "FILE")]
     pub rule_files: Vec<String>,
+    /// A log rule file (LogQL metric queries as alert and record expressions, as Loki's ruler reads them);
+    /// repeatable, globs allowed. Adds to the config file's `log_rule_files:`.
+    #[arg(long = "log-rule-file", value_name = "FILE")]
+    pub log_rule_files: Vec<String>,
     /// The URL this server is reached at, for alert links and `$externalURL` [default: http://<host>:<port>].
     #[arg(long, env = "VIGIL_EXTERNAL_URL")]
     pub external_url: Option<String>,

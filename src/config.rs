@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub global: GlobalSection,
     /// Prometheus's `rule_files:` (globs).
     pub rule_files: Vec<String>,
+    /// Rule files whose expressions are LogQL (globs), as Loki's ruler reads them.
+    pub log_rule_files: Vec<String>,
     /// Prometheus's `alerting:`.
     pub alerting: AlertingSection,
     /// Webhook receivers notified straight from rule evaluation.
@@ -253,6 +255,8 @@ pub struct ServerConfig {
 pub struct AlertingConfig {
     /// Rule file patterns: the file's `rule_files:` then `--rule-file`.
     pub rule_patterns: Vec<String>,
+    /// Log rule file patterns: `log_rule_files:` then `--log-rule-file`.
+    pub log_rule_patterns: Vec<String>,
     /// Interval of groups that set none.
     pub evaluation_interval: Duration,
     /// Labels added to outgoing alerts.
@@ -360,6 +364,7 @@ fn alerting_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Alert
     let interval = file.global.evaluation_interval.as_deref().map(parse_duration).transpose()?;
     Ok(AlertingConfig {
         rule_patterns: file.rule_files.iter().chain(&args.rule_files).cloned().collect(),
+        log_rule_patterns: file.log_rule_files.iter().chain(&args.log_rule_files).cloned().collect(),
         evaluation_interval: interval.unwrap_or(Duration::from_secs(60)),
         external_labels: file.global.external_labels.clone(),
         external_url: args.external_url.clone(),

@@ -48,7 +48,7 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     let ready = Arc::new(AtomicBool::new(false));
     let probes = Probes { ready: ready.clone(), metrics: telemetry.clone(), db: db.clone() };
     let (stop_sender, stop) = watch::channel(false);
-    let alerting = Alerting::open(&config, db.clone(), stop.clone())?;
+    let alerting = Alerting::open(&config, db.clone(), logs.clone(), stop.clone())?;
     let limits = IngestLimits { max_decompressed_bytes: config.max_decompressed_bytes };
     let ingest = Ingest::new(db.clone(), limits).with_logs(logs.clone());
     let app = router(&config, probes, &ingest, logs.clone(), alerting.routes());

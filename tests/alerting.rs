@@ -413,3 +413,50 @@ fn pending_time_survives_a_restart() {
     let states = alert_states(&vigil);
     assert_eq!(states, ["pending"]);
 }
+
+#[test]
+fn log_rules_alert_and_record_from_logql() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("log-rules.yml");
+    let text = r#"
+groups:
+  - name: logs
+    interval: 1s
+    rules:
+      - record: app:log_errors:count1m
+        expr: sum by (app) (count_over_time({app="api"} |= "error" [1m]))
+      - alert: ManyErrors
+        expr: sum by (app) (count_over_time({app="api"} |= "error" [1m])) > 2
+        annotations:
+          summary: "{{ $labels.app }} logged {{ $value }} errors"
+"#;
+    std::fs::write(&rules, text).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let vigil = Vigil::server(data.path(), &["--log-rule-file", rules.to_str().unwrap()]);
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+    let values: Vec<Value> = ["error: disk full", "info: ok", "error: timeout", "error: refused"]
+        .iter()
+        .enumerate()
+        .map(|(i, line)| serde_json::json!([(now - 1_000_000_000 * (4 - i as i64)).to_string(), line]))
+        .collect();
+    let push = serde_json::json!({"streams": [{"stream": {"app": "api"}, "values": values}]});
+    let response = client()
+        .post(vigil.http("/loki/api/v1/push"))
+        .header("Content-Type", "application/json")
+        .send(push.to_string())
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+
+    let firing = || {
+        let alerts = json_get(&vigil, "/api/v1/alerts");
+        alerts["data"]["alerts"].as_array().unwrap().iter().find(|a| a["state"] == "firing").cloned()
+    };
+    assert!(wait_until(Duration::from_secs(10), || firing().is_some()), "the log alert fires");
+    let alert = firing().unwrap();
+    assert_eq!(alert["labels"]["alertname"], "ManyErrors");
+    assert_eq!(alert["annotations"]["summary"], "api logged 3 errors");
+    let recorded = || harness::instant_query(&vigil, "app:log_errors:count1m");
+    assert!(wait_until(Duration::from_secs(5), || !recorded().is_empty()), "the log rule records a metric");
+    assert_eq!(recorded()[0]["value"][1], "3");
+    assert_eq!(recorded()[0]["metric"]["app"], "api");
+}

@@ -51,6 +51,12 @@ pub struct LogqlEngine {
     store: Arc<dyn LogStore>,
 }
 
+impl std::fmt::Debug for LogqlEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogqlEngine")
+    }
+}
+
 /// A value at one step.
 #[derive(Debug, Clone)]
 enum StepValue {

@@ -18,7 +18,7 @@ use std::time::Instant;
 use promql_parser::parser::Expr;
 use vigil_tsdb::{Appender, Labels, MatchOp, Matcher, Queryable, STALE_NAN_BITS, Sample, SeriesSamples};
 
-pub use file::{load_files, parse_file};
+pub use file::{load_files, load_files_as, parse_file, parse_file_as};
 use template::{TemplateData, expand};
 
 use crate::promql::{Engine, QueryControl, Value};
@@ -80,11 +80,29 @@ pub struct Rule {
     /// The expression as written.
     pub expr_text: String,
     /// The parsed expression.
-    pub expr: Expr,
+    pub expr: RuleExpr,
     /// Labels added to the output (templates for alerts).
     pub labels: BTreeMap<String, String>,
     /// Recording or alerting.
     pub kind: RuleKind,
+}
+
+/// The language of a rule file's expressions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// Prometheus rule files.
+    PromQL,
+    /// Log rule files (Loki's ruler): LogQL metric queries over the log store.
+    LogQL,
+}
+
+/// A parsed rule expression.
+#[derive(Debug, Clone)]
+pub enum RuleExpr {
+    /// Over the metrics store.
+    PromQL(Expr),
+    /// Over the log store.
+    LogQL(Box<logql::MetricQuery>),
 }
 
 /// What a rule produces.
@@ -198,6 +216,8 @@ pub struct EvalContext {
     pub external_labels: BTreeMap<String, String>,
     /// This server's URL, for `$externalURL` and generator links.
     pub external_url: String,
+    /// The LogQL engine log rules run on; `None` when there is no log store.
+    pub logs: Option<crate::logql::LogqlEngine>,
 }
 
 /// A group and its rules' state.
@@ -275,7 +295,7 @@ impl GroupRunner {
             let rule = &self.group.rules[index];
             let state = &mut self.states[index];
             let outcome = match &rule.kind {
-                RuleKind::Recording => record(rule, &self.group, engine, storage, query_ts),
+                RuleKind::Recording => record(rule, &self.group, engine, storage, query_ts, context),
                 RuleKind::Alerting(spec) => {
                     alert(rule, spec, &self.group, state, engine, storage, query_ts, ts, context)
                 }
@@ -365,8 +385,25 @@ fn fnv(text: &str) -> u64 {
 }
 
 /// The instant vector of `rule` at `ts`; a scalar is one sample without labels.
-fn query(rule: &Rule, engine: &Engine, storage: &dyn Queryable, ts: i64) -> Result<Vec<(Labels, f64)>, String> {
-    let outcome = engine.instant(storage, &rule.expr, ts, &QueryControl::default()).map_err(|e| e.to_string())?;
+fn query(
+    rule: &Rule,
+    engine: &Engine,
+    storage: &dyn Queryable,
+    ts: i64,
+    context: &EvalContext,
+) -> Result<Vec<(Labels, f64)>, String> {
+    let expr = match &rule.expr {
+        RuleExpr::PromQL(expr) => expr,
+        RuleExpr::LogQL(query) => {
+            let logs = context.logs.as_ref().ok_or("log rules need the log store")?;
+            let vector = logs.instant(query, ts).map_err(|e| e.to_string())?;
+            return vector
+                .into_iter()
+                .map(|(labels, v)| Ok((Labels::new(labels).map_err(|e| e.to_string())?, v)))
+                .collect();
+        }
+    };
+    let outcome = engine.instant(storage, expr, ts, &QueryControl::default()).map_err(|e| e.to_string())?;
     match outcome.value {
         Value::Vector(samples) => Ok(samples.into_iter().map(|s| (s.final_labels(), s.v)).collect()),
         Value::Scalar(v) => Ok(vec![(Labels::default(), v)]),
@@ -391,8 +428,9 @@ fn record(
     engine: &Engine,
     storage: &dyn Queryable,
     ts: i64,
+    context: &EvalContext,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    let samples = query(rule, engine, storage, ts)?;
+    let samples = query(rule, engine, storage, ts, context)?;
     let extra = rule_labels(group, rule);
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(samples.len());
@@ -429,7 +467,7 @@ fn alert(
     ts: i64,
     context: &EvalContext,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    let samples = query(rule, engine, storage, query_ts)?;
+    let samples = query(rule, engine, storage, query_ts, context)?;
     let extra = rule_labels(group, rule);
     let mut current: BTreeMap<String, (Labels, BTreeMap<String, String>, f64)> = BTreeMap::new();
     for (sample_labels, value) in samples {

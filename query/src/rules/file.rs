@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::template::Template;
-use super::{AlertingSpec, Rule, RuleGroup, RuleKind, RulesError};
+use super::{AlertingSpec, Language, Rule, RuleExpr, RuleGroup, RuleKind, RulesError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,8 +56,17 @@ fn scalar_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Stri
     }
 }
 
-/// Reads and checks every file; the first problem fails the whole load.
+/// Reads and checks every file of PromQL rules; the first problem fails the whole load.
 pub fn load_files(paths: &[PathBuf], default_interval_ms: i64) -> Result<Vec<RuleGroup>, RulesError> {
+    load_files_as(paths, default_interval_ms, Language::PromQL)
+}
+
+/// Reads and checks rule files whose expressions are in `language` (LogQL for log rules, as Loki's ruler).
+pub fn load_files_as(
+    paths: &[PathBuf],
+    default_interval_ms: i64,
+    language: Language,
+) -> Result<Vec<RuleGroup>, RulesError> {
     let mut groups = Vec::new();
     for path in paths {
         let text = std::fs::read_to_string(path).map_err(|e| RulesError::File {
@@ -65,13 +74,23 @@ pub fn load_files(paths: &[PathBuf], default_interval_ms: i64) -> Result<Vec<Rul
             line: 0,
             reason: e.to_string(),
         })?;
-        groups.extend(parse_file(path, &text, default_interval_ms)?);
+        groups.extend(parse_file_as(path, &text, default_interval_ms, language)?);
     }
     Ok(groups)
 }
 
-/// Parses one file's text.
+/// Parses one file's text of PromQL rules.
 pub fn parse_file(path: &Path, text: &str, default_interval_ms: i64) -> Result<Vec<RuleGroup>, RulesError> {
+    parse_file_as(path, text, default_interval_ms, Language::PromQL)
+}
+
+/// Parses one file's text with expressions in `language`.
+pub fn parse_file_as(
+    path: &Path,
+    text: &str,
+    default_interval_ms: i64,
+    language: Language,
+) -> Result<Vec<RuleGroup>, RulesError> {
     let error = |line: usize, reason: String| RulesError::File { file: path.to_owned(), line, reason };
     let raw: RawFile = match serde_yaml::from_str(text) {
         Ok(raw) => raw,
@@ -108,7 +127,7 @@ pub fn parse_file(path: &Path, text: &str, default_interval_ms: i64) -> Result<V
             let line = lines.nth_rule(rule_index);
             rule_index += 1;
             let name = raw_rule.record.clone().or(raw_rule.alert.clone()).unwrap_or_default();
-            let rule = check_rule(raw_rule)
+            let rule = check_rule(raw_rule, language)
                 .map_err(|e| error(line, format!("group {:?}, rule {}, {:?}: {e}", group.name, index + 1, name)))?;
             rules.push(rule);
         }
@@ -125,7 +144,7 @@ pub fn parse_file(path: &Path, text: &str, default_interval_ms: i64) -> Result<V
     Ok(groups)
 }
 
-fn check_rule(raw: RawRule) -> Result<Rule, String> {
+fn check_rule(raw: RawRule, language: Language) -> Result<Rule, String> {
     let kind_name = match (&raw.record, &raw.alert) {
         (Some(_), Some(_)) => return Err("only one of 'record' and 'alert' must be set".into()),
         (None, None) => return Err("one of 'record' or 'alert' must be set".into()),
@@ -151,10 +170,18 @@ fn check_rule(raw: RawRule) -> Result<Rule, String> {
     if raw.expr.trim().is_empty() {
         return Err("field 'expr' must be set in rule".into());
     }
-    let expr = crate::promql::parse(&raw.expr).map_err(|e| {
-        let message = e.to_string();
-        format!("could not parse expression: {}", message.trim_start_matches("invalid parameter \"query\": "))
-    })?;
+    let expr = match language {
+        Language::PromQL => RuleExpr::PromQL(crate::promql::parse(&raw.expr).map_err(|e| {
+            let message = e.to_string();
+            format!("could not parse expression: {}", message.trim_start_matches("invalid parameter \"query\": "))
+        })?),
+        Language::LogQL => {
+            match crate::logql::parse(&raw.expr).map_err(|e| format!("could not parse expression: {e}"))? {
+                logql::Expr::Metric(query) => RuleExpr::LogQL(Box::new(query)),
+                _ => return Err("a log rule's expression must be a LogQL metric query".into()),
+            }
+        }
+    };
     check_labels(&raw.labels)?;
     for (name, text) in raw.labels.iter().chain(&raw.annotations) {
         Template::parse(text).map_err(|e| format!("template in {name:?}: {e}"))?;

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use vigil_tsdb::{Appender, Queryable};
 
 use super::notify::{AlertSink, OutgoingAlert};
-use super::{EvalContext, GroupRunner, RuleGroup, RulesError, load_files};
+use super::{EvalContext, GroupRunner, Language, RuleGroup, RulesError, load_files, load_files_as};
 use crate::promql::Engine;
 
 /// What the rule manager is configured with.
@@ -18,6 +18,8 @@ use crate::promql::Engine;
 pub struct RulesConfig {
     /// `rule_files:` patterns (globs) and `--rule-file` paths.
     pub patterns: Vec<String>,
+    /// Log rule files (LogQL expressions): `log_rule_files:` patterns and `--log-rule-file` paths.
+    pub log_patterns: Vec<String>,
     /// Interval of groups that set none (`global.evaluation_interval`).
     pub default_interval: Duration,
     /// How often a firing alert is re-sent.
@@ -56,16 +58,10 @@ impl RuleManager {
         RuleManager { inner: Arc::new(inner) }
     }
 
-    /// The files the patterns name now, sorted; a pattern matching nothing is not an error.
+    /// The rule files (PromQL, then LogQL) the patterns name now.
     pub fn files(&self) -> Result<Vec<PathBuf>, RulesError> {
-        let mut files = Vec::new();
-        for pattern in &self.inner.config.patterns {
-            let paths = glob::glob(pattern)
-                .map_err(|e| RulesError::Pattern { pattern: pattern.clone(), reason: e.to_string() })?;
-            files.extend(paths.filter_map(Result::ok).filter(|p| p.is_file()));
-        }
-        files.sort();
-        files.dedup();
+        let mut files = expand(&self.inner.config.patterns)?;
+        files.extend(expand(&self.inner.config.log_patterns)?);
         Ok(files)
     }
 
@@ -73,7 +69,8 @@ impl RuleManager {
     /// changes. `restore` (at start-up) restores `for` state of new groups from storage.
     pub fn load(&self, restore: bool) -> Result<usize, RulesError> {
         let default_ms = self.inner.config.default_interval.as_millis() as i64;
-        let groups: Vec<RuleGroup> = load_files(&self.files()?, default_ms)?;
+        let mut groups: Vec<RuleGroup> = load_files(&expand(&self.inner.config.patterns)?, default_ms)?;
+        groups.extend(load_files_as(&expand(&self.inner.config.log_patterns)?, default_ms, Language::LogQL)?);
         let mut current = self.inner.groups.lock().expect("groups lock");
         let old: Vec<GroupRunner> = current.iter().map(|g| g.lock().expect("group lock").clone()).collect();
         let mut runners = Vec::with_capacity(groups.len());
@@ -164,4 +161,17 @@ async fn run_group(
             sink.send(&outgoing);
         }
     }
+}
+
+/// The files `patterns` name now, sorted; a pattern matching nothing is not an error.
+fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, RulesError> {
+    let mut files = Vec::new();
+    for pattern in patterns {
+        let paths =
+            glob::glob(pattern).map_err(|e| RulesError::Pattern { pattern: pattern.clone(), reason: e.to_string() })?;
+        files.extend(paths.filter_map(Result::ok).filter(|p| p.is_file()));
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
 }
