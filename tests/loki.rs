@@ -212,3 +212,38 @@ fn python_sdk_logs_over_otlp_http_and_grpc_are_queryable() {
     let errors = query_range(&vigil, r#"{k8s_namespace_name="shop"} |= "failed""#);
     assert_eq!(lines(&errors).len(), 2);
 }
+
+#[test]
+fn tail_delivers_a_pushed_line_within_two_seconds() {
+    let data = tempfile::tempdir().unwrap();
+    let vigil = Vigil::server(data.path(), &[]);
+    let query: String = form_urlencoded_query(r#"{app="tail"} |= "wanted""#);
+    let url = format!("ws://{}/loki/api/v1/tail?query={query}", vigil.addr);
+    let (mut socket, response) = tungstenite::connect(url).expect("websocket upgrade");
+    assert_eq!(response.status().as_u16(), 101);
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let t = now_ns();
+    let body = json!({"streams": [{"stream": {"app": "tail"}, "values": [
+        [t.to_string(), "not this one"], [(t + 1).to_string(), "the wanted line"]]}]});
+    let pushed = Instant::now();
+    assert_eq!(push_json(&vigil, &body).0, 204);
+    let message = socket.read().expect("a tail message within the read timeout");
+    let elapsed = pushed.elapsed();
+    let frame: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+    assert_eq!(frame["streams"][0]["stream"], json!({"app": "tail"}));
+    assert_eq!(frame["streams"][0]["values"], json!([[(t + 1).to_string(), "the wanted line"]]));
+    assert!(elapsed < Duration::from_secs(2), "tail took {elapsed:?}");
+    println!("tail delivered the line {} ms after the push", elapsed.as_millis());
+    let _ = socket.close(None);
+}
+
+fn form_urlencoded_query(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

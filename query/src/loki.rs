@@ -1,7 +1,7 @@
 //! Loki's read API over the log store, with Loki's JSON shapes: `query_range` (streams or matrix),
 //! `query` (streams or vector), `labels`, `label/<name>/values`, `series`, `index/stats`,
-//! `status/buildinfo`, and the `detected_labels` call Grafana makes. Errors are plain text with 400, as
-//! Loki answers them.
+//! `status/buildinfo`, the `detected_labels` call Grafana makes, and `tail` (a websocket of new entries).
+//! Errors are plain text with 400, as Loki answers them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +40,7 @@ pub fn routes(store: Arc<dyn LogStore>, build: BuildInfo) -> Router {
         .route("/loki/api/v1/index/stats", get(index_stats))
         .route("/loki/api/v1/detected_labels", get(detected_labels))
         .route("/loki/api/v1/status/buildinfo", get(buildinfo))
+        .route("/loki/api/v1/tail", get(tail))
         .with_state(state)
 }
 
@@ -328,4 +329,60 @@ async fn buildinfo(State(state): State<LokiState>) -> Response {
     axum::Json(json!({"version": state.build.version, "revision": state.build.revision, "branch": "",
         "buildUser": "", "buildDate": "", "goVersion": ""}))
     .into_response()
+}
+
+/// How often a tail looks for new entries (entries are searchable within the store's commit interval).
+const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long a tail connection may live.
+const TAIL_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `GET /loki/api/v1/tail` (websocket): entries from `start` (default an hour ago) on, then new ones as
+/// they become searchable, as `{"streams": [...], "dropped_entries": null}` messages.
+async fn tail(
+    State(state): State<LokiState>,
+    RawQuery(raw): RawQuery,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Result<Response, LokiError> {
+    let params = Params::parse(raw.as_deref(), &[]);
+    let text = query_text(&params)?;
+    let query = match parse(&text)? {
+        logql::Expr::Log(query) => query,
+        _ => return Err(bad("tail takes a log query".into())),
+    };
+    let start = time_ns(&params, "start", now_ns() - 3_600_000_000_000)?;
+    let limit = limit(&params)?;
+    Ok(upgrade.on_upgrade(move |socket| follow(state, query, start, limit, socket)))
+}
+
+async fn follow(
+    state: LokiState,
+    query: logql::LogQuery,
+    start: i64,
+    limit: usize,
+    mut socket: axum::extract::ws::WebSocket,
+) {
+    use axum::extract::ws::Message;
+    let opened = std::time::Instant::now();
+    let mut cursor = start;
+    while opened.elapsed() < TAIL_MAX {
+        let (engine, query_now) = (state.engine.clone(), query.clone());
+        let from = cursor;
+        let found =
+            tokio::task::spawn_blocking(move || engine.logs(&query_now, from, now_ns() + 1, limit, false)).await;
+        let Ok(Ok(streams)) = found else { return };
+        if let Some(newest) = streams.iter().flat_map(|s| s.entries.iter().map(|(ts, _)| *ts)).max() {
+            cursor = newest + 1;
+            let message = json!({"streams": streams_json(&streams), "dropped_entries": null});
+            if socket.send(Message::Text(message.to_string().into())).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TAIL_POLL) => {}
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                _ => {}
+            },
+        }
+    }
 }

@@ -118,7 +118,8 @@ fn groups_are_spread_over_their_interval_and_reloads_keep_alerts() {
 
 #[test]
 fn log_rule_files_take_logql_metric_queries_only() {
-    let ok = "groups: [{name: g, rules: [{alert: A, expr: 'sum(count_over_time({app=\"x\"} |= \"error\" [5m])) > 1'}]}]";
+    let ok =
+        "groups: [{name: g, rules: [{alert: A, expr: 'sum(count_over_time({app=\"x\"} |= \"error\" [5m])) > 1'}]}]";
     let groups = parse_file_as(Path::new("logs.yml"), ok, MINUTE, Language::LogQL).unwrap();
     assert!(matches!(groups[0].rules[0].expr, RuleExpr::LogQL(_)));
     let not_metric = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: '{app=\"x\"}'\n";
