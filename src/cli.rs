@@ -109,6 +109,12 @@ pub struct ServerArgs {
     /// Delete the oldest metric blocks while blocks take more than this, e.g. `50GiB` [default: unlimited].
     #[arg(long, env = "VIGIL_RETENTION_SIZE")]
     pub retention_size: Option<String>,
+    /// Drop log partitions (one a day) older than this, e.g. `30d` [default: 15d].
+    #[arg(long, env = "VIGIL_LOG_RETENTION_TIME")]
+    pub log_retention_time: Option<String>,
+    /// Drop the oldest log partitions while logs take more than this, e.g. `100GiB` [default: unlimited].
+    #[arg(long, env = "VIGIL_LOG_RETENTION_SIZE")]
+    pub log_retention_size: Option<String>,
 }
 
 /// Flags of `up`: the server's, plus what the local agent reads.

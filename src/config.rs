@@ -184,6 +184,10 @@ pub struct StorageSection {
     pub retention_size: Option<String>,
     /// Time range of a block cut from memory, e.g. `2h`.
     pub block_duration: Option<String>,
+    /// Log partitions older than this are dropped, e.g. `30d`.
+    pub log_retention_time: Option<String>,
+    /// Oldest log partitions are dropped while logs take more than this.
+    pub log_retention_size: Option<String>,
 }
 
 /// `agent:`
@@ -246,6 +250,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub db: DbOptions,
+    /// Log store partitioning and retention.
+    pub logs: vigil_tsdb::logs::LogOptions,
     /// Rules and where alerts go.
     pub alerting: AlertingConfig,
 }
@@ -409,8 +415,16 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Ser
         ..defaults
     };
     let alerting = alerting_config(args, file)?;
+    let mut logs = vigil_tsdb::logs::LogOptions::default();
+    let log_retention =
+        args.log_retention_time.as_deref().or(section.storage.log_retention_time.as_deref()).unwrap_or("15d");
+    logs.retention_ns = Some(parse_duration(log_retention)?.as_nanos() as i64);
+    if let Some(size) = args.log_retention_size.as_deref().or(section.storage.log_retention_size.as_deref()) {
+        logs.max_bytes = Some(parse_size(size)? as u64);
+    }
     Ok(ServerConfig {
         alerting,
+        logs,
         data_dir: args.data_dir.clone().or_else(|| section.data_dir.clone()).unwrap_or_else(|| "vigil-data".into()),
         http_addr: args.http_addr.or(section.http_addr).unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
         otlp_grpc_addr: args.otlp_grpc_addr.or(section.otlp_grpc_addr).unwrap_or_else(|| ([0, 0, 0, 0], 4317).into()),

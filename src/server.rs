@@ -174,7 +174,8 @@ async fn open_storage(config: &ServerConfig) -> anyhow::Result<Arc<Db>> {
 async fn open_logs(config: &ServerConfig) -> anyhow::Result<Arc<LogIndex>> {
     let dir = config.data_dir.join("logs");
     let opened = Instant::now();
-    let logs = tokio::task::spawn_blocking(move || LogIndex::open(&dir))
+    let options = config.logs.clone();
+    let logs = tokio::task::spawn_blocking(move || LogIndex::open_with(&dir, options))
         .await?
         .with_context(|| format!("cannot open the log store under {}", config.data_dir.display()))?;
     tracing::info!(open_ms = opened.elapsed().as_millis() as u64, "log store opened");

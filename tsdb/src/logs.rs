@@ -1,8 +1,9 @@
-//! The log store: records (time, stream labels, line, structured metadata) in a tantivy index. Stream
-//! labels are indexed as `name=value` terms, lines with a tokenizer for logs ([`tokenizer`]), time as a fast
-//! field. Appends go to a write-ahead log first (fsynced before they are acknowledged); a background
-//! commit makes them searchable within a second and empties the log. A crash loses nothing acknowledged:
-//! the log is replayed into the index on open.
+//! The log store: records (time, stream labels, line, structured metadata) in tantivy indexes, one per time
+//! partition. Stream labels are indexed as `name=value` terms, lines with a tokenizer for logs
+//! ([`tokenizer`]), time as a fast field. Appends go to a write-ahead log first (fsynced before they are
+//! acknowledged); a background commit makes them searchable within a second and empties the log. A crash
+//! loses nothing acknowledged: the log is replayed into the indexes on open. Retention drops whole
+//! partitions, by age and by total size.
 
 mod tokenizer;
 
@@ -89,101 +90,252 @@ struct Fields {
     record: Field,
 }
 
-/// Tantivy-backed [`LogStore`] under one directory.
+/// How the log store partitions and expires data.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Time span of one partition (one tantivy index), in nanoseconds.
+    pub partition_ns: i64,
+    /// Partitions wholly older than this (before now) are dropped; `None` keeps everything.
+    pub retention_ns: Option<i64>,
+    /// While partitions take more bytes than this, the oldest are dropped; `None` for no limit.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions { partition_ns: 24 * 3600 * 1_000_000_000, retention_ns: None, max_bytes: None }
+    }
+}
+
+/// Tantivy-backed [`LogStore`] under one directory: one index per time partition
+/// (`partitions/<start-ns>/`), one write-ahead log for all.
 pub struct LogIndex {
     dir: PathBuf,
     fields: Fields,
-    writer: Mutex<Writer>,
-    reader: IndexReader,
+    options: LogOptions,
+    state: Mutex<State>,
 }
 
-struct Writer {
-    index_writer: IndexWriter,
+struct State {
+    partitions: BTreeMap<i64, Partition>,
     wal: std::fs::File,
     pending: usize,
 }
 
+struct Partition {
+    dir: PathBuf,
+    index: Index,
+    reader: IndexReader,
+    writer: Option<IndexWriter>,
+    dirty: bool,
+}
+
+impl Partition {
+    fn open(dir: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let (schema, _) = schema();
+        let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| tantivy_error(dir, e))?;
+        let index = Index::open_or_create(directory, schema).map_err(|e| tantivy_error(dir, e))?;
+        index.tokenizers().register(TOKENIZER, tantivy::tokenizer::TextAnalyzer::from(LogTokenizer));
+        let reader =
+            index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| tantivy_error(dir, e))?;
+        Ok(Partition { dir: dir.to_owned(), index, reader, writer: None, dirty: false })
+    }
+
+    fn writer(&mut self) -> Result<&mut IndexWriter, Error> {
+        if self.writer.is_none() {
+            let writer =
+                self.index.writer_with_num_threads(1, WRITER_MEMORY).map_err(|e| tantivy_error(&self.dir, e))?;
+            self.writer = Some(writer);
+        }
+        Ok(self.writer.as_mut().expect("set above"))
+    }
+
+    fn commit(&mut self) -> Result<(), Error> {
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Some(writer) = self.writer.as_mut() {
+            writer.commit().map_err(|e| tantivy_error(&self.dir, e))?;
+        }
+        self.reader.reload().map_err(|e| tantivy_error(&self.dir, e))?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
 const WAL_FILE: &str = "wal.jsonl";
 const TOKENIZER: &str = "vigil_log";
-/// Memory the tantivy writer may use before it flushes a segment.
-const WRITER_MEMORY: usize = 64 * 1024 * 1024;
+/// Memory one partition's tantivy writer may use before it flushes a segment.
+const WRITER_MEMORY: usize = 32 * 1024 * 1024;
 
 fn tantivy_error(dir: &Path, error: impl std::fmt::Display) -> Error {
     Error::Io { path: dir.to_owned(), source: std::io::Error::other(error.to_string()) }
 }
 
 impl LogIndex {
-    /// Opens (or creates) the store under `dir`, replaying the write-ahead log.
+    /// Opens (or creates) the store under `dir` with default options, replaying the write-ahead log.
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        let index_dir = dir.join("index");
-        std::fs::create_dir_all(&index_dir).map_err(|e| Error::io(&index_dir, e))?;
-        let (schema, fields) = schema();
-        let directory =
-            tantivy::directory::MmapDirectory::open(&index_dir).map_err(|e| tantivy_error(&index_dir, e))?;
-        let index = Index::open_or_create(directory, schema).map_err(|e| tantivy_error(&index_dir, e))?;
-        index.tokenizers().register(TOKENIZER, tantivy::tokenizer::TextAnalyzer::from(LogTokenizer));
-        let mut index_writer: IndexWriter =
-            index.writer_with_num_threads(1, WRITER_MEMORY).map_err(|e| tantivy_error(&index_dir, e))?;
+        Self::open_with(dir, LogOptions::default())
+    }
+
+    /// Opens (or creates) the store under `dir`, replaying the write-ahead log.
+    pub fn open_with(dir: &Path, options: LogOptions) -> Result<Self, Error> {
+        let partitions_dir = dir.join("partitions");
+        std::fs::create_dir_all(&partitions_dir).map_err(|e| Error::io(&partitions_dir, e))?;
+        let (_, fields) = schema();
+        let mut partitions = BTreeMap::new();
+        for entry in std::fs::read_dir(&partitions_dir).map_err(|e| Error::io(&partitions_dir, e))? {
+            let path = entry.map_err(|e| Error::io(&partitions_dir, e))?.path();
+            let Some(start) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<i64>().ok()) else {
+                continue;
+            };
+            partitions.insert(start, Partition::open(&path)?);
+        }
         let wal_path = dir.join(WAL_FILE);
         let replayed = replay(&wal_path)?;
-        for record in &replayed {
-            index_writer.add_document(document(&fields, record)).map_err(|e| tantivy_error(&index_dir, e))?;
-        }
-        if !replayed.is_empty() {
-            index_writer.commit().map_err(|e| tantivy_error(&index_dir, e))?;
-            tracing::info!(records = replayed.len(), "log write-ahead log replayed");
-        }
         let wal = std::fs::OpenOptions::new()
             .create(true)
-            .write(true)
-            .truncate(true)
+            .append(true)
             .open(&wal_path)
             .map_err(|e| Error::io(&wal_path, e))?;
-        let reader =
-            index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| tantivy_error(dir, e))?;
-        Ok(LogIndex {
-            dir: dir.to_owned(),
-            fields,
-            writer: Mutex::new(Writer { index_writer, wal, pending: 0 }),
-            reader,
-        })
+        let store =
+            LogIndex { dir: dir.to_owned(), fields, options, state: Mutex::new(State { partitions, wal, pending: 0 }) };
+        if !replayed.is_empty() {
+            store.index(&mut store.state.lock(), &replayed)?;
+            store.commit()?;
+            tracing::info!(records = replayed.len(), "log write-ahead log replayed");
+        }
+        Ok(store)
     }
 
-    /// Makes appended records searchable (a tantivy commit) and empties the write-ahead log.
+    fn partition_start(&self, ts_ns: i64) -> i64 {
+        ts_ns.div_euclid(self.options.partition_ns) * self.options.partition_ns
+    }
+
+    /// Adds records to their partitions' writers (not yet searchable). The caller holds the state lock
+    /// from the WAL write through this, so a commit cannot empty the WAL between the two.
+    fn index(&self, state: &mut State, records: &[LogRecord]) -> Result<(), Error> {
+        for record in records {
+            let start = self.partition_start(record.ts_ns);
+            if !state.partitions.contains_key(&start) {
+                let partition = Partition::open(&self.dir.join("partitions").join(start.to_string()))?;
+                state.partitions.insert(start, partition);
+            }
+            let partition = state.partitions.get_mut(&start).expect("inserted above");
+            let doc = document(&self.fields, record);
+            let dir = partition.dir.clone();
+            partition.writer()?.add_document(doc).map_err(|e| tantivy_error(&dir, e))?;
+            partition.dirty = true;
+        }
+        state.pending += records.len();
+        Ok(())
+    }
+
+    /// Makes appended records searchable (a tantivy commit per changed partition) and empties the
+    /// write-ahead log.
     pub fn commit(&self) -> Result<(), Error> {
-        let mut writer = self.writer.lock();
-        if writer.pending == 0 {
+        let mut state = self.state.lock();
+        if state.pending == 0 {
             return Ok(());
         }
-        writer.index_writer.commit().map_err(|e| tantivy_error(&self.dir, e))?;
+        for partition in state.partitions.values_mut() {
+            partition.commit()?;
+        }
         let wal_path = self.dir.join(WAL_FILE);
-        writer.wal.set_len(0).map_err(|e| Error::io(&wal_path, e))?;
-        writer.wal.sync_data().map_err(|e| Error::io(&wal_path, e))?;
-        writer.pending = 0;
-        drop(writer);
-        self.reader.reload().map_err(|e| tantivy_error(&self.dir, e))
+        state.wal.set_len(0).map_err(|e| Error::io(&wal_path, e))?;
+        state.wal.sync_data().map_err(|e| Error::io(&wal_path, e))?;
+        state.pending = 0;
+        Ok(())
     }
 
-    /// Commits every `interval` until `stop` returns true; run on a thread of its own.
+    /// Drops whole partitions: those that ended before `now_ns - retention`, then the oldest while the
+    /// partitions take more than the size limit (never the newest). Returns the dropped partitions' starts.
+    pub fn apply_retention(&self, now_ns: i64) -> Result<Vec<i64>, Error> {
+        let mut state = self.state.lock();
+        let span = self.options.partition_ns;
+        let mut dropped: Vec<i64> = match self.options.retention_ns {
+            Some(retention) => {
+                state.partitions.keys().copied().filter(|start| start + span <= now_ns - retention).collect()
+            }
+            None => Vec::new(),
+        };
+        if let Some(max_bytes) = self.options.max_bytes {
+            let mut sizes: Vec<(i64, u64)> = state
+                .partitions
+                .iter()
+                .filter(|(start, _)| !dropped.contains(start))
+                .map(|(start, p)| (*start, dir_size(&p.dir)))
+                .collect();
+            let mut total: u64 = sizes.iter().map(|(_, size)| size).sum();
+            sizes.pop();
+            for (start, size) in sizes {
+                if total <= max_bytes {
+                    break;
+                }
+                total -= size;
+                dropped.push(start);
+            }
+        }
+        for start in &dropped {
+            if let Some(partition) = state.partitions.remove(start) {
+                let dir = partition.dir.clone();
+                drop(partition);
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                tracing::info!(partition = start, "log partition dropped by retention");
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Bytes the partitions take on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.state.lock().partitions.values().map(|p| dir_size(&p.dir)).sum()
+    }
+
+    /// Commits every `interval`, and applies retention every minute, until `stop` returns true; run on a
+    /// thread of its own.
     pub fn commit_loop(self: Arc<Self>, interval: Duration, stop: impl Fn() -> bool) {
+        let mut last_retention = std::time::Instant::now();
         while !stop() {
             std::thread::sleep(interval);
             if let Err(error) = self.commit() {
                 tracing::error!(%error, "log index commit failed; records stay in the write-ahead log");
             }
+            if last_retention.elapsed() >= Duration::from_secs(60) {
+                last_retention = std::time::Instant::now();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i64);
+                if let Err(error) = self.apply_retention(now) {
+                    tracing::error!(%error, "log retention failed");
+                }
+            }
         }
     }
 
-    fn search(&self, query: &dyn Query) -> Result<Vec<LogRecord>, Error> {
-        let searcher = self.reader.searcher();
-        let addresses = searcher.search(query, &DocSetCollector).map_err(|e| tantivy_error(&self.dir, e))?;
-        let mut records = Vec::with_capacity(addresses.len());
-        for address in addresses {
-            let doc: TantivyDocument = searcher.doc(address).map_err(|e| tantivy_error(&self.dir, e))?;
-            let Some(json) = doc.get_first(self.fields.record).and_then(|v| v.as_str()) else { continue };
-            match serde_json::from_str::<LogRecord>(json) {
-                Ok(record) => records.push(record),
-                Err(error) => tracing::warn!(%error, "unreadable stored log record skipped"),
+    /// Records of every partition overlapping `[start_ns, end_ns)` that match `query`.
+    fn search(&self, query: &dyn Query, start_ns: i64, end_ns: i64) -> Result<Vec<LogRecord>, Error> {
+        let searchers: Vec<(PathBuf, tantivy::Searcher)> = {
+            let state = self.state.lock();
+            let span = self.options.partition_ns;
+            state
+                .partitions
+                .range(..end_ns)
+                .filter(|(start, _)| start.saturating_add(span) > start_ns)
+                .map(|(_, p)| (p.dir.clone(), p.reader.searcher()))
+                .collect()
+        };
+        let mut records = Vec::new();
+        for (dir, searcher) in searchers {
+            let addresses = searcher.search(query, &DocSetCollector).map_err(|e| tantivy_error(&dir, e))?;
+            for address in addresses {
+                let doc: TantivyDocument = searcher.doc(address).map_err(|e| tantivy_error(&dir, e))?;
+                let Some(json) = doc.get_first(self.fields.record).and_then(|v| v.as_str()) else { continue };
+                match serde_json::from_str::<LogRecord>(json) {
+                    Ok(record) => records.push(record),
+                    Err(error) => tracing::warn!(%error, "unreadable stored log record skipped"),
+                }
             }
         }
         Ok(records)
@@ -207,6 +359,20 @@ impl LogIndex {
         }
         BooleanQuery::new(clauses)
     }
+}
+
+fn dir_size(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| match entry.file_type() {
+                    Ok(kind) if kind.is_dir() => dir_size(&entry.path()),
+                    _ => entry.metadata().map_or(0, |m| m.len()),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Index clauses a line containing `text` must satisfy: a token inside `text` is a whole token of the line;
@@ -286,22 +452,17 @@ impl LogStore for LogIndex {
             serde_json::to_writer(&mut batch, record).expect("records serialize");
             batch.push(b'\n');
         }
-        let mut writer = self.writer.lock();
+        let mut state = self.state.lock();
         let wal_path = self.dir.join(WAL_FILE);
-        writer.wal.write_all(&batch).map_err(|e| Error::io(&wal_path, e))?;
-        writer.wal.sync_data().map_err(|e| Error::io(&wal_path, e))?;
-        for record in records {
-            let doc = document(&self.fields, record);
-            writer.index_writer.add_document(doc).map_err(|e| tantivy_error(&self.dir, e))?;
-        }
-        writer.pending += records.len();
-        Ok(())
+        state.wal.write_all(&batch).map_err(|e| Error::io(&wal_path, e))?;
+        state.wal.sync_data().map_err(|e| Error::io(&wal_path, e))?;
+        self.index(&mut state, records)
     }
 
     fn select(&self, query: &LogQuery) -> Result<Vec<LogRecord>, Error> {
         let tantivy_query = self.build_query(&query.matchers, query.start_ns, query.end_ns, &query.contains);
         let mut records: Vec<LogRecord> = self
-            .search(&tantivy_query)?
+            .search(&tantivy_query, query.start_ns, query.end_ns)?
             .into_iter()
             .filter(|r| query.matchers.iter().all(|m| m.matches(r.labels.get(&m.name).map_or("", String::as_str))))
             .filter(|r| query.contains.iter().all(|text| r.line.contains(text.as_str())))

@@ -96,3 +96,30 @@ fn acknowledged_records_survive_a_crash_before_the_commit() {
     let store = LogIndex::open(dir.path()).unwrap();
     assert_eq!(lines(&store, &all(&[])).len(), 5, "committed records are not replayed twice");
 }
+
+#[test]
+fn retention_drops_whole_partitions_by_age_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour = 3_600 * 1_000_000_000i64;
+    let options = LogOptions { partition_ns: hour, retention_ns: Some(3 * hour), max_bytes: None };
+    let store = LogIndex::open_with(dir.path(), options).unwrap();
+    // One record in each of six hourly partitions; a query spanning several reads them all.
+    let records: Vec<LogRecord> = (0..6).map(|h| record(h * hour + 1, "api", &format!("hour {h}"))).collect();
+    store.append(&records).unwrap();
+    store.commit().unwrap();
+    assert_eq!(lines(&store, &all(&[])).len(), 6);
+    assert_eq!(std::fs::read_dir(dir.path().join("partitions")).unwrap().count(), 6);
+    // At 6h, partitions that ended at or before 3h go: hours 0, 1 and 2.
+    assert_eq!(store.apply_retention(6 * hour).unwrap(), [0, hour, 2 * hour]);
+    assert_eq!(lines(&store, &all(&[])), ["hour 3", "hour 4", "hour 5"]);
+    assert_eq!(std::fs::read_dir(dir.path().join("partitions")).unwrap().count(), 3);
+    drop(store);
+
+    // A size limit below what the three left take keeps only the newest partition.
+    let options = LogOptions { partition_ns: hour, retention_ns: None, max_bytes: Some(1) };
+    let store = LogIndex::open_with(dir.path(), options).unwrap();
+    assert_eq!(lines(&store, &all(&[])).len(), 3, "partitions reopen");
+    assert_eq!(store.apply_retention(6 * hour).unwrap(), [3 * hour, 4 * hour]);
+    assert_eq!(lines(&store, &all(&[])), ["hour 5"]);
+    assert!(store.size_bytes() > 0);
+}

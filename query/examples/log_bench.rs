@@ -1,0 +1,201 @@
+//! The log store over generated, realistic logs (nginx access lines, JSON application logs, kubelet-style
+//! text) across 60 streams: ingest + index throughput, storage against the raw size, and median latencies
+//! of a rare-term search and of `sum by (level) (count_over_time(...[5m]))` over everything.
+//!
+//! usage: cargo run --release -p vigil-query --example log_bench -- [MEGABYTES] [DIR]   (default 1024 MB)
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vigil_query::logql::{LogqlEngine, parse};
+use vigil_tsdb::logs::{LogIndex, LogRecord, LogStore};
+
+const SECOND: i64 = 1_000_000_000;
+const START_NS: i64 = 1_700_000_000 * SECOND;
+const BATCH: usize = 20_000;
+
+/// A small deterministic generator (xorshift), so runs are comparable.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+const PATHS: &[&str] =
+    &["/api/v1/users", "/api/v1/orders", "/api/v1/cart", "/static/app.js", "/healthz", "/login", "/search"];
+const LEVELS: &[&str] = &["info", "info", "info", "info", "debug", "warn", "error"];
+const MESSAGES: &[&str] = &[
+    "request completed",
+    "cache miss for key",
+    "retrying upstream call",
+    "connection pool exhausted",
+    "user session refreshed",
+    "payment authorized",
+    "slow query detected",
+];
+
+fn line(random: &mut Random, kind: u64, ts_ns: i64, sequence: u64) -> (String, &'static str) {
+    let level = random.pick(LEVELS);
+    let text = match kind {
+        0 => format!(
+            "10.{}.{}.{} - - [14/Nov/2023:22:13:{:02} +0000] \"{} {} HTTP/1.1\" {} {} \"-\" \"Mozilla/5.0 (X11; Linux x86_64)\" rt={:.3}",
+            random.next() % 256,
+            random.next() % 256,
+            random.next() % 256,
+            (ts_ns / SECOND) % 60,
+            random.pick(&["GET", "GET", "GET", "POST", "PUT"]),
+            random.pick(PATHS),
+            random.pick(&["200", "200", "200", "201", "304", "404", "500"]),
+            random.next() % 50_000,
+            (random.next() % 2000) as f64 / 1000.0
+        ),
+        1 => format!(
+            r#"{{"ts":"{}","level":"{level}","msg":"{}","trace_id":"{:016x}{:016x}","user_id":{},"duration_ms":{},"seq":{sequence}}}"#,
+            ts_ns,
+            random.pick(MESSAGES),
+            random.next(),
+            random.next(),
+            random.next() % 100_000,
+            random.next() % 3000
+        ),
+        _ => format!(
+            "I1114 22:13:{:02}.{:06} 1234 kubelet.go:{}] \"{}\" pod=\"shop/checkout-{:x}\" level={level} containerID=\"containerd://{:016x}\"",
+            (ts_ns / SECOND) % 60,
+            random.next() % 1_000_000,
+            random.next() % 3000,
+            random.pick(&[
+                "SyncLoop (PLEG): event for pod",
+                "Probe succeeded",
+                "Killing container with a grace period",
+                "Pulling image"
+            ]),
+            random.next() % 65_536,
+            random.next()
+        ),
+    };
+    (text, level)
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => dir_size(&e.path()),
+                    _ => e.metadata().map_or(0, |m| m.len()),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let megabytes: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1024);
+    let dir = args.get(2).map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("vigil-log-bench"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Arc::new(LogIndex::open(&dir).expect("the store opens"));
+    let target = megabytes * 1024 * 1024;
+    let mut random = Random(0x9e37_79b9_7f4a_7c15);
+    let (mut raw_bytes, mut records, mut ts_ns) = (0u64, 0u64, START_NS);
+    // A rare term: one line in about a million carries it.
+    let rare = "rare-needle-7f3a9c";
+    let started = Instant::now();
+    let cpu_started = cpu_seconds();
+    while raw_bytes < target {
+        let mut batch = Vec::with_capacity(BATCH);
+        for _ in 0..BATCH {
+            let stream = random.next() % 60;
+            let kind = stream % 3;
+            ts_ns += 50_000 + (random.next() % 100_000) as i64;
+            let (mut text, _) = line(&mut random, kind, ts_ns, records);
+            if records % 1_000_003 == 500_000 {
+                text.push_str(&format!(" {rare}"));
+            }
+            raw_bytes += text.len() as u64;
+            records += 1;
+            let labels = BTreeMap::from([
+                ("app".to_owned(), ["nginx", "checkout", "kubelet"][kind as usize].to_owned()),
+                ("namespace".to_owned(), "shop".to_owned()),
+                ("pod".to_owned(), format!("pod-{stream}")),
+            ]);
+            batch.push(LogRecord { ts_ns, labels, line: text, metadata: BTreeMap::new() });
+        }
+        store.append(&batch).expect("append");
+        if records % (BATCH as u64 * 25) == 0 {
+            store.commit().expect("commit");
+        }
+    }
+    store.commit().expect("commit");
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_started;
+    let stored = dir_size(&dir);
+    let mb = raw_bytes as f64 / 1e6;
+    println!("records: {records}, raw: {mb:.0} MB, span: {:.0} s of log time", (ts_ns - START_NS) as f64 / 1e9);
+    println!(
+        "ingest + index: {:.1} MB/s wall, {:.1} MB/s per CPU-second ({elapsed:.1} s, {cpu:.1} CPU-s)",
+        mb / elapsed,
+        mb / cpu
+    );
+    println!("storage: {:.0} MB on disk = {:.3} of raw", stored as f64 / 1e6, stored as f64 / raw_bytes as f64);
+
+    let engine = LogqlEngine::new(store.clone() as Arc<dyn LogStore>);
+    let end_ns = ts_ns + 1;
+    let search = parse(&format!(r#"{{}} |= "{rare}""#)).unwrap();
+    let search_times: Vec<Duration> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            let logql::Expr::Log(query) = &search else { unreachable!() };
+            let found = engine.logs(query, START_NS, end_ns, 100, true).unwrap();
+            assert!(!found.is_empty(), "the rare term is found");
+            t.elapsed()
+        })
+        .collect();
+    println!(
+        "rare-term search over everything ({{}} |= \"{rare}\"): p50 {:.1} ms",
+        median(search_times).as_secs_f64() * 1000.0
+    );
+
+    let volume = parse(r#"sum by (level) (count_over_time({app="checkout"} | json [5m]))"#).unwrap();
+    let logql::Expr::Metric(volume) = volume else { unreachable!() };
+    let end_ms = end_ns / 1_000_000;
+    let times: Vec<Duration> = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let result = engine.instant(&volume, end_ms).unwrap();
+            assert!(!result.is_empty());
+            t.elapsed()
+        })
+        .collect();
+    println!(
+        "sum by (level) (count_over_time({{app=\"checkout\"}} | json [5m])): p50 {:.0} ms",
+        median(times).as_secs_f64() * 1000.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// CPU time of this process (user + system), from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
