@@ -218,11 +218,12 @@ impl LogIndex {
     fn index(&self, state: &mut State, records: &[LogRecord]) -> Result<(), Error> {
         for record in records {
             let start = self.partition_start(record.ts_ns);
-            if !state.partitions.contains_key(&start) {
-                let partition = Partition::open(&self.dir.join("partitions").join(start.to_string()))?;
-                state.partitions.insert(start, partition);
-            }
-            let partition = state.partitions.get_mut(&start).expect("inserted above");
+            let partition = match state.partitions.entry(start) {
+                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    entry.insert(Partition::open(&self.dir.join("partitions").join(start.to_string()))?)
+                }
+            };
             let doc = document(&self.fields, record);
             let dir = partition.dir.clone();
             partition.writer()?.add_document(doc).map_err(|e| tantivy_error(&dir, e))?;
