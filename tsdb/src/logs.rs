@@ -21,9 +21,10 @@ use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQue
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::store::{Compressor, ZstdCompressor};
+use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
-pub use tokenizer::{LogTokenizer, tokens};
+pub use tokenizer::{LogTokenizer, TokenSpan, tokens};
 
 use crate::{Error, Labels, MatchOp, Matcher};
 
@@ -135,7 +136,17 @@ impl Partition {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let (schema, _) = schema();
         let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| tantivy_error(dir, e))?;
-        let index = Index::open_or_create(directory, schema).map_err(|e| tantivy_error(dir, e))?;
+        // Stored records compress well in large zstd blocks (log lines repeat their shapes).
+        let settings = IndexSettings {
+            docstore_compression: Compressor::Zstd(ZstdCompressor { compression_level: Some(3) }),
+            docstore_blocksize: 256 * 1024,
+            ..IndexSettings::default()
+        };
+        let index = Index::builder()
+            .schema(schema)
+            .settings(settings)
+            .open_or_create(directory)
+            .map_err(|e| tantivy_error(dir, e))?;
         index.tokenizers().register(TOKENIZER, tantivy::tokenizer::TextAnalyzer::from(LogTokenizer));
         let reader =
             index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| tantivy_error(dir, e))?;
@@ -380,10 +391,17 @@ fn dir_size(path: &Path) -> u64 {
 /// one at an edge may be a longer token's end or start (a regex over the term dictionary).
 fn line_clauses(field: Field, text: &str) -> Vec<Box<dyn Query>> {
     let found = tokens(text);
+    let interior = |t: &&TokenSpan| !t.compound && t.from > 0 && t.to < text.len();
+    // Whole tokens are cheap and selective; the regexes scan the term dictionary, so they are used only when
+    // the text has no whole token.
+    let has_interior = found.iter().any(|t| interior(&t));
     let mut clauses: Vec<Box<dyn Query>> = Vec::new();
     for token in found.iter().filter(|t| !t.compound) {
         let open_start = token.from == 0;
         let open_end = token.to == text.len();
+        if has_interior && (open_start || open_end) {
+            continue;
+        }
         let escaped = regex::escape(&token.text);
         let pattern = match (open_start, open_end) {
             (false, false) => {
