@@ -340,7 +340,10 @@ impl LogIndex {
         };
         let mut records = Vec::new();
         for (dir, searcher) in searchers {
-            let addresses = searcher.search(query, &DocSetCollector).map_err(|e| tantivy_error(&dir, e))?;
+            let mut addresses: Vec<_> =
+                searcher.search(query, &DocSetCollector).map_err(|e| tantivy_error(&dir, e))?.into_iter().collect();
+            // In document order, each compressed store block is decompressed once (the store caches blocks).
+            addresses.sort_unstable_by_key(|a| (a.segment_ord, a.doc_id));
             for address in addresses {
                 let doc: TantivyDocument = searcher.doc(address).map_err(|e| tantivy_error(&dir, e))?;
                 let Some(json) = doc.get_first(self.fields.record).and_then(|v| v.as_str()) else { continue };
