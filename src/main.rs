@@ -7,6 +7,7 @@ mod config;
 mod http;
 mod import;
 mod local_agent;
+mod own_logs;
 mod query_cli;
 mod server;
 mod telemetry;
@@ -17,6 +18,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::cli::{Cli, Command, LogFormat};
 use crate::config::FileConfig;
@@ -72,10 +75,11 @@ fn init_logging(cli: &Cli, file: &FileConfig) -> anyhow::Result<()> {
     let level = cli.log_level.clone().or_else(|| file.log.level.clone()).unwrap_or_else(|| "info".into());
     let filter = EnvFilter::try_new(&level).with_context(|| format!("invalid log level {level:?}"))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout).with_ansi(ansi);
+    let stdout = tracing_subscriber::fmt::layer().with_writer(std::io::stdout).with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(filter).with(own_logs::OwnLogsLayer);
     match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Human => registry.with(stdout).init(),
+        LogFormat::Json => registry.with(stdout.json().flatten_event(true).with_current_span(false)).init(),
     }
     Ok(())
 }

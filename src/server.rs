@@ -64,6 +64,8 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
         Some(addr) => Some(listen_https(&config, addr, app.clone(), stop.clone()).await?),
         None => None,
     };
+    // `vigil up` keeps its own log events; `vigil server` leaves that to whatever collects its stdout.
+    let own_logs = local_agent.is_some().then(|| crate::own_logs::keep(logs.clone(), stop.clone()));
     let agent = local_agent
         .map(|agent_config| tokio::spawn(local_agent::run(agent_config, db.clone(), telemetry.clone(), stop.clone())));
     let maintenance = tokio::spawn(maintain_storage(db.clone(), stop.clone()));
@@ -105,6 +107,9 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
         let _ = tokio::time::timeout(Duration::from_secs(1), agent).await;
     }
     alerting.finish().await;
+    if let Some(own_logs) = own_logs {
+        let _ = tokio::time::timeout(Duration::from_secs(2), own_logs).await;
+    }
     // A pass in progress finishes (a block being written is either renamed into place or left as .tmp).
     let _ = tokio::time::timeout(Duration::from_secs(5), maintenance).await;
     let flushed = db.clone();

@@ -182,6 +182,19 @@ fn up_collects_this_machine_within_seconds() {
     let (_, up) = get(&http, &vigil.http("/api/v1/query?query=up"), None);
     assert!(up.contains("\"job\":\"vigil\"") && up.contains("\"job\":\"node\""), "{up}");
     assert!(names.contains("vigil_build_info"), "own telemetry is recorded: {names}");
+
+    // Its own log events are in its log store, as logfmt lines.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let query = "%7Bservice_name%3D%22vigil%22%7D%20%7C%3D%20%22vigil%20is%20ready%22";
+    loop {
+        let (_, body) = get(&http, &vigil.http(&format!("/loki/api/v1/query_range?query={query}")), None);
+        if body.contains("vigil is ready") {
+            assert!(body.contains("level=info target=vigil::server"), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "own logs not stored after 5 s: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
