@@ -168,6 +168,9 @@ impl LogqlEngine {
             }
             MetricQuery::Range(range) => self.range_aggregation(range, steps),
             MetricQuery::Vector(aggregation) => {
+                if let Some(pushed) = sum_pushdown(aggregation) {
+                    return self.range_aggregation(&pushed, steps);
+                }
                 let inner = self.eval(&aggregation.inner, steps)?;
                 Ok(inner.into_iter().map(|value| StepValue::Vector(aggregate(aggregation, to_vector(value)))).collect())
             }
@@ -275,6 +278,24 @@ impl LogqlEngine {
             })
             .collect())
     }
+}
+
+/// `sum by (x) (count_over_time(...))` equals `count_over_time(...)` grouped by `x` while it reads the
+/// records (counts, byte sums and plain rates add up), so extracted labels never multiply the series.
+fn sum_pushdown(aggregation: &VectorAggregation) -> Option<RangeAggregation> {
+    let MetricQuery::Range(range) = &aggregation.inner else { return None };
+    let additive = matches!(
+        range.function,
+        RangeFunction::CountOverTime | RangeFunction::BytesOverTime | RangeFunction::BytesRate | RangeFunction::Rate
+    );
+    let unwrapped = range.unwrap.is_some()
+        || range.log_query.pipeline.iter().any(|s| matches!(s, logql::PipelineStage::Unwrap(_)));
+    if aggregation.function != AggregationFunction::Sum || !additive || unwrapped || range.grouping.is_some() {
+        return None;
+    }
+    let mut pushed = (**range).clone();
+    pushed.grouping = Some(aggregation.grouping.clone().unwrap_or(Grouping { without: false, labels: Vec::new() }));
+    Some(pushed)
 }
 
 fn equality_labels(selector: &[LabelMatcher]) -> LabelMap {
