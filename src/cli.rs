@@ -128,6 +128,9 @@ pub struct UpArgs {
     /// Prefix for /proc, /sys and /var/log [default: /].
     #[arg(long, env = "VIGIL_ROOT")]
     pub root: Option<PathBuf>,
+    /// A directory whose `*.log` files are followed into the log store (`{job="logs", filename=...}`).
+    #[arg(long, env = "VIGIL_LOG_DIR")]
+    pub log_dir: Option<PathBuf>,
 }
 
 /// Flags of `agent`.

@@ -204,6 +204,8 @@ pub struct AgentSection {
     pub http_addr: Option<SocketAddr>,
     /// Disk buffer limit, e.g. `256MiB`.
     pub buffer_max_size: Option<String>,
+    /// `vigil up`: a directory whose `*.log` files are followed into the log store.
+    pub log_dir: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -281,6 +283,8 @@ pub struct LocalAgentConfig {
     pub node_name: String,
     pub root: PathBuf,
     pub interval: Duration,
+    /// `*.log` files here are followed into the log store.
+    pub log_dir: Option<PathBuf>,
 }
 
 /// What the standalone agent reads.
@@ -448,7 +452,8 @@ pub fn local_agent_config(args: &UpArgs, file: &FileConfig) -> anyhow::Result<Lo
     let root = args.root.clone().or_else(|| section.root.clone()).unwrap_or_else(|| "/".into());
     let node_name = node_name_or_hostname(args.node_name.clone().or_else(|| section.node_name.clone()), &root);
     let interval = agent_interval(None, section, "15s")?;
-    Ok(LocalAgentConfig { node_name, root, interval })
+    let log_dir = args.log_dir.clone().or_else(|| section.log_dir.clone());
+    Ok(LocalAgentConfig { node_name, root, interval, log_dir })
 }
 
 /// The standalone agent's settings: flags, then env (both through clap), then the file's `agent:` section.

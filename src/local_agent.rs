@@ -78,3 +78,55 @@ fn collect_once(
     let summary = db.append(&batch)?;
     Ok(summary.accepted)
 }
+
+/// How often the log directory is read.
+const LOG_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Follows the `*.log` files of `dir` into `store` until `stop`; offsets are checkpointed in `checkpoint`
+/// once the lines are stored, so a restart repeats nothing stored and skips nothing.
+pub async fn follow_log_dir(
+    dir: std::path::PathBuf,
+    checkpoint: std::path::PathBuf,
+    store: Arc<dyn vigil_tsdb::logs::LogStore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let tailer = Arc::new(std::sync::Mutex::new(vigil_agent::tail::Tailer::new(&dir, &checkpoint)));
+    let mut tick = ticker(LOG_POLL);
+    while next_tick(&mut tick, &mut stop).await {
+        let (tailer, store) = (tailer.clone(), store.clone());
+        let followed = tokio::task::spawn_blocking(move || {
+            let mut tailer = tailer.lock().expect("tailer lock");
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+            let records: Vec<vigil_tsdb::logs::LogRecord> = tailer
+                .poll()
+                .into_iter()
+                .flat_map(|file| {
+                    let labels = std::collections::BTreeMap::from([
+                        ("job".to_owned(), "logs".to_owned()),
+                        ("filename".to_owned(), file.path.display().to_string()),
+                    ]);
+                    file.lines.into_iter().map(move |line| vigil_tsdb::logs::LogRecord {
+                        ts_ns: now,
+                        labels: labels.clone(),
+                        line,
+                        metadata: Default::default(),
+                    })
+                })
+                .collect();
+            match store.append(&records) {
+                Ok(()) => tailer.commit().map(|_| records.len()).map_err(|e| e.to_string()),
+                Err(error) => {
+                    tailer.rewind();
+                    Err(error.to_string())
+                }
+            }
+        })
+        .await;
+        match followed {
+            Ok(Ok(lines)) if lines > 0 => metrics::counter!("vigil_agent_log_lines_total").increment(lines as u64),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "following the log directory failed; will retry"),
+            Err(error) => tracing::error!(%error, "log directory task failed"),
+        }
+    }
+}

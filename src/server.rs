@@ -66,6 +66,11 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     };
     // `vigil up` keeps its own log events; `vigil server` leaves that to whatever collects its stdout.
     let own_logs = local_agent.is_some().then(|| crate::own_logs::keep(logs.clone(), stop.clone()));
+    let log_dir = local_agent.as_ref().and_then(|a| a.log_dir.clone()).map(|dir| {
+        let checkpoint = config.data_dir.join("log-dir-offsets.json");
+        tracing::info!(dir = %dir.display(), "following *.log files into the log store");
+        tokio::spawn(local_agent::follow_log_dir(dir, checkpoint, logs.clone(), stop.clone()))
+    });
     let agent = local_agent
         .map(|agent_config| tokio::spawn(local_agent::run(agent_config, db.clone(), telemetry.clone(), stop.clone())));
     let maintenance = tokio::spawn(maintain_storage(db.clone(), stop.clone()));
@@ -107,6 +112,9 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
         let _ = tokio::time::timeout(Duration::from_secs(1), agent).await;
     }
     alerting.finish().await;
+    if let Some(log_dir) = log_dir {
+        let _ = tokio::time::timeout(Duration::from_secs(2), log_dir).await;
+    }
     if let Some(own_logs) = own_logs {
         let _ = tokio::time::timeout(Duration::from_secs(2), own_logs).await;
     }

@@ -2,6 +2,7 @@
 
 mod harness;
 
+use std::io::Write;
 use std::time::Duration;
 
 use harness::{Vigil, client, command, get, remote_write, remote_write_body};
@@ -221,4 +222,55 @@ fn query_command_prints_results_from_a_server() {
     let (code, _, stderr) = run(&["sum(", "--server", &server]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("bad_data") && stderr.contains("invalid parameter \"query\""), "{stderr}");
+}
+
+#[test]
+fn up_follows_a_log_directory_across_restarts_without_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let file = logs.path().join("app.log");
+    std::fs::write(&file, "first line\nsecond line\n").unwrap();
+    let start = || {
+        let mut cmd = command(&[
+            "up",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--http-addr",
+            "127.0.0.1:0",
+            "--log-dir",
+            logs.path().to_str().unwrap(),
+        ]);
+        cmd.current_dir(dir.path());
+        Vigil::start(cmd)
+    };
+    let lines = |vigil: &Vigil| -> Vec<String> {
+        let path = "/loki/api/v1/query_range?query=%7Bjob%3D%22logs%22%7D&limit=100&direction=forward";
+        let (_, body) = get(&client(), &vigil.http(path), None);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let mut out = Vec::new();
+        for stream in body["data"]["result"].as_array().into_iter().flatten() {
+            assert_eq!(stream["stream"]["filename"], file.to_str().unwrap());
+            out.extend(stream["values"].as_array().unwrap().iter().map(|v| v[1].as_str().unwrap().to_owned()));
+        }
+        out
+    };
+    let wait_for = |vigil: &Vigil, count: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(6);
+        while lines(vigil).len() < count && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        lines(vigil)
+    };
+    let vigil = start();
+    assert_eq!(wait_for(&vigil, 2), ["first line", "second line"]);
+    std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(b"third line\n").unwrap();
+    assert_eq!(wait_for(&vigil, 3).len(), 3);
+    let (status, _) = vigil.terminate(Duration::from_secs(10));
+    assert!(status.success());
+    // Written while Vigil was down: read once after the restart; nothing before it is read again.
+    std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(b"fourth line\n").unwrap();
+    let vigil = start();
+    assert_eq!(wait_for(&vigil, 4), ["first line", "second line", "third line", "fourth line"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(lines(&vigil).len(), 4, "no line stored twice");
 }

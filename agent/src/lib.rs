@@ -10,6 +10,7 @@ pub mod fixture;
 pub mod host;
 pub mod runtime;
 pub mod ship;
+pub mod tail;
 
 pub use error::AgentError;
 

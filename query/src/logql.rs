@@ -288,8 +288,8 @@ fn sum_pushdown(aggregation: &VectorAggregation) -> Option<RangeAggregation> {
         range.function,
         RangeFunction::CountOverTime | RangeFunction::BytesOverTime | RangeFunction::BytesRate | RangeFunction::Rate
     );
-    let unwrapped = range.unwrap.is_some()
-        || range.log_query.pipeline.iter().any(|s| matches!(s, logql::PipelineStage::Unwrap(_)));
+    let unwrapped =
+        range.unwrap.is_some() || range.log_query.pipeline.iter().any(|s| matches!(s, logql::PipelineStage::Unwrap(_)));
     if aggregation.function != AggregationFunction::Sum || !additive || unwrapped || range.grouping.is_some() {
         return None;
     }
