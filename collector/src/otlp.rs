@@ -321,34 +321,27 @@ fn number(value: &Option<number_data_point::Value>) -> f64 {
     }
 }
 
-/// `POST /v1/metrics`.
-pub async fn handle_metrics(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
-    metrics::counter!("vigil_ingest_requests_received_total", "receiver" => "otlp_http").increment(1);
-    metrics::counter!("vigil_ingest_bytes_received_total", "receiver" => "otlp_http").increment(body.len() as u64);
-    match ingest_metrics(&ingest, &headers, body).await {
-        Ok(response) => {
-            let mut reply = (StatusCode::OK, response.encode_to_vec()).into_response();
-            reply.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
-            reply
-        }
-        Err(error) => {
-            metrics::counter!("vigil_ingest_requests_rejected_total", "receiver" => "otlp_http").increment(1);
-            error.into_response()
-        }
-    }
+/// How an OTLP/HTTP body is encoded (the response uses the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// `application/x-protobuf`.
+    Protobuf,
+    /// `application/json`: OTLP's JSON mapping (hex ids, 64-bit integers as strings).
+    Json,
 }
 
-async fn ingest_metrics(
-    ingest: &Ingest,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<ExportMetricsServiceResponse, IngestError> {
+/// The encoding and compression a request declares.
+pub(crate) fn body_format(headers: &HeaderMap) -> Result<(Encoding, bool), IngestError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.starts_with("application/x-protobuf") {
+    let encoding = if content_type.starts_with("application/x-protobuf") {
+        Encoding::Protobuf
+    } else if content_type.starts_with("application/json") {
+        Encoding::Json
+    } else {
         return Err(IngestError::UnsupportedMediaType(format!(
-            "content type {content_type:?}; this receiver takes application/x-protobuf"
+            "content type {content_type:?}; this receiver takes application/x-protobuf or application/json"
         )));
-    }
+    };
     let gzip = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
         None | Some("identity") => false,
         Some("gzip") => true,
@@ -356,12 +349,98 @@ async fn ingest_metrics(
             return Err(IngestError::UnsupportedMediaType(format!("content encoding {other:?}; use gzip or none")));
         }
     };
+    Ok((encoding, gzip))
+}
+
+/// Decompresses and decodes an OTLP/HTTP request body.
+pub(crate) fn decode_body<T: Message + Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+    (encoding, gzip): (Encoding, bool),
+    max_bytes: usize,
+    message: &str,
+) -> Result<T, IngestError> {
+    let body = if gzip { gunzip(body, max_bytes)? } else { body.to_vec() };
+    match encoding {
+        Encoding::Protobuf => {
+            T::decode(body.as_slice()).map_err(|e| IngestError::Malformed(format!("invalid {message} protobuf: {e}")))
+        }
+        Encoding::Json => {
+            let mut value: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| IngestError::Malformed(format!("invalid {message} JSON: {e}")))?;
+            numbers_from_strings(&mut value);
+            serde_json::from_value(value).map_err(|e| IngestError::Malformed(format!("invalid {message} JSON: {e}")))
+        }
+    }
+}
+
+/// 64-bit integer fields that OTLP/JSON writes as strings (proto3's JSON mapping) but whose generated
+/// deserializers in `opentelemetry-proto` read only as numbers.
+const INT64_KEYS: [&str; 4] = ["asInt", "intValue", "count", "zeroCount"];
+
+/// Turns those string integers (and `bucketCounts` entries) into JSON numbers, anywhere in the tree.
+fn numbers_from_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                let as_number = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<i128>().ok());
+                if INT64_KEYS.contains(&key.as_str()) {
+                    match as_number(inner) {
+                        Some(n) if i64::try_from(n).is_ok() => *inner = serde_json::json!(n as i64),
+                        Some(n) if u64::try_from(n).is_ok() => *inner = serde_json::json!(n as u64),
+                        _ => {}
+                    }
+                } else if key == "bucketCounts" {
+                    if let serde_json::Value::Array(items) = inner {
+                        for item in items.iter_mut() {
+                            if let Some(n) = as_number(item).and_then(|n| u64::try_from(n).ok()) {
+                                *item = serde_json::json!(n);
+                            }
+                        }
+                    }
+                }
+                numbers_from_strings(inner);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(numbers_from_strings),
+        _ => {}
+    }
+}
+
+/// A 200 with the export response in the request's encoding.
+pub(crate) fn reply<T: Message + serde::Serialize>(response: &T, encoding: Encoding) -> Response {
+    let (body, content_type) = match encoding {
+        Encoding::Protobuf => (response.encode_to_vec(), "application/x-protobuf"),
+        Encoding::Json => (serde_json::to_vec(response).expect("responses serialize"), "application/json"),
+    };
+    let mut reply = (StatusCode::OK, body).into_response();
+    reply.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    reply
+}
+
+/// `POST /v1/metrics`.
+pub async fn handle_metrics(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
+    metrics::counter!("vigil_ingest_requests_received_total", "receiver" => "otlp_http").increment(1);
+    metrics::counter!("vigil_ingest_bytes_received_total", "receiver" => "otlp_http").increment(body.len() as u64);
+    let outcome = match body_format(&headers) {
+        Ok(format) => ingest_metrics(&ingest, format, body).await.map(|response| reply(&response, format.0)),
+        Err(error) => Err(error),
+    };
+    outcome.unwrap_or_else(|error| {
+        metrics::counter!("vigil_ingest_requests_rejected_total", "receiver" => "otlp_http").increment(1);
+        error.into_response()
+    })
+}
+
+async fn ingest_metrics(
+    ingest: &Ingest,
+    format: (Encoding, bool),
+    body: Bytes,
+) -> Result<ExportMetricsServiceResponse, IngestError> {
     let sink = ingest.metrics.clone();
     let max_bytes = ingest.limits.max_decompressed_bytes;
     tokio::task::spawn_blocking(move || {
-        let body = if gzip { gunzip(&body, max_bytes)? } else { body.to_vec() };
-        let request = ExportMetricsServiceRequest::decode(body.as_slice())
-            .map_err(|e| IngestError::Malformed(format!("invalid ExportMetricsServiceRequest protobuf: {e}")))?;
+        let request: ExportMetricsServiceRequest =
+            decode_body(&body, format, max_bytes, "ExportMetricsServiceRequest")?;
         store_metrics(sink.as_ref(), request, "otlp_http")
     })
     .await
@@ -454,8 +533,37 @@ mod tests {
         let (status, body) = post(vec![0x0a, 0x05, 0x01], "application/x-protobuf").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(String::from_utf8_lossy(&body).contains("invalid ExportMetricsServiceRequest"));
-        let (status, _) = post(Vec::new(), "application/json").await;
+        let (status, body) = post(b"{\"resourceMetrics\": [".to_vec(), "application/json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(String::from_utf8_lossy(&body).contains("invalid ExportMetricsServiceRequest JSON"));
+        let (status, _) = post(Vec::new(), "text/plain").await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[tokio::test]
+    async fn otlp_json_is_decoded_with_its_mapping_and_answered_in_json() {
+        use tower::ServiceExt;
+        // OTLP's JSON mapping: camelCase keys, 64-bit integers as strings.
+        let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let body = format!(
+            r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"cart"}}}}]}},
+            "scopeMetrics":[{{"metrics":[{{"name":"queue.depth","gauge":{{"dataPoints":[
+            {{"timeUnixNano":"{now_ns}","asInt":"7","attributes":[{{"key":"queue","value":{{"stringValue":"q1"}}}}]}}]}}}}]}}]}}]}}"#
+        );
+        let db = std::sync::Arc::new(vigil_tsdb::Db::in_memory(vigil_tsdb::DbOptions::default()));
+        let ingest = Ingest::new(db.clone(), crate::IngestLimits::default());
+        let request = axum::http::Request::post("/v1/metrics")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let response = ingest.otlp_http_routes().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let matchers = [vigil_tsdb::Matcher::equal("__name__", "queue_depth")];
+        let series = vigil_tsdb::Queryable::select(db.as_ref(), &matchers, 0, i64::MAX).unwrap();
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].labels.get("job"), Some("cart"));
+        assert_eq!(series[0].samples[0].v, 7.0);
     }
 
     #[tokio::test]

@@ -7,16 +7,15 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use prost::Message;
 use tonic::Status;
 use vigil_tsdb::logs::LogRecord;
 
-use crate::otlp::{gunzip, value_text};
+use crate::otlp::{body_format, decode_body, reply, value_text};
 use crate::{Ingest, IngestError};
 
 /// Resource attributes that become stream labels, as Loki's default OTLP configuration indexes them.
@@ -144,30 +143,23 @@ fn store(ingest: &Ingest, request: ExportLogsServiceRequest) -> Result<ExportLog
     Ok(ExportLogsServiceResponse::default())
 }
 
-/// `POST /v1/logs` (protobuf, optionally gzip).
+/// `POST /v1/logs` (protobuf or JSON, optionally gzip).
 pub async fn handle_logs(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
     metrics::counter!("vigil_ingest_requests_received_total", "receiver" => "otlp_http_logs").increment(1);
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.starts_with("application/x-protobuf") {
-        let message = format!("content type {content_type:?}; this receiver takes application/x-protobuf");
-        return IngestError::UnsupportedMediaType(message).into_response();
-    }
-    let gzip = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) == Some("gzip");
+    let format = match body_format(&headers) {
+        Ok(format) => format,
+        Err(error) => return error.into_response(),
+    };
     let outcome = tokio::task::spawn_blocking(move || {
-        let body = if gzip { gunzip(&body, ingest.limits.max_decompressed_bytes)? } else { body.to_vec() };
-        let request = ExportLogsServiceRequest::decode(body.as_slice())
-            .map_err(|e| IngestError::Malformed(format!("invalid ExportLogsServiceRequest protobuf: {e}")))?;
+        let max_bytes = ingest.limits.max_decompressed_bytes;
+        let request: ExportLogsServiceRequest = decode_body(&body, format, max_bytes, "ExportLogsServiceRequest")?;
         store(&ingest, request)
     })
     .await
     .map_err(|e| IngestError::Unavailable(format!("ingest task failed: {e}")))
     .and_then(|r| r);
     match outcome {
-        Ok(response) => {
-            let mut reply = (StatusCode::OK, response.encode_to_vec()).into_response();
-            reply.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
-            reply
-        }
+        Ok(response) => reply(&response, format.0),
         Err(error) => error.into_response(),
     }
 }
@@ -210,6 +202,22 @@ mod tests {
 
     fn string(key: &str, value: &str) -> KeyValue {
         KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }) }
+    }
+
+    #[test]
+    fn otlp_json_logs_decode_with_hex_ids_and_string_integers() {
+        let body =
+            br#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"api"}}]},
+            "scopeLogs":[{"logRecords":[{"timeUnixNano":"1700000000000000000","severityText":"WARN",
+            "traceId":"5b8efff798038103d269b633813fc60c","body":{"stringValue":"slow"},
+            "attributes":[{"key":"retries","value":{"intValue":"3"}}]}]}]}]}"#;
+        let format = (crate::otlp::Encoding::Json, false);
+        let request: ExportLogsServiceRequest = decode_body(body, format, 1 << 20, "ExportLogsServiceRequest").unwrap();
+        let records = records(request);
+        assert_eq!(records[0].line, "slow");
+        assert_eq!(records[0].metadata["trace_id"], "5b8efff798038103d269b633813fc60c");
+        assert_eq!(records[0].metadata["retries"], "3");
+        assert_eq!(records[0].ts_ns, 1_700_000_000_000_000_000);
     }
 
     #[test]
