@@ -168,6 +168,8 @@ pub struct LimitsSection {
     pub max_label_count: Option<usize>,
     /// Bytes per label value at most.
     pub max_label_value_length: Option<usize>,
+    /// Ingest requests handled at once; more get 429 (gRPC `UNAVAILABLE`).
+    pub max_inflight_ingest: Option<usize>,
 }
 
 /// `server.storage:`
@@ -251,6 +253,8 @@ pub struct ServerConfig {
     pub tokens: Tokens,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
+    /// Ingest requests handled at once.
+    pub max_inflight_ingest: usize,
     pub db: DbOptions,
     /// Log store partitioning and retention.
     pub logs: vigil_tsdb::logs::LogOptions,
@@ -442,6 +446,7 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Ser
         },
         max_body_bytes: parse_size(max_body)?,
         max_decompressed_bytes: parse_size(max_decompressed)?,
+        max_inflight_ingest: section.limits.max_inflight_ingest.unwrap_or(64),
         db,
     })
 }

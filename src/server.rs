@@ -49,7 +49,10 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     let probes = Probes { ready: ready.clone(), metrics: telemetry.clone(), db: db.clone() };
     let (stop_sender, stop) = watch::channel(false);
     let alerting = Alerting::open(&config, db.clone(), logs.clone(), stop.clone())?;
-    let limits = IngestLimits { max_decompressed_bytes: config.max_decompressed_bytes };
+    let limits = IngestLimits {
+        max_decompressed_bytes: config.max_decompressed_bytes,
+        max_inflight: config.max_inflight_ingest,
+    };
     let ingest = Ingest::new(db.clone(), limits).with_logs(logs.clone());
     let app = router(&config, probes, &ingest, logs.clone(), alerting.routes());
 

@@ -77,10 +77,11 @@ impl Ingest {
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
             .send_compressed(CompressionEncoding::Gzip);
-        tonic::service::Routes::new(metrics)
+        let routes = tonic::service::Routes::new(metrics)
             .add_service(logs)
             .into_axum_router()
-            .layer(axum::middleware::from_fn(rewrite_codec_statuses))
+            .layer(axum::middleware::from_fn(rewrite_codec_statuses));
+        self.backpressure(routes)
     }
 }
 

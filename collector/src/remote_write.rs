@@ -393,7 +393,7 @@ mod tests {
     }
 
     async fn post(db: Arc<Db>, content_type: &str, body: Vec<u8>) -> (StatusCode, String, HeaderMap) {
-        let ingest = Ingest::new(db, IngestLimits { max_decompressed_bytes: 1 << 20 });
+        let ingest = Ingest::new(db, IngestLimits { max_decompressed_bytes: 1 << 20, ..IngestLimits::default() });
         let request = Request::post("/api/v1/write")
             .header(header::CONTENT_TYPE, content_type)
             .header(header::CONTENT_ENCODING, "snappy")
