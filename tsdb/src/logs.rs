@@ -121,6 +121,17 @@ struct State {
     partitions: BTreeMap<i64, Partition>,
     wal: std::fs::File,
     pending: usize,
+    /// Every stream with the time span of its records: what the label APIs read.
+    streams: BTreeMap<BTreeMap<String, String>, (i64, i64)>,
+    streams_changed: bool,
+}
+
+/// One entry of `streams.json`.
+#[derive(Serialize, Deserialize)]
+struct StreamSpan {
+    labels: BTreeMap<String, String>,
+    first_ns: i64,
+    last_ns: i64,
 }
 
 struct Partition {
@@ -176,6 +187,7 @@ impl Partition {
 }
 
 const WAL_FILE: &str = "wal.jsonl";
+const STREAMS_FILE: &str = "streams.json";
 const TOKENIZER: &str = "vigil_log";
 /// Memory one partition's tantivy writer may use before it flushes a segment.
 const WRITER_MEMORY: usize = 32 * 1024 * 1024;
@@ -210,8 +222,9 @@ impl LogIndex {
             .append(true)
             .open(&wal_path)
             .map_err(|e| Error::io(&wal_path, e))?;
-        let store =
-            LogIndex { dir: dir.to_owned(), fields, options, state: Mutex::new(State { partitions, wal, pending: 0 }) };
+        let streams = read_streams(&dir.join(STREAMS_FILE));
+        let state = State { partitions, wal, pending: 0, streams, streams_changed: false };
+        let store = LogIndex { dir: dir.to_owned(), fields, options, state: Mutex::new(state) };
         if !replayed.is_empty() {
             store.index(&mut store.state.lock(), &replayed)?;
             store.commit()?;
@@ -239,6 +252,19 @@ impl LogIndex {
             let dir = partition.dir.clone();
             partition.writer()?.add_document(doc).map_err(|e| tantivy_error(&dir, e))?;
             partition.dirty = true;
+            let ts = record.ts_ns;
+            let changed = match state.streams.get_mut(&record.labels) {
+                Some(span) if span.0 <= ts && ts <= span.1 => false,
+                Some(span) => {
+                    *span = (span.0.min(ts), span.1.max(ts));
+                    true
+                }
+                None => {
+                    state.streams.insert(record.labels.clone(), (ts, ts));
+                    true
+                }
+            };
+            state.streams_changed |= changed;
         }
         state.pending += records.len();
         Ok(())
@@ -254,10 +280,34 @@ impl LogIndex {
         for partition in state.partitions.values_mut() {
             partition.commit()?;
         }
+        // The registry is saved before the WAL is emptied: a crash in between replays into it again.
+        self.save_streams(&mut state)?;
         let wal_path = self.dir.join(WAL_FILE);
         state.wal.set_len(0).map_err(|e| Error::io(&wal_path, e))?;
         state.wal.sync_data().map_err(|e| Error::io(&wal_path, e))?;
         state.pending = 0;
+        Ok(())
+    }
+
+    fn save_streams(&self, state: &mut State) -> Result<(), Error> {
+        if !state.streams_changed {
+            return Ok(());
+        }
+        let spans: Vec<StreamSpan> = state
+            .streams
+            .iter()
+            .map(|(labels, (first_ns, last_ns))| StreamSpan {
+                labels: labels.clone(),
+                first_ns: *first_ns,
+                last_ns: *last_ns,
+            })
+            .collect();
+        let path = self.dir.join(STREAMS_FILE);
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, serde_json::to_vec(&spans).expect("spans serialize"))
+            .map_err(|e| Error::io(&temporary, e))?;
+        std::fs::rename(&temporary, &path).map_err(|e| Error::io(&path, e))?;
+        state.streams_changed = false;
         Ok(())
     }
 
@@ -288,6 +338,16 @@ impl LogIndex {
                 total -= size;
                 dropped.push(start);
             }
+        }
+        // Streams whose records were all in dropped partitions leave the registry; the rest start no earlier
+        // than the oldest partition left.
+        if !dropped.is_empty() {
+            let oldest = state.partitions.keys().copied().find(|start| !dropped.contains(start)).unwrap_or(i64::MAX);
+            state.streams.retain(|_, span| span.1 >= oldest);
+            for span in state.streams.values_mut() {
+                span.0 = span.0.max(oldest);
+            }
+            state.streams_changed = true;
         }
         for start in &dropped {
             if let Some(partition) = state.partitions.remove(start) {
@@ -446,6 +506,19 @@ fn document(fields: &Fields, record: &LogRecord) -> TantivyDocument {
     doc
 }
 
+/// The stream registry saved at the last commit; missing or unreadable means empty (it refills as records
+/// arrive, and the WAL replay refills what the last commit did not save).
+fn read_streams(path: &Path) -> BTreeMap<BTreeMap<String, String>, (i64, i64)> {
+    let Ok(bytes) = std::fs::read(path) else { return BTreeMap::new() };
+    match serde_json::from_slice::<Vec<StreamSpan>>(&bytes) {
+        Ok(spans) => spans.into_iter().map(|s| (s.labels, (s.first_ns, s.last_ns))).collect(),
+        Err(error) => {
+            tracing::warn!(%error, path = %path.display(), "unreadable stream registry ignored");
+            BTreeMap::new()
+        }
+    }
+}
+
 /// Reads the write-ahead log: one JSON record per line; a torn last line (a crash mid-write) is dropped.
 fn replay(path: &Path) -> Result<Vec<LogRecord>, Error> {
     let mut text = String::new();
@@ -521,11 +594,14 @@ impl LogStore for LogIndex {
         start_ns: i64,
         end_ns: i64,
     ) -> Result<Vec<BTreeMap<String, String>>, Error> {
-        let query = LogQuery { matchers: matchers.to_vec(), start_ns, end_ns, ..LogQuery::default() };
-        let mut streams: Vec<BTreeMap<String, String>> = self.select(&query)?.into_iter().map(|r| r.labels).collect();
-        streams.sort();
-        streams.dedup();
-        Ok(streams)
+        let state = self.state.lock();
+        Ok(state
+            .streams
+            .iter()
+            .filter(|(_, (first, last))| *first < end_ns && *last >= start_ns)
+            .filter(|(labels, _)| matchers.iter().all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str))))
+            .map(|(labels, _)| labels.clone())
+            .collect())
     }
 }
 

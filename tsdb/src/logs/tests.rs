@@ -123,3 +123,21 @@ fn retention_drops_whole_partitions_by_age_and_size() {
     assert_eq!(lines(&store, &all(&[])), ["hour 5"]);
     assert!(store.size_bytes() > 0);
 }
+
+#[test]
+fn the_stream_registry_answers_label_calls_survives_reopen_and_follows_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour = 3_600 * 1_000_000_000i64;
+    let options = LogOptions { partition_ns: hour, retention_ns: Some(hour), max_bytes: None };
+    let store = LogIndex::open_with(dir.path(), options.clone()).unwrap();
+    store.append(&[record(1, "old", "gone soon"), record(2 * hour + 1, "new", "stays")]).unwrap();
+    store.commit().unwrap();
+    assert_eq!(store.label_values("app", 0, 3 * hour).unwrap(), ["new", "old"]);
+    assert_eq!(store.label_values("app", hour, 3 * hour).unwrap(), ["new"], "time ranges apply");
+    drop(store);
+    let store = LogIndex::open_with(dir.path(), options).unwrap();
+    assert_eq!(store.label_values("app", 0, 3 * hour).unwrap(), ["new", "old"], "saved with the commit");
+    store.apply_retention(3 * hour).unwrap();
+    assert_eq!(store.label_values("app", 0, 3 * hour).unwrap(), ["new"]);
+    assert_eq!(store.streams(&[Matcher::equal("app", "new")], 0, 3 * hour).unwrap().len(), 1);
+}
