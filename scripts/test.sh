@@ -16,7 +16,7 @@ done
 command -v kubectl >/dev/null 2>&1 || echo "warning: kubectl is missing; tests/kubectl_top.rs will fail saying so" >&2
 
 # Test peers from Debian packages: command -> package.
-declare -A peers=([prometheus]=prometheus [promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager)
+declare -A peers=([prometheus]=prometheus [promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager [prometheus-node-exporter]=prometheus-node-exporter)
 missing=()
 for cmd in "${!peers[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${peers[$cmd]}")

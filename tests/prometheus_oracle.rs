@@ -1,6 +1,8 @@
 //! Real Prometheus as the oracle: the same remote-write data goes to both, and Grafana's calls
 //! (health check, label browser, instant and range queries) must give the same answers.
-//! The peer comes from the Debian package `prometheus`, installed by `scripts/test.sh`.
+//! A real Prometheus scraping a real node-exporter remote-writes into Vigil, and every series reads the
+//! same in both. The peers come from the Debian packages `prometheus` and `prometheus-node-exporter`,
+//! installed by `scripts/test.sh`.
 
 mod harness;
 
@@ -29,11 +31,15 @@ fn free_port() -> u16 {
 }
 
 fn start_prometheus() -> Prometheus {
+    start_prometheus_with("global:\n  scrape_interval: 1h\n")
+}
+
+fn start_prometheus_with(config_text: &str) -> Prometheus {
     let binary = which("prometheus")
         .expect("the `prometheus` binary (Debian package `prometheus`) is needed: scripts/test.sh installs it");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
-    std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
+    std::fs::write(&config, config_text).unwrap();
     let port = free_port();
     let child = Command::new(binary)
         .arg(format!("--config.file={}", config.display()))
@@ -277,4 +283,79 @@ fn urlencode(text: &str) -> String {
         }
     }
     out
+}
+
+struct NodeExporter(Child);
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every series of `selector` at `time` (Unix seconds) as label set → value text.
+fn snapshot(url: &str, selector: &str, time: f64) -> std::collections::BTreeMap<String, String> {
+    let mut request = client().get(format!("{url}/api/v1/query"));
+    request = request.query("query", selector).query("time", &format!("{time:.3}"));
+    let mut response = request.call().unwrap();
+    let body: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["metric"].to_string(), r["value"][1].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[test]
+fn prometheus_scraping_node_exporter_remote_writes_the_same_series_into_vigil() {
+    let exporter_binary = which("prometheus-node-exporter")
+        .expect("the Debian package `prometheus-node-exporter` is needed: scripts/test.sh installs it");
+    let data = tempfile::tempdir().unwrap();
+    let vigil = Vigil::server(data.path(), &[]);
+    let exporter_port = free_port();
+    let _exporter = NodeExporter(
+        Command::new(exporter_binary)
+            .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\nremote_write:\n  - url: http://{}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n",
+        vigil.addr
+    );
+    let prometheus = start_prometheus_with(&config);
+    let prometheus_url = format!("http://127.0.0.1:{}", prometheus.port);
+    let vigil_url = format!("http://{}", vigil.addr);
+
+    // Let a few scrapes land, then compare every series at a time both have all samples for.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        let scraped = snapshot(&prometheus_url, "up{job=\"node\"}", now);
+        let received = snapshot(&vigil_url, "up{job=\"node\"}", now);
+        if scraped.values().any(|v| v == "1") && !received.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no scrape reached Vigil in 30 s");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let at = chrono::Utc::now().timestamp_millis() as f64 / 1000.0 - 3.0;
+    let expected = snapshot(&prometheus_url, "{job=\"node\"}", at);
+    let actual = snapshot(&vigil_url, "{job=\"node\"}", at);
+    assert!(expected.len() > 200, "node-exporter exposes hundreds of series: {}", expected.len());
+    let missing: Vec<&String> = expected.keys().filter(|k| !actual.contains_key(*k)).take(5).collect();
+    let differing: Vec<(&String, &String, Option<&String>)> = expected
+        .iter()
+        .filter(|(k, v)| actual.get(*k).is_some_and(|a| a != *v))
+        .map(|(k, v)| (k, v, actual.get(k)))
+        .take(5)
+        .collect();
+    assert!(missing.is_empty() && differing.is_empty(), "missing: {missing:?}; differing: {differing:?}");
+    assert_eq!(expected.len(), actual.len());
+    println!("{} node-exporter series agree between Prometheus and Vigil", expected.len());
 }
