@@ -297,7 +297,7 @@ impl Drop for NodeExporter {
 /// Every series of `selector` at `time` (Unix seconds) as label set → value text.
 fn snapshot(url: &str, selector: &str, time: f64) -> std::collections::BTreeMap<String, String> {
     let mut request = client().get(format!("{url}/api/v1/query"));
-    request = request.query("query", selector).query("time", &format!("{time:.3}"));
+    request = request.query("query", selector).query("time", format!("{time:.3}"));
     let mut response = request.call().unwrap();
     let body: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
     body["data"]["result"]
