@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -97,16 +99,17 @@ fn metrics_by_name(points: &[Point], node: &str, time_unix_nano: u64) -> Vec<Met
 /// Encoded requests as numbered files (`<sequence>.otlp`), oldest first, bounded in total size. The
 /// directory is listed once, on open; afterwards the buffer keeps its own index of files and sizes.
 #[derive(Debug)]
-pub struct DiskBuffer {
+pub struct DiskBuffer<T = ExportMetricsServiceRequest> {
     dir: PathBuf,
     max_bytes: u64,
     next_sequence: u64,
     /// Batch files and their sizes, oldest first.
     batches: VecDeque<(PathBuf, u64)>,
     total_bytes: u64,
+    request: std::marker::PhantomData<T>,
 }
 
-impl DiskBuffer {
+impl<T: Message + Default> DiskBuffer<T> {
     /// Opens (creating) the buffer directory, keeping batches a previous run left; partial writes are removed.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, AgentError> {
         let read_error = |source| AgentError::Read { path: dir.to_owned(), source };
@@ -128,12 +131,19 @@ impl DiskBuffer {
         let next_sequence = found.last().map_or(0, |(sequence, _, _)| sequence + 1);
         let total_bytes = found.iter().map(|(_, _, size)| size).sum();
         let batches = found.into_iter().map(|(_, path, size)| (path, size)).collect();
-        Ok(DiskBuffer { dir: dir.to_owned(), max_bytes, next_sequence, batches, total_bytes })
+        Ok(DiskBuffer {
+            dir: dir.to_owned(),
+            max_bytes,
+            next_sequence,
+            batches,
+            total_bytes,
+            request: std::marker::PhantomData,
+        })
     }
 
     /// Appends a batch (written to a temporary name, then renamed), then drops the oldest batches while the
     /// buffer is over its size limit. Returns how many were dropped.
-    pub fn push(&mut self, request: &ExportMetricsServiceRequest) -> Result<usize, AgentError> {
+    pub fn push(&mut self, request: &T) -> Result<usize, AgentError> {
         let path = self.dir.join(format!("{:020}.otlp", self.next_sequence));
         let temporary = path.with_extension("tmp");
         let write_error = |source| AgentError::Read { path: temporary.clone(), source };
@@ -163,11 +173,11 @@ impl DiskBuffer {
     }
 
     /// The oldest batch, decoded; a batch that does not decode is removed (counted as dropped) and skipped.
-    pub fn oldest(&mut self) -> Result<Option<(PathBuf, ExportMetricsServiceRequest)>, AgentError> {
+    pub fn oldest(&mut self) -> Result<Option<(PathBuf, T)>, AgentError> {
         while let Some((path, _)) = self.batches.front() {
             let path = path.clone();
             let bytes = std::fs::read(&path).map_err(|source| AgentError::Read { path: path.clone(), source })?;
-            match ExportMetricsServiceRequest::decode(bytes.as_slice()) {
+            match T::decode(bytes.as_slice()) {
                 Ok(request) => return Ok(Some((path, request))),
                 Err(error) => {
                     tracing::warn!(path = %path.display(), %error, "dropping a corrupt buffered batch");
@@ -207,8 +217,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Sends buffered batches to `endpoint` (`http://host:4317`) until `stop`, oldest first. A batch leaves the
 /// buffer when the server acknowledged it, or refused it as invalid (retrying cannot help; counted).
-pub async fn run_shipper(buffer: Arc<Mutex<DiskBuffer>>, endpoint: String, mut stop: watch::Receiver<bool>) {
-    let mut client: Option<MetricsServiceClient<tonic::transport::Channel>> = None;
+pub async fn run_shipper<T: OtlpRequest>(
+    buffer: Arc<Mutex<DiskBuffer<T>>>,
+    endpoint: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut client: Option<tonic::transport::Channel> = None;
     let mut backoff = FIRST_BACKOFF;
     loop {
         if *stop.borrow() {
@@ -255,7 +269,7 @@ pub async fn run_shipper(buffer: Arc<Mutex<DiskBuffer>>, endpoint: String, mut s
     }
 }
 
-async fn remove_batch(buffer: &Arc<Mutex<DiskBuffer>>, path: PathBuf) {
+async fn remove_batch<T: OtlpRequest>(buffer: &Arc<Mutex<DiskBuffer<T>>>, path: PathBuf) {
     let buffer = buffer.clone();
     let _ = tokio::task::spawn_blocking(move || buffer.lock().ok().map(|mut b| b.remove(&path))).await;
 }
@@ -267,24 +281,47 @@ enum Sent {
     RetryLater(String, Option<Duration>),
 }
 
-async fn send(
-    client: &mut Option<MetricsServiceClient<tonic::transport::Channel>>,
-    endpoint: &str,
-    request: ExportMetricsServiceRequest,
-) -> Sent {
+/// An OTLP export request the shipper can send: metrics or logs.
+pub trait OtlpRequest: Message + Default + Send + 'static {
+    /// Exports over `channel` (gzip-compressed).
+    fn export(
+        channel: tonic::transport::Channel,
+        request: Self,
+    ) -> impl std::future::Future<Output = Result<(), tonic::Status>> + Send;
+}
+
+impl OtlpRequest for ExportMetricsServiceRequest {
+    async fn export(channel: tonic::transport::Channel, request: Self) -> Result<(), tonic::Status> {
+        let mut client = MetricsServiceClient::new(channel).send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let mut call = tonic::Request::new(request);
+        call.set_timeout(Duration::from_secs(30));
+        client.export(call).await.map(|_| ())
+    }
+}
+
+impl OtlpRequest for ExportLogsServiceRequest {
+    async fn export(channel: tonic::transport::Channel, request: Self) -> Result<(), tonic::Status> {
+        let mut client = LogsServiceClient::new(channel).send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let mut call = tonic::Request::new(request);
+        call.set_timeout(Duration::from_secs(30));
+        client.export(call).await.map(|_| ())
+    }
+}
+
+async fn send<T: OtlpRequest>(client: &mut Option<tonic::transport::Channel>, endpoint: &str, request: T) -> Sent {
     if client.is_none() {
-        match MetricsServiceClient::connect(endpoint.to_owned()).await {
-            Ok(connected) => {
-                *client = Some(connected.send_compressed(tonic::codec::CompressionEncoding::Gzip));
-            }
+        let connected = match tonic::transport::Endpoint::from_shared(endpoint.to_owned()) {
+            Ok(target) => target.connect().await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match connected {
+            Ok(channel) => *client = Some(channel),
             Err(error) => return Sent::RetryLater(format!("cannot connect to {endpoint}: {error}"), None),
         }
     }
-    let Some(connected) = client.as_mut() else { return Sent::RetryLater("no connection".into(), None) };
-    let mut call = tonic::Request::new(request);
-    call.set_timeout(Duration::from_secs(30));
-    match connected.export(call).await {
-        Ok(_) => Sent::Acknowledged,
+    let Some(channel) = client.clone() else { return Sent::RetryLater("no connection".into(), None) };
+    match T::export(channel, request).await {
+        Ok(()) => Sent::Acknowledged,
         Err(status) => classify(status, client),
     }
 }
@@ -292,7 +329,7 @@ async fn send(
 /// OTLP's retryable codes retry (with the server's `grpc-retry-pushback-ms` hint when given), and so do
 /// `UNKNOWN` and `INTERNAL`, which is how tonic reports a connection that broke mid-call: dropping the batch
 /// then would lose data the server never stored. The rest refuse.
-fn classify(status: tonic::Status, client: &mut Option<MetricsServiceClient<tonic::transport::Channel>>) -> Sent {
+fn classify(status: tonic::Status, client: &mut Option<tonic::transport::Channel>) -> Sent {
     use tonic::Code;
     let retryable = matches!(
         status.code(),
@@ -350,12 +387,12 @@ mod tests {
     fn the_buffer_keeps_order_survives_reopening_and_drops_oldest_beyond_its_limit() {
         let dir = tempfile::tempdir().unwrap();
         let batch = |value: f64| encode(&[JobPoints { job: "node".into(), points: vec![point("x", value)] }], "n", 1);
-        let mut buffer = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
+        let mut buffer = DiskBuffer::<ExportMetricsServiceRequest>::open(dir.path(), 1 << 20).unwrap();
         for value in [1.0, 2.0, 3.0] {
             assert_eq!(buffer.push(&batch(value)).unwrap(), 0);
         }
         std::fs::write(dir.path().join("00000000000000000099.tmp"), b"partial").unwrap();
-        let mut buffer = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
+        let mut buffer = DiskBuffer::<ExportMetricsServiceRequest>::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(buffer.len(), 3);
         let (path, first) = buffer.oldest().unwrap().unwrap();
         assert_eq!(first, batch(1.0));
@@ -374,7 +411,7 @@ mod tests {
     #[test]
     fn a_corrupt_batch_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let mut buffer = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
+        let mut buffer = DiskBuffer::<ExportMetricsServiceRequest>::open(dir.path(), 1 << 20).unwrap();
         buffer.push(&ExportMetricsServiceRequest::default()).unwrap();
         std::fs::write(dir.path().join("00000000000000000000.otlp"), [0x0a, 0x05, 0x01]).unwrap();
         buffer.push(&encode(&[], "n", 1)).unwrap();
