@@ -2,6 +2,7 @@
 //! them on its own `/metrics` (as the kubelet's cAdvisor endpoint would), and ships them to the server over
 //! OTLP/gRPC through a disk buffer under `--state-dir`.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,9 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use vigil_agent::cgroup::ContainerCollector;
+use vigil_agent::podlogs;
 use vigil_agent::ship::{self, DiskBuffer, JobPoints};
+use vigil_agent::tail::Tailer;
 use vigil_agent::{exposition, host};
 
 use crate::config::AgentConfig;
@@ -50,6 +53,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .with_state(exposed.clone());
     let http = tokio::spawn(serve(listener, app, stop.clone()));
     let shipper = tokio::spawn(ship::run_shipper(buffer.clone(), config.server.clone(), stop.clone()));
+    let logs_dir = config.state_dir.join("buffer/logs");
+    let logs_buffer: DiskBuffer<podlogs::LogsRequest> = DiskBuffer::open(&logs_dir, config.buffer_max_bytes)
+        .with_context(|| format!("cannot open the disk buffer in {}", logs_dir.display()))?;
+    let logs_buffer = Arc::new(Mutex::new(logs_buffer));
+    let log_shipper = tokio::spawn(ship::run_shipper(logs_buffer.clone(), config.server.clone(), stop.clone()));
+    let log_follower = tokio::spawn(follow_pod_logs(config.clone(), logs_buffer, stop.clone()));
     let collector = tokio::spawn(collect_loop(config.clone(), buffer, exposed, stop.clone()));
     tracing::info!(
         %http_addr,
@@ -64,7 +73,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     stop_signals.wait().await;
     tracing::info!("stop signal received");
     let _ = stop_sender.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async { (collector.await, shipper.await, http.await) }).await;
+    let stopped = async { (collector.await, shipper.await, http.await, log_follower.await, log_shipper.await) };
+    let _ = tokio::time::timeout(Duration::from_secs(5), stopped).await;
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -73,6 +83,45 @@ async fn render_metrics(State(exposed): State<Exposed>) -> impl axum::response::
     let mut text = exposed.last_collection.read().map(|t| t.clone()).unwrap_or_default();
     text.push_str(&exposed.telemetry.render());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+}
+
+/// How often pod log files are read.
+const POD_LOG_POLL: Duration = Duration::from_secs(1);
+
+/// Follows the kubelet's pod log files under the root into the logs buffer until `stop`. Offsets are
+/// checkpointed (`pod-log-offsets.json` in the state directory) once the lines are in the disk buffer.
+async fn follow_pod_logs(
+    config: AgentConfig,
+    buffer: Arc<Mutex<DiskBuffer<podlogs::LogsRequest>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let checkpoint = config.state_dir.join("pod-log-offsets.json");
+    let pods_dir = config.root.join("var/log/pods");
+    let state = Arc::new(Mutex::new((Tailer::new(&pods_dir, &checkpoint), BTreeMap::new())));
+    let mut tick = ticker(POD_LOG_POLL);
+    while next_tick(&mut tick, &mut stop).await {
+        let (config, buffer, state) = (config.clone(), buffer.clone(), state.clone());
+        let task = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+            let mut state = state.lock().expect("tailer lock");
+            let (tailer, partials) = &mut *state;
+            let found = podlogs::entries(tailer.poll_files(podlogs::files(&config.root)), partials);
+            let count: usize = found.values().map(Vec::len).sum();
+            if count > 0 {
+                let request = podlogs::encode(&found, &config.node_name);
+                if let Err(error) = buffer.lock().expect("buffer lock").push(&request) {
+                    tailer.rewind();
+                    return Err(error.into());
+                }
+            }
+            tailer.commit()?;
+            Ok(count)
+        });
+        match task.await {
+            Ok(Ok(lines)) => metrics::counter!("vigil_agent_log_lines_total").increment(lines as u64),
+            Ok(Err(error)) => tracing::error!(%error, "following pod logs failed; will retry"),
+            Err(error) => tracing::error!(%error, "pod log task failed"),
+        }
+    }
 }
 
 /// Collects every interval (first at once) until `stop`.

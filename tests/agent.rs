@@ -96,3 +96,68 @@ fn batches_wait_on_disk_while_the_server_is_down() {
     assert!(samples >= 8, "the outage's collections arrived after the restart: {samples} samples");
     drop(agent);
 }
+
+/// Lines of a Loki query on `vigil`, in time order.
+fn log_lines(vigil: &Vigil, query: &str) -> Vec<(Value, String)> {
+    let encoded: String = query
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    let path = format!("/loki/api/v1/query_range?direction=forward&limit=100&query={encoded}");
+    let (_, body) = get(&client(), &vigil.http(&path), None);
+    let body: Value = serde_json::from_str(&body).unwrap_or_default();
+    let mut out = Vec::new();
+    for stream in body["data"]["result"].as_array().into_iter().flatten() {
+        for value in stream["values"].as_array().unwrap() {
+            out.push((stream["stream"].clone(), value[1].as_str().unwrap().to_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn pod_logs_in_cri_and_docker_formats_reach_the_log_store() {
+    use std::io::Write;
+    let fixture = NodeFixture { version: CgroupVersion::V2, driver: Driver::Systemd, containers: 4 };
+    let root = scratch();
+    fixture.write(root.path()).unwrap();
+    let app = fixture.containers().into_iter().find(|c| !c.is_sandbox()).unwrap();
+    let log =
+        root.path().join(format!("var/log/pods/{}_{}_{}/{}/0.log", app.namespace, app.pod, app.pod_uid, app.container));
+    let now = chrono::Utc::now();
+    let time = |offset_ms: i64| {
+        (now + chrono::Duration::milliseconds(offset_ms)).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    };
+    let append =
+        |text: String| std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(text.as_bytes()).unwrap();
+    append(format!("{} stdout F order placed\n{} stderr P payment fa\n", time(-3000), time(-2000)));
+
+    let (data, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = Vigil::server(data.path(), &[]);
+    let agent = Vigil::agent(&server, root.path(), state.path(), &["--node-name", "node-a", "--interval", "1s"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    append(format!("{} stderr F iled: card declined\n", time(-2000)));
+    let docker =
+        root.path().join(format!("var/log/pods/{}_{}_{}/{}/1.log", app.namespace, app.pod, app.pod_uid, app.container));
+    std::fs::write(
+        &docker,
+        format!("{{\"log\":\"retrying\\n\",\"stream\":\"stdout\",\"time\":\"{}\"}}\n", time(-1000)),
+    )
+    .unwrap();
+
+    let query = format!(r#"{{k8s_namespace_name="{}", k8s_pod_name="{}"}}"#, app.namespace, app.pod);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let lines = loop {
+        let lines = log_lines(&server, &query);
+        if lines.len() >= 3 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let texts: Vec<&str> = lines.iter().map(|(_, text)| text.as_str()).collect();
+    assert_eq!(texts, ["order placed", "payment failed: card declined", "retrying"], "{lines:?}");
+    let stream = &lines[0].0;
+    assert_eq!(stream["k8s_container_name"], app.container.as_str());
+    assert_eq!(stream["service_name"], app.container.as_str());
+    drop(agent);
+}

@@ -8,6 +8,7 @@ mod error;
 pub mod exposition;
 pub mod fixture;
 pub mod host;
+pub mod podlogs;
 pub mod runtime;
 pub mod ship;
 pub mod tail;

@@ -50,13 +50,18 @@ impl Tailer {
 
     /// Complete lines written since the last [`Tailer::commit`]ted read. Unreadable files are skipped.
     pub fn poll(&mut self) -> Vec<FileLines> {
-        let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return out };
-        let mut paths: Vec<PathBuf> = entries
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let paths: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "log") && p.is_file())
             .collect();
+        self.poll_files(paths)
+    }
+
+    /// Like [`Tailer::poll`], over files the caller found (pod logs live two directories deep).
+    pub fn poll_files(&mut self, mut paths: Vec<PathBuf>) -> Vec<FileLines> {
+        let mut out = Vec::new();
         paths.sort();
         for path in paths {
             let Ok(meta) = std::fs::metadata(&path) else { continue };
