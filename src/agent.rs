@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use vigil_agent::cgroup::ContainerCollector;
 use vigil_agent::podlogs;
-use vigil_agent::ship::{self, DiskBuffer, JobPoints};
+use vigil_agent::ship::{self, DiskBuffer, JobPoints, ShipTarget};
 use vigil_agent::tail::Tailer;
 use vigil_agent::{exposition, host};
 
@@ -52,12 +52,19 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .route("/-/ready", get(|| async { "Vigil agent is ready.\n" }))
         .with_state(exposed.clone());
     let http = tokio::spawn(serve(listener, app, stop.clone()));
-    let shipper = tokio::spawn(ship::run_shipper(buffer.clone(), config.server.clone(), stop.clone()));
+    let ca_pem = match &config.tls_ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read --tls-ca-file {}", path.display()))?)
+        }
+        None => None,
+    };
+    let target = ShipTarget { endpoint: config.server.clone(), token: config.ingest_token.clone(), ca_pem };
+    let shipper = tokio::spawn(ship::run_shipper(buffer.clone(), target.clone(), stop.clone()));
     let logs_dir = config.state_dir.join("buffer/logs");
     let logs_buffer: DiskBuffer<podlogs::LogsRequest> = DiskBuffer::open(&logs_dir, config.buffer_max_bytes)
         .with_context(|| format!("cannot open the disk buffer in {}", logs_dir.display()))?;
     let logs_buffer = Arc::new(Mutex::new(logs_buffer));
-    let log_shipper = tokio::spawn(ship::run_shipper(logs_buffer.clone(), config.server.clone(), stop.clone()));
+    let log_shipper = tokio::spawn(ship::run_shipper(logs_buffer.clone(), target, stop.clone()));
     let log_follower = tokio::spawn(follow_pod_logs(config.clone(), logs_buffer, stop.clone()));
     let collector = tokio::spawn(collect_loop(config.clone(), buffer, exposed, stop.clone()));
     tracing::info!(

@@ -157,6 +157,12 @@ pub struct AgentArgs {
     /// Collection interval, e.g. `10s` [default: 10s].
     #[arg(long, env = "VIGIL_INTERVAL")]
     pub interval: Option<String>,
+    /// Bearer token for the server's ingest scope (the server's `--ingest-token`).
+    #[arg(long, env = "VIGIL_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
+    /// PEM CA certificate trusted for an `https://` --server, beside the public roots.
+    #[arg(long, env = "VIGIL_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// Flags of `top`, as `kubectl top` takes them.

@@ -208,6 +208,10 @@ pub struct AgentSection {
     pub buffer_max_size: Option<String>,
     /// `vigil up`: a directory whose `*.log` files are followed into the log store.
     pub log_dir: Option<PathBuf>,
+    /// Bearer token for the server's ingest scope.
+    pub ingest_token: Option<String>,
+    /// CA certificate (PEM) trusted for an `https://` server.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -302,6 +306,10 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub http_addr: SocketAddr,
     pub buffer_max_bytes: u64,
+    /// Bearer token sent with every batch.
+    pub ingest_token: Option<String>,
+    /// CA certificate (PEM) trusted for an `https://` server.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// Parses `32MiB`, `512KiB`, `1GB`, `1048576`.
@@ -485,6 +493,8 @@ pub fn agent_config(args: &AgentArgs, file: &FileConfig) -> anyhow::Result<Agent
             .unwrap_or_else(|| "vigil-agent-state".into()),
         http_addr: args.http_addr.or(section.http_addr).unwrap_or_else(|| ([0, 0, 0, 0], 9101).into()),
         buffer_max_bytes: parse_size(buffer)? as u64,
+        ingest_token: args.ingest_token.clone().or_else(|| section.ingest_token.clone()),
+        tls_ca_file: args.tls_ca_file.clone().or_else(|| section.tls_ca_file.clone()),
     })
 }
 

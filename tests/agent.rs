@@ -161,3 +161,57 @@ fn pod_logs_in_cri_and_docker_formats_reach_the_log_store() {
     assert_eq!(stream["service_name"], app.container.as_str());
     drop(agent);
 }
+
+#[test]
+fn the_agent_ships_over_tls_with_the_ingest_token() {
+    let fixture = NodeFixture { version: CgroupVersion::V2, driver: Driver::Systemd, containers: 2 };
+    let root = scratch();
+    fixture.write(root.path()).unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, certified) = harness::self_signed(certs.path());
+    let (data, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = Vigil::server(
+        data.path(),
+        &[
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--ingest-token",
+            "s3cret",
+        ],
+    );
+    let endpoint = format!("https://{}", server.otlp_grpc_addr);
+    let args = [
+        "agent",
+        "--server",
+        &endpoint,
+        "--root",
+        root.path().to_str().unwrap(),
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--interval",
+        "1s",
+        "--node-name",
+        "tls-node",
+        "--tls-ca-file",
+        cert.to_str().unwrap(),
+        "--ingest-token",
+        "s3cret",
+    ];
+    let _agent = Vigil::start(harness::command(&args));
+    // Read back over HTTPS, trusting the same certificate.
+    let https = harness::https_client(&certified.cert);
+    let url = format!("https://{}/api/v1/query?query=machine_cpu_cores%7Bnode%3D%22tls-node%22%7D", server.addr);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = https.get(&url).call().ok().and_then(|mut r| r.body_mut().read_to_string().ok()).unwrap_or_default();
+        if body.contains("tls-node") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing arrived over TLS with the token: {body}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -57,23 +57,12 @@ fn bearer_tokens_guard_each_scope() {
 #[test]
 fn tls_listener_serves_https_only() {
     let dir = tempfile::tempdir().unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
-    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    let (cert_path, key_path, certified) = harness::self_signed(dir.path());
     let vigil = Vigil::server(
         &dir.path().join("data"),
         &["--tls-cert-file", cert_path.to_str().unwrap(), "--tls-key-file", key_path.to_str().unwrap()],
     );
-    let root = ureq::tls::Certificate::from_der(certified.cert.der()).to_owned();
-    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&[root])).build();
-    let https: ureq::Agent = ureq::Agent::config_builder()
-        .tls_config(tls)
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
+    let https = harness::https_client(&certified.cert);
     let (status, body) = get(&https, &vigil.url("https", "/-/ready"), None);
     assert_eq!((status, body.as_str()), (200, "Vigil is ready.\n"));
     assert!(client().get(vigil.http("/-/ready")).call().is_err(), "plain HTTP to a TLS listener must fail");

@@ -211,6 +211,34 @@ impl<T: Message + Default> DiskBuffer<T> {
     }
 }
 
+/// Where and how batches go.
+#[derive(Debug, Clone)]
+pub struct ShipTarget {
+    /// The server's OTLP/gRPC endpoint, `http://host:4317` or `https://host:4317`.
+    pub endpoint: String,
+    /// Bearer token for the server's ingest scope.
+    pub token: Option<String>,
+    /// PEM CA certificate(s) trusted for an `https://` endpoint, beside the public roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl ShipTarget {
+    async fn connect(&self) -> Result<tonic::transport::Channel, String> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone()).map_err(|e| e.to_string())?;
+        if self.endpoint.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+            if let Some(ca) = &self.ca_pem {
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
+        }
+        endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("{e} ({})", std::error::Error::source(&e).map_or(String::new(), |s| s.to_string())))
+    }
+}
+
 /// Retry delays: doubling from 500 ms to 30 s, or what the server asked for.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -219,7 +247,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// buffer when the server acknowledged it, or refused it as invalid (retrying cannot help; counted).
 pub async fn run_shipper<T: OtlpRequest>(
     buffer: Arc<Mutex<DiskBuffer<T>>>,
-    endpoint: String,
+    target: ShipTarget,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut client: Option<tonic::transport::Channel> = None;
@@ -243,7 +271,7 @@ pub async fn run_shipper<T: OtlpRequest>(
             }
             Ok(None) | Err(_) => return,
         };
-        let outcome = send(&mut client, &endpoint, request).await;
+        let outcome = send(&mut client, &target, request).await;
         let delay = match outcome {
             Sent::Acknowledged => {
                 remove_batch(&buffer, path).await;
@@ -283,44 +311,46 @@ enum Sent {
 
 /// An OTLP export request the shipper can send: metrics or logs.
 pub trait OtlpRequest: Message + Default + Send + 'static {
-    /// Exports over `channel` (gzip-compressed).
+    /// Exports `call` over `channel` (gzip-compressed).
     fn export(
         channel: tonic::transport::Channel,
-        request: Self,
+        call: tonic::Request<Self>,
     ) -> impl std::future::Future<Output = Result<(), tonic::Status>> + Send;
 }
 
 impl OtlpRequest for ExportMetricsServiceRequest {
-    async fn export(channel: tonic::transport::Channel, request: Self) -> Result<(), tonic::Status> {
+    async fn export(channel: tonic::transport::Channel, call: tonic::Request<Self>) -> Result<(), tonic::Status> {
         let mut client = MetricsServiceClient::new(channel).send_compressed(tonic::codec::CompressionEncoding::Gzip);
-        let mut call = tonic::Request::new(request);
-        call.set_timeout(Duration::from_secs(30));
         client.export(call).await.map(|_| ())
     }
 }
 
 impl OtlpRequest for ExportLogsServiceRequest {
-    async fn export(channel: tonic::transport::Channel, request: Self) -> Result<(), tonic::Status> {
+    async fn export(channel: tonic::transport::Channel, call: tonic::Request<Self>) -> Result<(), tonic::Status> {
         let mut client = LogsServiceClient::new(channel).send_compressed(tonic::codec::CompressionEncoding::Gzip);
-        let mut call = tonic::Request::new(request);
-        call.set_timeout(Duration::from_secs(30));
         client.export(call).await.map(|_| ())
     }
 }
 
-async fn send<T: OtlpRequest>(client: &mut Option<tonic::transport::Channel>, endpoint: &str, request: T) -> Sent {
+async fn send<T: OtlpRequest>(client: &mut Option<tonic::transport::Channel>, target: &ShipTarget, request: T) -> Sent {
     if client.is_none() {
-        let connected = match tonic::transport::Endpoint::from_shared(endpoint.to_owned()) {
-            Ok(target) => target.connect().await.map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-        match connected {
+        match target.connect().await {
             Ok(channel) => *client = Some(channel),
-            Err(error) => return Sent::RetryLater(format!("cannot connect to {endpoint}: {error}"), None),
+            Err(error) => return Sent::RetryLater(format!("cannot connect to {}: {error}", target.endpoint), None),
         }
     }
     let Some(channel) = client.clone() else { return Sent::RetryLater("no connection".into(), None) };
-    match T::export(channel, request).await {
+    let mut call = tonic::Request::new(request);
+    call.set_timeout(Duration::from_secs(30));
+    if let Some(token) = &target.token {
+        match format!("Bearer {token}").parse() {
+            Ok(value) => {
+                call.metadata_mut().insert("authorization", value);
+            }
+            Err(_) => return Sent::RetryLater("the ingest token is not a valid header value".into(), None),
+        }
+    }
+    match T::export(channel, call).await {
         Ok(()) => Sent::Acknowledged,
         Err(status) => classify(status, client),
     }
@@ -328,7 +358,8 @@ async fn send<T: OtlpRequest>(client: &mut Option<tonic::transport::Channel>, en
 
 /// OTLP's retryable codes retry (with the server's `grpc-retry-pushback-ms` hint when given), and so do
 /// `UNKNOWN` and `INTERNAL`, which is how tonic reports a connection that broke mid-call: dropping the batch
-/// then would lose data the server never stored. The rest refuse.
+/// then would lose data the server never stored. Token refusals retry too (with backoff): the data waits
+/// for the configuration to be fixed. The rest refuse.
 fn classify(status: tonic::Status, client: &mut Option<tonic::transport::Channel>) -> Sent {
     use tonic::Code;
     let retryable = matches!(
@@ -341,6 +372,9 @@ fn classify(status: tonic::Status, client: &mut Option<tonic::transport::Channel
             | Code::DataLoss
             | Code::Unknown
             | Code::Internal
+            // A wrong or missing token is a configuration error that will be fixed: keep the data meanwhile.
+            | Code::Unauthenticated
+            | Code::PermissionDenied
     ) || (status.code() == Code::ResourceExhausted
         && status.metadata().get("grpc-retry-pushback-ms").is_some());
     if !retryable {

@@ -245,3 +245,24 @@ pub fn remote_write(agent: &ureq::Agent, vigil: &Vigil, body: &[u8], token: Opti
     let status = response.status().as_u16();
     (status, response.body_mut().read_to_string().unwrap())
 }
+
+/// A self-signed certificate for `127.0.0.1` and `localhost`, written as `cert.pem` and `key.pem` in `dir`.
+pub fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, rcgen::CertifiedKey<rcgen::KeyPair>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (cert, key, certified)
+}
+
+/// An HTTPS client trusting only `certificate`.
+pub fn https_client(certificate: &rcgen::Certificate) -> ureq::Agent {
+    let root = ureq::tls::Certificate::from_der(certificate.der()).to_owned();
+    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&[root])).build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
