@@ -150,12 +150,13 @@ fn seconds(ms: i64) -> Value {
     if ms % 1000 == 0 { json!(ms / 1000) } else { json!(ms as f64 / 1000.0) }
 }
 
+/// Values as Loki writes them (Go's `'f'` format: never an exponent).
 fn matrix_json(series: &[Series]) -> Value {
     json!(
         series
             .iter()
             .map(|s| json!({"metric": s.labels,
-                "values": s.points.iter().map(|(t, v)| json!([seconds(*t), crate::promql::format_value(*v)])).collect::<Vec<_>>()}))
+                "values": s.points.iter().map(|(t, v)| json!([seconds(*t), crate::promql::format_float(*v)])).collect::<Vec<_>>()}))
             .collect::<Vec<_>>()
     )
 }
@@ -213,7 +214,7 @@ async fn query(State(state): State<LokiState>, RawQuery(raw): RawQuery, body: By
             let vector = state.engine.instant(&query, time_ms)?;
             let result: Vec<Value> = vector
                 .iter()
-                .map(|(labels, v)| json!({"metric": labels, "value": [seconds(time_ms), crate::promql::format_value(*v)]}))
+                .map(|(labels, v)| json!({"metric": labels, "value": [seconds(time_ms), crate::promql::format_float(*v)]}))
                 .collect();
             Ok(success("vector", json!(result)))
         }

@@ -14,7 +14,20 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 pub use eval::{Engine, parse};
-pub use functions::format_float as format_value;
+pub use functions::format_float;
+
+/// A sample value as Prometheus's JSON API writes it: the shortest decimal that reads back exactly, in
+/// exponent form (`5e-07`, `1.5e+21`) below 1e-6 or from 1e21 on, and `NaN`, `+Inf`, `-Inf`.
+pub fn format_value(v: f64) -> String {
+    let abs = v.abs();
+    if !v.is_finite() || abs == 0.0 || (1e-6..1e21).contains(&abs) {
+        return format_float(v);
+    }
+    let text = format!("{v:e}");
+    let (mantissa, exponent) = text.split_once('e').expect("`e` formatting has an exponent");
+    let exponent: i32 = exponent.parse().expect("integer exponent");
+    format!("{mantissa}e{}{:02}", if exponent < 0 { '-' } else { '+' }, exponent.abs())
+}
 use vigil_tsdb::{Labels, Sample};
 
 /// The engine's hash maps and sets: keys are label sets and identities; foldhash is seeded per process.

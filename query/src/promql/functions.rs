@@ -899,6 +899,12 @@ mod tests {
         assert_eq!(format_float(0.25), "0.25");
         assert_eq!(format_float(f64::INFINITY), "+Inf");
         assert_eq!(format_float(1e-7), "0.0000001");
+        // The JSON API switches to exponents where Prometheus's marshaller does.
+        assert_eq!(crate::promql::format_value(5e-7), "5e-07");
+        assert_eq!(crate::promql::format_value(1e-6), "0.000001");
+        assert_eq!(crate::promql::format_value(1.5e21), "1.5e+21");
+        assert_eq!(crate::promql::format_value(123.25), "123.25");
+        assert_eq!(crate::promql::format_value(f64::NEG_INFINITY), "-Inf");
     }
 
     #[test]
