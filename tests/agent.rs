@@ -215,3 +215,53 @@ fn the_agent_ships_over_tls_with_the_ingest_token() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// `name{...mountpoint="m"...} v` lines of an exposition, as mountpoint → value.
+fn by_mountpoint(exposition: &str, name: &str) -> std::collections::BTreeMap<String, f64> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| {
+            let mountpoint = l.split("mountpoint=\"").nth(1)?.split('"').next()?.to_owned();
+            Some((mountpoint, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn filesystems_match_real_node_exporter_on_this_machine() {
+    let exporter = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|d| d.join("prometheus-node-exporter")).find(|p| p.is_file()))
+        .expect("the Debian package `prometheus-node-exporter` is needed: scripts/test.sh installs it");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut node_exporter = std::process::Command::new(exporter)
+        .args([
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--collector.disable-defaults".into(),
+            "--collector.filesystem".into(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (data, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = Vigil::server(data.path(), &[]);
+    let agent = Vigil::agent(&server, std::path::Path::new("/"), state.path(), &["--interval", "1s"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (expected, actual) = loop {
+        let fetch = |url: String| client().get(url).call().ok().and_then(|mut r| r.body_mut().read_to_string().ok());
+        let theirs = fetch(format!("http://127.0.0.1:{port}/metrics")).unwrap_or_default();
+        let (_, ours) = get(&client(), &agent.http("/metrics"), None);
+        let (expected, actual) =
+            (by_mountpoint(&theirs, "node_filesystem_size_bytes"), by_mountpoint(&ours, "node_filesystem_size_bytes"));
+        if (!expected.is_empty() && !actual.is_empty()) || Instant::now() > deadline {
+            break (expected, actual);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = node_exporter.kill();
+    let _ = node_exporter.wait();
+    assert!(!expected.is_empty(), "node-exporter reports filesystems here");
+    // The same filesystems, with the same sizes (sizes do not move; free space may).
+    assert_eq!(actual, expected);
+}

@@ -35,6 +35,7 @@ pub fn collect(root: &Path) -> (Vec<Point>, Vec<AgentError>) {
             Err(source) => errors.push(AgentError::Read { path, source }),
         }
     }
+    points.extend(crate::filesystem::collect(root));
     (points, errors)
 }
 

@@ -6,6 +6,7 @@
 pub mod cgroup;
 mod error;
 pub mod exposition;
+pub mod filesystem;
 pub mod fixture;
 pub mod host;
 pub mod podlogs;
