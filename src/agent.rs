@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use vigil_agent::cgroup::ContainerCollector;
 use vigil_agent::podlogs;
+use vigil_agent::scrape::Scraper;
 use vigil_agent::ship::{self, DiskBuffer, JobPoints, ShipTarget};
 use vigil_agent::tail::Tailer;
 use vigil_agent::{exposition, host};
@@ -66,6 +67,18 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let logs_buffer = Arc::new(Mutex::new(logs_buffer));
     let log_shipper = tokio::spawn(ship::run_shipper(logs_buffer.clone(), target, stop.clone()));
     let log_follower = tokio::spawn(follow_pod_logs(config.clone(), logs_buffer, stop.clone()));
+    let scrapers: Vec<_> = config
+        .scrape_targets
+        .iter()
+        .map(|target| {
+            tokio::spawn(scrape_loop(
+                Scraper::new(target.clone()),
+                config.node_name.clone(),
+                buffer.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
     let collector = tokio::spawn(collect_loop(config.clone(), buffer, exposed, stop.clone()));
     tracing::info!(
         %http_addr,
@@ -80,7 +93,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     stop_signals.wait().await;
     tracing::info!("stop signal received");
     let _ = stop_sender.send(true);
-    let stopped = async { (collector.await, shipper.await, http.await, log_follower.await, log_shipper.await) };
+    let stopped = async {
+        for scraper in scrapers {
+            let _ = scraper.await;
+        }
+        (collector.await, shipper.await, http.await, log_follower.await, log_shipper.await)
+    };
     let _ = tokio::time::timeout(Duration::from_secs(5), stopped).await;
     tracing::info!("stopped cleanly");
     Ok(())
@@ -90,6 +108,38 @@ async fn render_metrics(State(exposed): State<Exposed>) -> impl axum::response::
     let mut text = exposed.last_collection.read().map(|t| t.clone()).unwrap_or_default();
     text.push_str(&exposed.telemetry.render());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+}
+
+/// Scrapes one target every interval until `stop`, buffering its points as its own job and instance.
+async fn scrape_loop(scraper: Scraper, node: String, buffer: Arc<Mutex<DiskBuffer>>, mut stop: watch::Receiver<bool>) {
+    let scraper = Arc::new(Mutex::new(scraper));
+    let interval = scraper.lock().expect("scraper lock").target().interval;
+    let mut tick = ticker(interval);
+    while next_tick(&mut tick, &mut stop).await {
+        let (scraper, buffer, node) = (scraper.clone(), buffer.clone(), node.clone());
+        let task = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut scraper = scraper.lock().expect("scraper lock");
+            let time = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
+            // `job` and `instance` travel as the resource's service name and instance id.
+            let points = scraper
+                .scrape()
+                .into_iter()
+                .map(|mut point| {
+                    point.labels.retain(|(name, _)| name != "job" && name != "instance");
+                    point
+                })
+                .collect();
+            let target = scraper.target();
+            let job = JobPoints { job: target.job.clone(), instance: Some(target.instance.clone()), points };
+            buffer.lock().expect("buffer lock").push(&ship::encode(&[job], &node, time))?;
+            Ok(())
+        });
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "buffering a scrape failed"),
+            Err(error) => tracing::error!(%error, "scrape task failed"),
+        }
+    }
 }
 
 /// How often pod log files are read.
@@ -171,8 +221,8 @@ fn collect_once(
     *exposed.write().expect("exposition lock") = text;
     let points = container_points.len() + host_points.len();
     let jobs = [
-        JobPoints { job: "cadvisor".into(), points: container_points },
-        JobPoints { job: "node".into(), points: host_points },
+        JobPoints { job: "cadvisor".into(), instance: None, points: container_points },
+        JobPoints { job: "node".into(), instance: None, points: host_points },
     ];
     let time = collected_at.timestamp_nanos_opt().unwrap_or_default() as u64;
     let request = ship::encode(&jobs, &config.node_name, time);

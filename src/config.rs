@@ -212,6 +212,37 @@ pub struct AgentSection {
     pub ingest_token: Option<String>,
     /// CA certificate (PEM) trusted for an `https://` server.
     pub tls_ca_file: Option<PathBuf>,
+    /// Prometheus's `scrape_configs` (static targets).
+    pub scrape_configs: Vec<ScrapeConfigSection>,
+}
+
+/// One `agent.scrape_configs:` entry, with Prometheus's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrapeConfigSection {
+    pub job_name: String,
+    /// [default: the agent's interval]
+    pub scrape_interval: Option<String>,
+    /// [default: 10s, at most the interval]
+    pub scrape_timeout: Option<String>,
+    /// [default: /metrics]
+    pub metrics_path: Option<String>,
+    /// `http` or `https` [default: http].
+    pub scheme: Option<String>,
+    pub honor_labels: bool,
+    /// 0 for no limit.
+    pub sample_limit: usize,
+    /// e.g. `10MiB` [default: unlimited, 256MiB in practice].
+    pub body_size_limit: Option<String>,
+    pub static_configs: Vec<ScrapeStaticConfig>,
+}
+
+/// `static_configs:` entry of a scrape config.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrapeStaticConfig {
+    pub targets: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl FileConfig {
@@ -310,6 +341,8 @@ pub struct AgentConfig {
     pub ingest_token: Option<String>,
     /// CA certificate (PEM) trusted for an `https://` server.
     pub tls_ca_file: Option<PathBuf>,
+    /// Targets scraped.
+    pub scrape_targets: Vec<vigil_agent::scrape::Target>,
 }
 
 /// Parses `32MiB`, `512KiB`, `1GB`, `1048576`.
@@ -469,6 +502,39 @@ pub fn local_agent_config(args: &UpArgs, file: &FileConfig) -> anyhow::Result<Lo
     Ok(LocalAgentConfig { node_name, root, interval, log_dir })
 }
 
+/// Every target of the scrape configs, with Prometheus's defaults.
+fn scrape_targets(
+    configs: &[ScrapeConfigSection],
+    agent_interval: Duration,
+) -> anyhow::Result<Vec<vigil_agent::scrape::Target>> {
+    let mut targets = Vec::new();
+    for config in configs {
+        anyhow::ensure!(!config.job_name.is_empty(), "agent.scrape_configs: every entry needs a job_name");
+        let interval = config.scrape_interval.as_deref().map(parse_duration).transpose()?.unwrap_or(agent_interval);
+        let timeout =
+            config.scrape_timeout.as_deref().map(parse_duration).transpose()?.unwrap_or(Duration::from_secs(10));
+        let scheme = config.scheme.as_deref().unwrap_or("http");
+        let path = config.metrics_path.as_deref().unwrap_or("/metrics");
+        let body_limit = config.body_size_limit.as_deref().map(parse_size).transpose()?.unwrap_or(256 << 20) as u64;
+        for group in &config.static_configs {
+            for instance in &group.targets {
+                targets.push(vigil_agent::scrape::Target {
+                    job: config.job_name.clone(),
+                    instance: instance.clone(),
+                    url: format!("{scheme}://{instance}{path}"),
+                    labels: group.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    honor_labels: config.honor_labels,
+                    interval,
+                    timeout: timeout.min(interval),
+                    sample_limit: config.sample_limit,
+                    body_limit,
+                });
+            }
+        }
+    }
+    Ok(targets)
+}
+
 /// The standalone agent's settings: flags, then env (both through clap), then the file's `agent:` section.
 pub fn agent_config(args: &AgentArgs, file: &FileConfig) -> anyhow::Result<AgentConfig> {
     let section = &file.agent;
@@ -495,6 +561,7 @@ pub fn agent_config(args: &AgentArgs, file: &FileConfig) -> anyhow::Result<Agent
         buffer_max_bytes: parse_size(buffer)? as u64,
         ingest_token: args.ingest_token.clone().or_else(|| section.ingest_token.clone()),
         tls_ca_file: args.tls_ca_file.clone().or_else(|| section.tls_ca_file.clone()),
+        scrape_targets: scrape_targets(&section.scrape_configs, interval)?,
     })
 }
 

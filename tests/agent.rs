@@ -265,3 +265,98 @@ fn filesystems_match_real_node_exporter_on_this_machine() {
     // The same filesystems, with the same sizes (sizes do not move; free space may).
     assert_eq!(actual, expected);
 }
+
+/// Every series of `selector` at `time` (Unix seconds), `node` left out, as labels → value.
+fn series_at(url: &str, selector: &str, time: f64) -> std::collections::BTreeMap<String, f64> {
+    let request =
+        client().get(format!("{url}/api/v1/query")).query("query", selector).query("time", format!("{time:.3}"));
+    let text = request.call().ok().and_then(|mut r| r.body_mut().read_to_string().ok()).unwrap_or_default();
+    let body: Value = serde_json::from_str(&text).unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    for result in body["data"]["result"].as_array().into_iter().flatten() {
+        let mut metric = result["metric"].as_object().cloned().unwrap_or_default();
+        metric.remove("node");
+        out.insert(Value::Object(metric).to_string(), result["value"][1].as_str().unwrap().parse().unwrap());
+    }
+    out
+}
+
+#[test]
+fn the_agent_scrapes_real_node_exporter_as_real_prometheus_does() {
+    let which = |name: &str| {
+        std::env::var_os("PATH")
+            .and_then(|path| std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()))
+            .unwrap_or_else(|| panic!("`{name}` is needed (Debian package): scripts/test.sh installs it"))
+    };
+    let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let spawn = |program: std::path::PathBuf, args: Vec<String>| {
+        let child = std::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        KillOnDrop(child)
+    };
+    let exporter_port = free_port();
+    let target = format!("127.0.0.1:{exporter_port}");
+    let _exporter = spawn(which("prometheus-node-exporter"), vec![format!("--web.listen-address={target}")]);
+    let dir = tempfile::tempdir().unwrap();
+    let prometheus_port = free_port();
+    let scrape = format!(
+        "scrape_configs:\n  - job_name: node\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['{target}']\n"
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), &scrape).unwrap();
+    let _prometheus = spawn(
+        which("prometheus"),
+        vec![
+            format!("--config.file={}", dir.path().join("prometheus.yml").display()),
+            format!("--storage.tsdb.path={}", dir.path().join("prom").display()),
+            format!("--web.listen-address=127.0.0.1:{prometheus_port}"),
+        ],
+    );
+    std::fs::write(dir.path().join("agent.yml"), format!("agent:\n  {}", scrape.replace('\n', "\n  "))).unwrap();
+    let (data, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = Vigil::server(data.path(), &[]);
+    let root = scratch();
+    let config = dir.path().join("agent.yml");
+    let _agent =
+        Vigil::agent(&server, root.path(), state.path(), &["--config", config.to_str().unwrap(), "--interval", "1s"]);
+
+    let (prometheus_url, vigil_url) =
+        (format!("http://127.0.0.1:{prometheus_port}"), format!("http://{}", server.addr));
+    let selector = format!(r#"{{job="node",instance="{target}"}}"#);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (expected, actual) = loop {
+        std::thread::sleep(Duration::from_millis(1000));
+        let at = chrono::Utc::now().timestamp_millis() as f64 / 1000.0 - 2.0;
+        let (expected, actual) = (series_at(&prometheus_url, &selector, at), series_at(&vigil_url, &selector, at));
+        if (expected.len() > 100 && expected.len() == actual.len()) || Instant::now() > deadline {
+            break (expected, actual);
+        }
+    };
+    assert!(expected.len() > 100, "Prometheus scraped node-exporter: {} series", expected.len());
+    let missing: Vec<&String> = expected.keys().filter(|k| !actual.contains_key(*k)).take(5).collect();
+    let extra: Vec<&String> = actual.keys().filter(|k| !expected.contains_key(*k)).take(5).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+    // Values that do not move between two scrapes a moment apart are equal; CPU counters are close.
+    for (series, value) in &expected {
+        let ours = actual[series];
+        if ["node_memory_MemTotal_bytes", "node_filesystem_size_bytes", "\"up\""].iter().any(|n| series.contains(n)) {
+            assert_eq!(ours, *value, "{series}");
+        }
+        if series.contains("node_cpu_seconds_total") {
+            assert!((ours - value).abs() <= 5.0, "{series}: {ours} vs {value}");
+        }
+    }
+    println!("{} series scraped from node-exporter agree between Prometheus and the agent", expected.len());
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -17,8 +17,10 @@ fn collect(c: &mut Criterion) {
             b.iter(|| {
                 let (points, _) = collector.collect();
                 let (host, _) = vigil_agent::host::collect(root.path());
-                let jobs =
-                    [JobPoints { job: "cadvisor".into(), points }, JobPoints { job: "node".into(), points: host }];
+                let jobs = [
+                    JobPoints { job: "cadvisor".into(), instance: None, points },
+                    JobPoints { job: "node".into(), instance: None, points: host },
+                ];
                 prost::Message::encode_to_vec(&ship::encode(&jobs, "node-a", 1))
             })
         });

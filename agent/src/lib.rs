@@ -11,6 +11,7 @@ pub mod fixture;
 pub mod host;
 pub mod podlogs;
 pub mod runtime;
+pub mod scrape;
 pub mod ship;
 pub mod tail;
 

@@ -29,6 +29,8 @@ use crate::{AgentError, Point};
 pub struct JobPoints {
     /// Becomes `service.name`, hence the `job` label.
     pub job: String,
+    /// Becomes `service.instance.id`, hence the `instance` label; `None` for the node's name.
+    pub instance: Option<String>,
     /// The points.
     pub points: Vec<Point>,
 }
@@ -40,7 +42,10 @@ pub fn encode(jobs: &[JobPoints], node: &str, time_unix_nano: u64) -> ExportMetr
         .iter()
         .map(|job| ResourceMetrics {
             resource: Some(Resource {
-                attributes: vec![attribute("service.name", &job.job), attribute("service.instance.id", node)],
+                attributes: vec![
+                    attribute("service.name", &job.job),
+                    attribute("service.instance.id", job.instance.as_deref().unwrap_or(node)),
+                ],
                 ..Default::default()
             }),
             scope_metrics: vec![ScopeMetrics {
@@ -403,6 +408,7 @@ mod tests {
     fn counters_become_monotonic_sums_and_the_rest_gauges() {
         let jobs = [JobPoints {
             job: "cadvisor".into(),
+            instance: None,
             points: vec![point("container_cpu_usage_seconds_total", 5.0), point("container_memory_rss", 7.0)],
         }];
         let request = encode(&jobs, "node-a", 1_000);
@@ -420,7 +426,9 @@ mod tests {
     #[test]
     fn the_buffer_keeps_order_survives_reopening_and_drops_oldest_beyond_its_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let batch = |value: f64| encode(&[JobPoints { job: "node".into(), points: vec![point("x", value)] }], "n", 1);
+        let batch = |value: f64| {
+            encode(&[JobPoints { job: "node".into(), instance: None, points: vec![point("x", value)] }], "n", 1)
+        };
         let mut buffer = DiskBuffer::<ExportMetricsServiceRequest>::open(dir.path(), 1 << 20).unwrap();
         for value in [1.0, 2.0, 3.0] {
             assert_eq!(buffer.push(&batch(value)).unwrap(), 0);
