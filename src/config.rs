@@ -235,6 +235,10 @@ pub struct ScrapeConfigSection {
     /// e.g. `10MiB` [default: unlimited, 256MiB in practice].
     pub body_size_limit: Option<String>,
     pub static_configs: Vec<ScrapeStaticConfig>,
+    /// Applied to each target's labels (`__address__`, `__scheme__`, `__metrics_path__`, `job`, static labels).
+    pub relabel_configs: Vec<vigil_agent::relabel::RelabelConfig>,
+    /// Applied to each scraped sample.
+    pub metric_relabel_configs: Vec<vigil_agent::relabel::RelabelConfig>,
 }
 
 /// `static_configs:` entry of a scrape config.
@@ -516,18 +520,43 @@ fn scrape_targets(
         let scheme = config.scheme.as_deref().unwrap_or("http");
         let path = config.metrics_path.as_deref().unwrap_or("/metrics");
         let body_limit = config.body_size_limit.as_deref().map(parse_size).transpose()?.unwrap_or(256 << 20) as u64;
+        let compile =
+            |rules: &[vigil_agent::relabel::RelabelConfig]| -> anyhow::Result<Vec<vigil_agent::relabel::Rule>> {
+                rules
+                    .iter()
+                    .map(|r| {
+                        r.compile().map_err(|e| anyhow::anyhow!("agent.scrape_configs {:?}: {e}", config.job_name))
+                    })
+                    .collect()
+            };
+        let (relabel, metric_relabel) = (compile(&config.relabel_configs)?, compile(&config.metric_relabel_configs)?);
         for group in &config.static_configs {
-            for instance in &group.targets {
+            for address in &group.targets {
+                // Prometheus's target labels, relabeled; `__`-prefixed ones are dropped afterwards.
+                let mut labels: std::collections::BTreeMap<String, String> = group.labels.clone();
+                labels.insert("__address__".into(), address.clone());
+                labels.insert("__scheme__".into(), scheme.to_owned());
+                labels.insert("__metrics_path__".into(), path.to_owned());
+                labels.insert("job".into(), config.job_name.clone());
+                let Some(mut labels) = vigil_agent::relabel::apply(&relabel, labels) else { continue };
+                let address = labels.get("__address__").cloned().unwrap_or_else(|| address.clone());
+                let scheme = labels.get("__scheme__").map_or(scheme, String::as_str);
+                let path = labels.get("__metrics_path__").map_or(path, String::as_str);
+                let url = format!("{scheme}://{address}{path}");
+                let instance = labels.remove("instance").unwrap_or_else(|| address.clone());
+                let job = labels.remove("job").unwrap_or_else(|| config.job_name.clone());
+                labels.retain(|name, _| !name.starts_with("__"));
                 targets.push(vigil_agent::scrape::Target {
-                    job: config.job_name.clone(),
-                    instance: instance.clone(),
-                    url: format!("{scheme}://{instance}{path}"),
-                    labels: group.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    job,
+                    instance,
+                    url,
+                    labels: labels.into_iter().collect(),
                     honor_labels: config.honor_labels,
                     interval,
                     timeout: timeout.min(interval),
                     sample_limit: config.sample_limit,
                     body_limit,
+                    metric_relabel: metric_relabel.clone(),
                 });
             }
         }
@@ -657,6 +686,38 @@ mod tests {
         assert!(format!("{:#}", parse_size("3 parsecs").unwrap_err()).contains("unknown unit"));
         assert_eq!(parse_wal_sync("2s").unwrap(), WalSync::Interval(Duration::from_secs(2)));
         assert!(parse_wal_sync("sometimes").is_err());
+    }
+
+    #[test]
+    fn scrape_targets_are_relabeled_as_prometheus_relabels_them() {
+        let yaml = r#"
+agent:
+  scrape_configs:
+    - job_name: apps
+      scrape_interval: 5s
+      static_configs:
+        - targets: ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:9999"]
+          labels: {team: core}
+      relabel_configs:
+        - {source_labels: [__address__], regex: '.*:9999', action: drop}
+        - {source_labels: [__address__], regex: '(.*):8080', target_label: __address__, replacement: '$1:9102'}
+        - {source_labels: [team], target_label: owner}
+        - {regex: team, action: labeldrop}
+      metric_relabel_configs:
+        - {source_labels: [__name__], regex: 'go_.*', action: drop}
+"#;
+        let file = FileConfig::parse(yaml).unwrap();
+        let targets = scrape_targets(&file.agent.scrape_configs, Duration::from_secs(10)).unwrap();
+        let urls: Vec<&str> = targets.iter().map(|t| t.url.as_str()).collect();
+        assert_eq!(urls, ["http://10.0.0.1:9102/metrics", "http://10.0.0.2:9102/metrics"]);
+        let instances: Vec<&str> = targets.iter().map(|t| t.instance.as_str()).collect();
+        assert_eq!(instances, ["10.0.0.1:9102", "10.0.0.2:9102"]);
+        let owner = vec![("owner".to_owned(), "core".to_owned())];
+        assert!(targets.iter().all(|t| t.labels == owner), "team relabeled to owner, then dropped");
+        assert_eq!((targets[0].interval, targets[0].metric_relabel.len()), (Duration::from_secs(5), 1));
+        let bad = "agent:\n  scrape_configs:\n    - job_name: x\n      relabel_configs: [{action: explode}]\n";
+        let error = scrape_targets(&FileConfig::parse(bad).unwrap().agent.scrape_configs, Duration::from_secs(1));
+        assert!(error.unwrap_err().to_string().contains("explode"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod filesystem;
 pub mod fixture;
 pub mod host;
 pub mod podlogs;
+pub mod relabel;
 pub mod runtime;
 pub mod scrape;
 pub mod ship;

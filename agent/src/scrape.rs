@@ -12,7 +12,7 @@ use crate::Point;
 use crate::exposition::{self, Format};
 
 /// One scrape target.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Target {
     /// `job_name`.
     pub job: String,
@@ -32,6 +32,8 @@ pub struct Target {
     pub sample_limit: usize,
     /// Largest body accepted.
     pub body_limit: u64,
+    /// `metric_relabel_configs`, applied to every scraped sample.
+    pub metric_relabel: Vec<crate::relabel::Rule>,
 }
 
 /// Scrapes one target repeatedly, remembering its series for `scrape_series_added`.
@@ -70,8 +72,8 @@ impl Scraper {
         };
         let duration = started.elapsed().as_secs_f64();
         let up = samples.is_some();
-        let mut points = samples.unwrap_or_default();
-        let scraped = points.len();
+        let (scraped, mut points) = samples.unwrap_or_default();
+        let kept = points.len();
         let current: HashSet<(String, Vec<(String, String)>)> =
             points.iter().map(|p| (p.name.clone(), p.labels.clone())).collect();
         let added = current.difference(&self.seen).count();
@@ -83,7 +85,7 @@ impl Scraper {
         points.push(synthetic("up", if up { 1.0 } else { 0.0 }));
         points.push(synthetic("scrape_duration_seconds", duration));
         points.push(synthetic("scrape_samples_scraped", scraped as f64));
-        points.push(synthetic("scrape_samples_post_metric_relabeling", scraped as f64));
+        points.push(synthetic("scrape_samples_post_metric_relabeling", kept as f64));
         points.push(synthetic("scrape_series_added", added as f64));
         points
     }
@@ -95,7 +97,8 @@ impl Scraper {
         labels
     }
 
-    fn fetch(&self) -> Result<Vec<Point>, String> {
+    /// The samples scraped (before metric relabeling) and the points kept after it.
+    fn fetch(&self) -> Result<(usize, Vec<Point>), String> {
         let mut response = self
             .agent
             .get(&self.target.url)
@@ -118,14 +121,25 @@ impl Scraper {
             .map_err(|e| e.to_string())?;
         let format = if openmetrics { Format::OpenMetrics } else { Format::PrometheusText };
         let families = exposition::parse(&body, format).map_err(|e| e.to_string())?;
+        let mut scraped = 0;
         let mut points = Vec::new();
         for sample in families.into_iter().flat_map(|family| family.samples) {
-            points.push(Point { name: sample.name, labels: self.merge(sample.labels), value: sample.value });
+            scraped += 1;
+            let merged = self.merge(sample.labels);
+            if self.target.metric_relabel.is_empty() {
+                points.push(Point { name: sample.name, labels: merged, value: sample.value });
+                continue;
+            }
+            let mut labels: std::collections::BTreeMap<String, String> = merged.into_iter().collect();
+            labels.insert("__name__".into(), sample.name);
+            let Some(mut kept) = crate::relabel::apply(&self.target.metric_relabel, labels) else { continue };
+            let Some(name) = kept.remove("__name__") else { continue };
+            points.push(Point { name, labels: kept.into_iter().collect(), value: sample.value });
         }
         if self.target.sample_limit > 0 && points.len() > self.target.sample_limit {
             return Err(format!("{} samples exceed the sample_limit of {}", points.len(), self.target.sample_limit));
         }
-        Ok(points)
+        Ok((scraped, points))
     }
 
     /// Target labels over scraped ones, clashing scraped labels kept as `exported_<name>` (or the scraped
@@ -151,14 +165,14 @@ impl Scraper {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
     use super::*;
 
     /// Serves `body` with `content_type` once per connection, for `count` connections.
-    fn serve(body: &'static str, content_type: &'static str, count: usize) -> String {
+    pub(super) fn serve(body: &'static str, content_type: &'static str, count: usize) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         std::thread::spawn(move || {
@@ -176,7 +190,7 @@ mod tests {
         address.to_string()
     }
 
-    fn target(instance: &str) -> Target {
+    pub(super) fn target(instance: &str) -> Target {
         Target {
             job: "app".into(),
             instance: instance.into(),
@@ -187,8 +201,17 @@ mod tests {
             timeout: Duration::from_secs(2),
             sample_limit: 0,
             body_limit: 1 << 20,
+            metric_relabel: Vec::new(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::tests_support::*;
+    use super::*;
 
     fn value(points: &[Point], name: &str) -> f64 {
         points.iter().find(|p| p.name == name).unwrap().value
@@ -224,5 +247,28 @@ mod tests {
         let instance = serve("a 1\nb 2\nc 3\n", "text/plain", 1);
         let points = Scraper::new(Target { sample_limit: 2, ..target(&instance) }).scrape();
         assert_eq!((value(&points, "up"), points.len()), (0.0, 5));
+    }
+}
+
+#[cfg(test)]
+mod relabel_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn metric_relabeling_drops_and_rewrites_samples() {
+        let instance = serve("keep_me 1\ndrop_me 2\n", "text/plain", 1);
+        let rules: Vec<crate::relabel::Rule> = [
+            "{source_labels: [__name__], regex: drop_.*, action: drop}",
+            "{source_labels: [__name__], regex: '(.*)', target_label: __name__, replacement: 'app_$1'}",
+        ]
+        .iter()
+        .map(|yaml| serde_yaml::from_str::<crate::relabel::RelabelConfig>(yaml).unwrap().compile().unwrap())
+        .collect();
+        let points = Scraper::new(Target { metric_relabel: rules, ..target(&instance) }).scrape();
+        assert!(points.iter().any(|p| p.name == "app_keep_me"));
+        assert!(!points.iter().any(|p| p.name.contains("drop_me")));
+        let value = |name: &str| points.iter().find(|p| p.name == name).unwrap().value;
+        assert_eq!((value("scrape_samples_scraped"), value("scrape_samples_post_metric_relabeling")), (2.0, 1.0));
     }
 }
