@@ -18,6 +18,9 @@ pub mod tail;
 
 pub use error::AgentError;
 
+/// Bit pattern of Prometheus's staleness marker: a [`Point`] with this value says its series ended.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
 /// One metric value read from the node, with Prometheus naming.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {

@@ -3,13 +3,14 @@
 //! labels, and each scrape adds Prometheus's synthetic series: `up`, `scrape_duration_seconds`,
 //! `scrape_samples_scraped`, `scrape_samples_post_metric_relabeling` and `scrape_series_added`. Without
 //! `honor_labels`, scraped labels that clash with target labels are kept as `exported_<name>`. A failed
-//! scrape, a timeout or more samples than `sample_limit` give `up` 0 and no samples.
+//! scrape, a timeout or more samples than `sample_limit` give `up` 0 and no samples. Series that vanish,
+//! or all of them when a scrape fails, get a staleness marker, as Prometheus writes them.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use crate::Point;
 use crate::exposition::{self, Format};
+use crate::{Point, STALE_NAN_BITS};
 
 /// One scrape target.
 #[derive(Debug, Clone)]
@@ -77,6 +78,12 @@ impl Scraper {
         let current: HashSet<(String, Vec<(String, String)>)> =
             points.iter().map(|p| (p.name.clone(), p.labels.clone())).collect();
         let added = current.difference(&self.seen).count();
+        // Staleness markers: for series gone since the last scrape, and for all of them when it failed.
+        let gone: Vec<(String, Vec<(String, String)>)> =
+            if up { self.seen.difference(&current).cloned().collect() } else { self.seen.drain().collect() };
+        for (name, labels) in gone {
+            points.push(Point { name, labels, value: f64::from_bits(STALE_NAN_BITS) });
+        }
         if up {
             self.seen = current;
         }
@@ -236,6 +243,24 @@ mod tests {
         assert_eq!(value(&points, "scrape_series_added"), 2.0);
         let again = scraper.scrape();
         assert_eq!(value(&again, "scrape_series_added"), 0.0, "nothing new the second time");
+    }
+
+    #[test]
+    fn vanished_series_and_failed_scrapes_get_staleness_markers() {
+        let stale = |points: &[Point]| -> Vec<String> {
+            let mut names: Vec<String> =
+                points.iter().filter(|p| p.value.to_bits() == STALE_NAN_BITS).map(|p| p.name.clone()).collect();
+            names.sort();
+            names
+        };
+        let first = serve("a 1\nb 2\n", "text/plain", 1);
+        let mut scraper = Scraper::new(target(&first));
+        assert!(stale(&scraper.scrape()).is_empty());
+        let second = serve("a 1\n", "text/plain", 1);
+        scraper.target.url = format!("http://{second}/metrics");
+        assert_eq!(stale(&scraper.scrape()), ["b"], "b vanished");
+        scraper.target.url = "http://127.0.0.1:9/metrics".into();
+        assert_eq!(stale(&scraper.scrape()), ["a"], "a failed scrape marks everything left");
     }
 
     #[test]

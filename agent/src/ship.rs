@@ -83,6 +83,8 @@ fn metrics_by_name(points: &[Point], node: &str, time_unix_nano: u64) -> Vec<Met
                         .collect(),
                     time_unix_nano,
                     value: Some(number_data_point::Value::AsDouble(point.value)),
+                    // OTLP's "no recorded value" flag carries a staleness marker.
+                    flags: u32::from(point.value.to_bits() == crate::STALE_NAN_BITS),
                     ..Default::default()
                 })
                 .collect();
@@ -402,6 +404,27 @@ mod tests {
 
     fn point(name: &str, value: f64) -> Point {
         Point { name: name.into(), labels: vec![("id".into(), "/".into())], value }
+    }
+
+    #[test]
+    fn staleness_markers_travel_as_no_recorded_value() {
+        let jobs = [JobPoints {
+            job: "app".into(),
+            instance: Some("10.0.0.1:80".into()),
+            points: vec![point("gone", f64::from_bits(crate::STALE_NAN_BITS)), point("here", 1.0)],
+        }];
+        let request = encode(&jobs, "node-a", 1);
+        let resource = &request.resource_metrics[0];
+        assert_eq!(resource.resource.as_ref().unwrap().attributes[1].value, attribute("x", "10.0.0.1:80").value);
+        let flags: Vec<(String, u32)> = resource.scope_metrics[0]
+            .metrics
+            .iter()
+            .map(|m| match &m.data {
+                Some(metric::Data::Gauge(gauge)) => (m.name.clone(), gauge.data_points[0].flags),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(flags, [("gone".to_owned(), 1), ("here".to_owned(), 0)]);
     }
 
     #[test]
