@@ -1,6 +1,6 @@
 //! Follows the `*.log` files of a directory: complete new lines since the last read, through rotation
-//! (a new file at the path, found by its inode) and truncation (a file shorter than the offset starts
-//! over). Offsets are checkpointed to a JSON file only after the caller has stored what it read, so a
+//! (a new file at the path, found by its inode; the renamed old file is read to its end first) and
+//! truncation (a file shorter than the offset starts over). Offsets are checkpointed to a JSON file only after the caller has stored what it read, so a
 //! restart neither loses nor repeats lines that were stored.
 
 use std::collections::BTreeMap;
@@ -66,6 +66,13 @@ impl Tailer {
         for path in paths {
             let Ok(meta) = std::fs::metadata(&path) else { continue };
             let previous = self.pending.get(&path).copied();
+            // Rotated by rename: the old file, found by its inode beside the path, is read to its end first.
+            if let Some(old) = previous.filter(|p| p.inode != meta.ino()) {
+                let rest = renamed(&path, old.inode).and_then(|renamed| read_lines(&renamed, old.offset).ok());
+                if let Some((lines, _)) = rest.filter(|(lines, _)| !lines.is_empty()) {
+                    out.push(FileLines { path: path.clone(), lines });
+                }
+            }
             let mut offset = match previous {
                 Some(p) if p.inode == meta.ino() && p.offset <= meta.len() => p.offset,
                 _ => 0,
@@ -96,6 +103,12 @@ impl Tailer {
     pub fn rewind(&mut self) {
         self.pending = self.committed.clone();
     }
+}
+
+/// The file beside `path` with inode `inode` (where a rename rotation moved it), if it is still there.
+fn renamed(path: &Path, inode: u64) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(path.parent()?).ok()?;
+    entries.filter_map(Result::ok).map(|e| e.path()).find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == inode))
 }
 
 /// Complete lines from `offset` (at most [`MAX_READ`] bytes), and the bytes they took.
@@ -143,10 +156,11 @@ mod tests {
         tailer.commit().unwrap();
         assert!(tailer.poll().is_empty());
 
-        // Rotation: the old file moves away, a new one takes the path.
+        // Rotation: lines written just before the rename are read from the renamed file, then the new one.
+        append(&file, "just before\n");
         std::fs::rename(&file, dir.path().join("app.log.1")).unwrap();
         append(&file, "after rotation\n");
-        assert_eq!(lines(tailer.poll()), ["after rotation"]);
+        assert_eq!(lines(tailer.poll()), ["just before", "after rotation"]);
         tailer.commit().unwrap();
         // Truncation: shorter than the offset, read from the start.
         std::fs::write(&file, "x\n").unwrap();
