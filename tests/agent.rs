@@ -99,11 +99,7 @@ fn batches_wait_on_disk_while_the_server_is_down() {
 
 /// Lines of a Loki query on `vigil`, in time order.
 fn log_lines(vigil: &Vigil, query: &str) -> Vec<(Value, String)> {
-    let encoded: String = query
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect();
-    let path = format!("/loki/api/v1/query_range?direction=forward&limit=100&query={encoded}");
+    let path = format!("/loki/api/v1/query_range?direction=forward&limit=100&query={}", harness::url_encode(query));
     let (_, body) = get(&client(), &vigil.http(&path), None);
     let body: Value = serde_json::from_str(&body).unwrap_or_default();
     let mut out = Vec::new();
@@ -230,20 +226,15 @@ fn by_mountpoint(exposition: &str, name: &str) -> std::collections::BTreeMap<Str
 
 #[test]
 fn filesystems_match_real_node_exporter_on_this_machine() {
-    let exporter = std::env::var_os("PATH")
-        .and_then(|path| std::env::split_paths(&path).map(|d| d.join("prometheus-node-exporter")).find(|p| p.is_file()))
-        .expect("the Debian package `prometheus-node-exporter` is needed: scripts/test.sh installs it");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut node_exporter = std::process::Command::new(exporter)
-        .args([
+    let port = harness::free_port();
+    let node_exporter = harness::Peer::start(
+        "prometheus-node-exporter",
+        &[
             format!("--web.listen-address=127.0.0.1:{port}"),
             "--collector.disable-defaults".into(),
             "--collector.filesystem".into(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let (data, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let server = Vigil::server(data.path(), &[]);
     let agent = Vigil::agent(&server, std::path::Path::new("/"), state.path(), &["--interval", "1s"]);
@@ -259,8 +250,7 @@ fn filesystems_match_real_node_exporter_on_this_machine() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let _ = node_exporter.kill();
-    let _ = node_exporter.wait();
+    drop(node_exporter);
     assert!(!expected.is_empty(), "node-exporter reports filesystems here");
     // The same filesystems, with the same sizes (sizes do not move; free space may).
     assert_eq!(actual, expected);
@@ -283,33 +273,18 @@ fn series_at(url: &str, selector: &str, time: f64) -> std::collections::BTreeMap
 
 #[test]
 fn the_agent_scrapes_real_node_exporter_as_real_prometheus_does() {
-    let which = |name: &str| {
-        std::env::var_os("PATH")
-            .and_then(|path| std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()))
-            .unwrap_or_else(|| panic!("`{name}` is needed (Debian package): scripts/test.sh installs it"))
-    };
-    let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let spawn = |program: std::path::PathBuf, args: Vec<String>| {
-        let child = std::process::Command::new(program)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        KillOnDrop(child)
-    };
-    let exporter_port = free_port();
+    let exporter_port = harness::free_port();
     let target = format!("127.0.0.1:{exporter_port}");
-    let _exporter = spawn(which("prometheus-node-exporter"), vec![format!("--web.listen-address={target}")]);
+    let _exporter = harness::Peer::start("prometheus-node-exporter", &[format!("--web.listen-address={target}")]);
     let dir = tempfile::tempdir().unwrap();
-    let prometheus_port = free_port();
+    let prometheus_port = harness::free_port();
     let scrape = format!(
         "scrape_configs:\n  - job_name: node\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['{target}']\n"
     );
     std::fs::write(dir.path().join("prometheus.yml"), &scrape).unwrap();
-    let _prometheus = spawn(
-        which("prometheus"),
-        vec![
+    let _prometheus = harness::Peer::start(
+        "prometheus",
+        &[
             format!("--config.file={}", dir.path().join("prometheus.yml").display()),
             format!("--storage.tsdb.path={}", dir.path().join("prom").display()),
             format!("--web.listen-address=127.0.0.1:{prometheus_port}"),
@@ -350,13 +325,4 @@ fn the_agent_scrapes_real_node_exporter_as_real_prometheus_does() {
         }
     }
     println!("{} series scraped from node-exporter agree between Prometheus and the agent", expected.len());
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

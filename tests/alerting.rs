@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -239,20 +238,9 @@ fn webhook_entry(name: &str, url: &str) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 struct Alertmanager {
-    child: Child,
+    _peer: harness::Peer,
     port: u16,
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_alertmanager(dir: &Path, webhook: &str) -> Alertmanager {
@@ -260,17 +248,17 @@ fn start_alertmanager(dir: &Path, webhook: &str) -> Alertmanager {
         "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {webhook}\n        send_resolved: true\n"
     );
     std::fs::write(dir.join("alertmanager.yml"), config).unwrap();
-    let port = free_port();
-    let child = Command::new("prometheus-alertmanager")
-        .arg(format!("--config.file={}", dir.join("alertmanager.yml").display()))
-        .arg(format!("--storage.path={}", dir.join("am-data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus-alertmanager runs (Debian package; scripts/test.sh installs it)");
-    let manager = Alertmanager { child, port };
+    let port = harness::free_port();
+    let peer = harness::Peer::start(
+        "prometheus-alertmanager",
+        &[
+            format!("--config.file={}", dir.join("alertmanager.yml").display()),
+            format!("--storage.path={}", dir.join("am-data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--cluster.listen-address=".into(),
+        ],
+    );
+    let manager = Alertmanager { _peer: peer, port };
     let ready = format!("http://127.0.0.1:{port}/-/ready");
     let up = || client().get(&ready).call().is_ok_and(|r| r.status() == 200);
     assert!(wait_until(Duration::from_secs(20), up), "alertmanager not ready");

@@ -217,7 +217,7 @@ fn python_sdk_logs_over_otlp_http_and_grpc_are_queryable() {
 fn tail_delivers_a_pushed_line_within_two_seconds() {
     let data = tempfile::tempdir().unwrap();
     let vigil = Vigil::server(data.path(), &[]);
-    let query: String = form_urlencoded_query(r#"{app="tail"} |= "wanted""#);
+    let query: String = harness::url_encode(r#"{app="tail"} |= "wanted""#);
     let url = format!("ws://{}/loki/api/v1/tail?query={query}", vigil.addr);
     let (mut socket, response) = tungstenite::connect(url).expect("websocket upgrade");
     assert_eq!(response.status().as_u16(), 101);
@@ -237,13 +237,4 @@ fn tail_delivers_a_pushed_line_within_two_seconds() {
     assert!(elapsed < Duration::from_secs(2), "tail took {elapsed:?}");
     println!("tail delivered the line {} ms after the push", elapsed.as_millis());
     let _ = socket.close(None);
-}
-
-fn form_urlencoded_query(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }

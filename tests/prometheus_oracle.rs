@@ -6,28 +6,15 @@
 
 mod harness;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{Vigil, client, get, remote_write_body};
+use harness::{Peer, Vigil, client, free_port, get, remote_write_body, url_encode};
 use serde_json::Value;
 
 struct Prometheus {
-    child: Child,
+    _peer: Peer,
     port: u16,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn start_prometheus() -> Prometheus {
@@ -35,22 +22,20 @@ fn start_prometheus() -> Prometheus {
 }
 
 fn start_prometheus_with(config_text: &str) -> Prometheus {
-    let binary = which("prometheus")
-        .expect("the `prometheus` binary (Debian package `prometheus`) is needed: scripts/test.sh installs it");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(&config, config_text).unwrap();
     let port = free_port();
-    let child = Command::new(binary)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-remote-write-receiver")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let prometheus = Prometheus { child, port, _dir: dir };
+    let peer = Peer::start(
+        "prometheus",
+        &[
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--web.enable-remote-write-receiver".into(),
+        ],
+    );
+    let prometheus = Prometheus { _peer: peer, port, _dir: dir };
     let http = client();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -63,11 +48,6 @@ fn start_prometheus_with(config_text: &str) -> Prometheus {
         assert!(Instant::now() < deadline, "prometheus did not become ready in 30 s");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }
 
 const STEP_MS: i64 = 15_000;
@@ -207,7 +187,7 @@ fn grafana_calls_answer_like_prometheus() {
     let mut compared = 0;
     for query in instant_queries {
         for time in [at(1800), at(3000)] {
-            let path = format!("/api/v1/query?query={}&time={time}", urlencode(query));
+            let path = format!("/api/v1/query?query={}&time={time}", url_encode(query));
             let (_, theirs) = get(&http, &format!("{prometheus_base}{path}"), None);
             let (_, ours) = get(&http, &vigil.http(&path), None);
             let (theirs, ours) = (normalised(&theirs), normalised(&ours));
@@ -225,7 +205,7 @@ fn grafana_calls_answer_like_prometheus() {
     ];
     for query in range_queries {
         let path =
-            format!("/api/v1/query_range?query={}&start={range_start}&end={range_end}&step=60", urlencode(query));
+            format!("/api/v1/query_range?query={}&start={range_start}&end={range_end}&step=60", url_encode(query));
         let (_, theirs) = get(&http, &format!("{prometheus_base}{path}"), None);
         let (_, ours) = get(&http, &vigil.http(&path), None);
         let (theirs, ours) = (normalised(&theirs), normalised(&ours));
@@ -237,8 +217,8 @@ fn grafana_calls_answer_like_prometheus() {
         "/api/v1/labels".to_owned(),
         "/api/v1/label/__name__/values?limit=40000".to_owned(),
         "/api/v1/label/job/values?match[]=up".to_owned(),
-        format!("/api/v1/series?match[]={}&limit=40000", urlencode("{__name__!=\"\"}")),
-        format!("/api/v1/series?match[]={}", urlencode("http_requests_total{code=\"500\"}")),
+        format!("/api/v1/series?match[]={}&limit=40000", url_encode("{__name__!=\"\"}")),
+        format!("/api/v1/series?match[]={}", url_encode("http_requests_total{code=\"500\"}")),
     ] {
         let (_, theirs) = get(&http, &format!("{prometheus_base}{path}"), None);
         let (_, ours) = get(&http, &vigil.http(&path), None);
@@ -274,26 +254,6 @@ fn chrono_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-fn urlencode(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
-struct NodeExporter(Child);
-
-impl Drop for NodeExporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Every series of `selector` at `time` (Unix seconds) as label set → value text.
 fn snapshot(url: &str, selector: &str, time: f64) -> std::collections::BTreeMap<String, String> {
     let mut request = client().get(format!("{url}/api/v1/query"));
@@ -310,19 +270,11 @@ fn snapshot(url: &str, selector: &str, time: f64) -> std::collections::BTreeMap<
 
 #[test]
 fn prometheus_scraping_node_exporter_remote_writes_the_same_series_into_vigil() {
-    let exporter_binary = which("prometheus-node-exporter")
-        .expect("the Debian package `prometheus-node-exporter` is needed: scripts/test.sh installs it");
     let data = tempfile::tempdir().unwrap();
     let vigil = Vigil::server(data.path(), &[]);
     let exporter_port = free_port();
-    let _exporter = NodeExporter(
-        Command::new(exporter_binary)
-            .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _exporter =
+        Peer::start("prometheus-node-exporter", &[format!("--web.listen-address=127.0.0.1:{exporter_port}")]);
     let config = format!(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\nremote_write:\n  - url: http://{}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n",
         vigil.addr

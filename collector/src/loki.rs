@@ -4,7 +4,6 @@
 //! stored; nothing is acknowledged before the store has it durably.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -118,7 +117,7 @@ pub fn decode(headers: &HeaderMap, body: &[u8], max_bytes: usize) -> Result<Vec<
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("");
     if content_type.starts_with("application/json") {
         let text = match encoding {
-            "gzip" => gunzip(body, max_bytes)?,
+            "gzip" => crate::otlp::gunzip(body, max_bytes)?,
             "" | "identity" => body.to_vec(),
             other => return Err(IngestError::UnsupportedMediaType(format!("content-encoding {other}"))),
         };
@@ -141,18 +140,6 @@ pub fn decode(headers: &HeaderMap, body: &[u8], max_bytes: usize) -> Result<Vec<
         }
     }
     Ok(records)
-}
-
-fn gunzip(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, IngestError> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(body)
-        .take(max_bytes as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| IngestError::Malformed(format!("invalid gzip body: {e}")))?;
-    if out.len() > max_bytes {
-        return Err(IngestError::TooLarge(format!("body expands beyond the limit of {max_bytes} bytes")));
-    }
-    Ok(out)
 }
 
 fn decode_json(text: &[u8]) -> Result<Vec<LogRecord>, IngestError> {

@@ -104,6 +104,14 @@ impl ListParams {
     }
 }
 
+impl ListParams {
+    /// [`ListParams::matches`] for a node, whose only label is `kubernetes.io/hostname`.
+    fn matches_node(&self, name: &str) -> bool {
+        let labels = node_labels(name);
+        self.matches(|key| labels.get(key).map(String::as_str), name, "")
+    }
+}
+
 /// One requirement of a Kubernetes selector.
 #[derive(Debug, PartialEq)]
 struct Requirement<'s> {
@@ -335,10 +343,7 @@ async fn node_list(State(state): State<K8sState>, Query(params): Query<ListParam
     };
     let items: Vec<Value> = capacity
         .iter()
-        .filter(|(name, _)| {
-            let labels = node_labels(name);
-            params.matches(|key| labels.get(key).map(String::as_str), name, "")
-        })
+        .filter(|(name, _)| params.matches_node(name))
         .map(|(name, (cores, memory))| node_object(name, *cores, *memory))
         .collect();
     axum::Json(json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": items})).into_response()
@@ -367,10 +372,7 @@ async fn node_metrics_list(State(state): State<K8sState>, Query(params): Query<L
     };
     let items: Vec<Value> = usage
         .iter()
-        .filter(|(name, _)| {
-            let labels = node_labels(name);
-            params.matches(|key| labels.get(key).map(String::as_str), name, "")
-        })
+        .filter(|(name, _)| params.matches_node(name))
         .map(|(name, usage)| node_metrics_object(name, usage))
         .collect();
     axum::Json(

@@ -23,8 +23,12 @@ pub fn format_value(v: f64) -> String {
     if !v.is_finite() || abs == 0.0 || (1e-6..1e21).contains(&abs) {
         return format_float(v);
     }
-    let text = format!("{v:e}");
-    let (mantissa, exponent) = text.split_once('e').expect("`e` formatting has an exponent");
+    go_exponent_form(&format!("{v:e}"))
+}
+
+/// Rust's exponent form (`5e-7`, `1.5e21`) as Go writes it: a sign and at least two digits (`5e-07`).
+pub(crate) fn go_exponent_form(rust: &str) -> String {
+    let (mantissa, exponent) = rust.split_once('e').expect("`e` formatting has an exponent");
     let exponent: i32 = exponent.parse().expect("integer exponent");
     format!("{mantissa}e{}{:02}", if exponent < 0 { '-' } else { '+' }, exponent.abs())
 }

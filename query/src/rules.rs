@@ -273,7 +273,8 @@ impl GroupRunner {
     /// a per-group offset, so groups spread out over the interval.
     pub fn eval_timestamp(&self, now_ms: i64) -> i64 {
         let interval = self.group.interval_ms.max(1);
-        let offset = (fnv(&format!("{}\u{0}{}", self.group.name, self.group.file.display())) % interval as u64) as i64;
+        let offset = (fnv(format!("{}\u{0}{}", self.group.name, self.group.file.display()).into_bytes())
+            % interval as u64) as i64;
         let adjusted = now_ms - offset;
         adjusted - adjusted.rem_euclid(interval) + offset
     }
@@ -380,8 +381,8 @@ fn health(health: &'static str, last_error: Option<String>, ts: i64, started: In
 }
 
 /// 64-bit FNV-1a, a stable hash for spreading groups over their interval.
-fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+fn fnv(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The instant vector of `rule` at `ts`; a scalar is one sample without labels.

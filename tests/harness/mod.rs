@@ -180,11 +180,7 @@ pub fn get(agent: &ureq::Agent, url: &str, token: Option<&str>) -> (u16, String)
 
 /// The `result` array of an instant PromQL query (`/api/v1/query`), asserting a 200 answer.
 pub fn instant_query(vigil: &Vigil, expr: &str) -> Vec<Value> {
-    let encoded: String = expr
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect();
-    let (status, body) = get(&client(), &vigil.http(&format!("/api/v1/query?query={encoded}")), None);
+    let (status, body) = get(&client(), &vigil.http(&format!("/api/v1/query?query={}", url_encode(expr))), None);
     assert_eq!(status, 200, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     body["data"]["result"].as_array().unwrap().clone()
@@ -265,4 +261,44 @@ pub fn https_client(certificate: &rcgen::Certificate) -> ureq::Agent {
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
         .into()
+}
+
+/// Percent-encodes `text` for a query string (RFC 3986 unreserved characters stay).
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// A loopback port free at the time of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A test peer's binary on `PATH`; panics naming the Debian package that `scripts/test.sh` installs.
+pub fn peer_binary(name: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file()))
+        .unwrap_or_else(|| panic!("`{name}` is needed (a Debian package): scripts/test.sh installs it"))
+}
+
+/// A test peer process (Prometheus, Alertmanager, node-exporter), killed on drop.
+pub struct Peer(Child);
+
+impl Peer {
+    /// Starts `name` from `PATH` with `args`, its output discarded.
+    pub fn start(name: &str, args: &[String]) -> Peer {
+        let child = Command::new(peer_binary(name)).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+        Peer(child.unwrap_or_else(|e| panic!("{name} does not start: {e}")))
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -226,9 +226,10 @@ impl LogIndex {
         let state = State { partitions, wal, pending: 0, streams, streams_changed: false };
         let store = LogIndex { dir: dir.to_owned(), fields, options, state: Mutex::new(state) };
         if !replayed.is_empty() {
-            store.index(&mut store.state.lock(), &replayed)?;
+            let (records, jsons): (Vec<LogRecord>, Vec<String>) = replayed.into_iter().unzip();
+            store.index(&mut store.state.lock(), &records, &jsons)?;
             store.commit()?;
-            tracing::info!(records = replayed.len(), "log write-ahead log replayed");
+            tracing::info!(records = jsons.len(), "log write-ahead log replayed");
         }
         Ok(store)
     }
@@ -239,8 +240,9 @@ impl LogIndex {
 
     /// Adds records to their partitions' writers (not yet searchable). The caller holds the state lock
     /// from the WAL write through this, so a commit cannot empty the WAL between the two.
-    fn index(&self, state: &mut State, records: &[LogRecord]) -> Result<(), Error> {
-        for record in records {
+    /// `jsons` are the records' serialized forms (as written to the WAL), stored as they are.
+    fn index(&self, state: &mut State, records: &[LogRecord], jsons: &[String]) -> Result<(), Error> {
+        for (record, json) in records.iter().zip(jsons) {
             let start = self.partition_start(record.ts_ns);
             let partition = match state.partitions.entry(start) {
                 std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
@@ -248,7 +250,7 @@ impl LogIndex {
                     entry.insert(Partition::open(&self.dir.join("partitions").join(start.to_string()))?)
                 }
             };
-            let doc = document(&self.fields, record);
+            let doc = document(&self.fields, record, json);
             let dir = partition.dir.clone();
             partition.writer()?.add_document(doc).map_err(|e| tantivy_error(&dir, e))?;
             partition.dirty = true;
@@ -495,14 +497,14 @@ fn schema() -> (Schema, Fields) {
     (builder.build(), Fields { ts, label, line, record })
 }
 
-fn document(fields: &Fields, record: &LogRecord) -> TantivyDocument {
+fn document(fields: &Fields, record: &LogRecord, json: &str) -> TantivyDocument {
     let mut doc = TantivyDocument::default();
     doc.add_i64(fields.ts, record.ts_ns);
     for (name, value) in &record.labels {
         doc.add_text(fields.label, format!("{name}={value}"));
     }
     doc.add_text(fields.line, &record.line);
-    doc.add_text(fields.record, serde_json::to_string(record).expect("records serialize"));
+    doc.add_text(fields.record, json);
     doc
 }
 
@@ -519,8 +521,9 @@ fn read_streams(path: &Path) -> BTreeMap<BTreeMap<String, String>, (i64, i64)> {
     }
 }
 
-/// Reads the write-ahead log: one JSON record per line; a torn last line (a crash mid-write) is dropped.
-fn replay(path: &Path) -> Result<Vec<LogRecord>, Error> {
+/// Reads the write-ahead log: one JSON record per line, kept with its text; a torn last line (a crash
+/// mid-write) is dropped.
+fn replay(path: &Path) -> Result<Vec<(LogRecord, String)>, Error> {
     let mut text = String::new();
     match std::fs::File::open(path) {
         Ok(mut file) => file.read_to_string(&mut text).map_err(|e| Error::io(path, e))?,
@@ -530,7 +533,7 @@ fn replay(path: &Path) -> Result<Vec<LogRecord>, Error> {
     let mut records = Vec::new();
     for (number, line) in text.lines().enumerate() {
         match serde_json::from_str(line) {
-            Ok(record) => records.push(record),
+            Ok(record) => records.push((record, line.to_owned())),
             Err(error) => tracing::warn!(line = number + 1, %error, "torn or corrupt log wal record skipped"),
         }
     }
@@ -542,16 +545,15 @@ impl LogStore for LogIndex {
         if records.is_empty() {
             return Ok(());
         }
-        let mut batch = Vec::new();
-        for record in records {
-            serde_json::to_writer(&mut batch, record).expect("records serialize");
-            batch.push(b'\n');
-        }
+        // Serialized once: the same text goes to the WAL and to the index's doc store.
+        let jsons: Vec<String> = records.iter().map(|r| serde_json::to_string(r).expect("records serialize")).collect();
+        let mut batch = jsons.join("\n");
+        batch.push('\n');
         let mut state = self.state.lock();
         let wal_path = self.dir.join(WAL_FILE);
-        state.wal.write_all(&batch).map_err(|e| Error::io(&wal_path, e))?;
+        state.wal.write_all(batch.as_bytes()).map_err(|e| Error::io(&wal_path, e))?;
         state.wal.sync_data().map_err(|e| Error::io(&wal_path, e))?;
-        self.index(&mut state, records)
+        self.index(&mut state, records, &jsons)
     }
 
     fn select(&self, query: &LogQuery) -> Result<Vec<LogRecord>, Error> {

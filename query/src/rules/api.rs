@@ -20,10 +20,7 @@ fn value_text(v: f64) -> String {
     if !v.is_finite() {
         return super::template::go_float(v, None);
     }
-    let text = format!("{v:e}");
-    let (mantissa, exponent) = text.split_once('e').expect("`e` formatting has an exponent");
-    let exponent: i32 = exponent.parse().expect("integer exponent");
-    format!("{mantissa}e{}{:02}", if exponent < 0 { '-' } else { '+' }, exponent.abs())
+    crate::promql::go_exponent_form(&format!("{v:e}"))
 }
 
 fn time_text(ms: Option<i64>) -> String {

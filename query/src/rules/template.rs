@@ -761,28 +761,24 @@ pub fn go_float(v: f64, precision: Option<usize>) -> String {
 
 /// Go's `%.Ne`.
 fn go_exponent(v: f64, precision: usize) -> String {
-    let text = format!("{v:.precision$e}");
-    let (mantissa, exponent) = text.split_once('e').expect("`e` formatting has an exponent");
-    let exponent: i32 = exponent.parse().expect("integer exponent");
-    format!("{mantissa}e{}{:02}", if exponent < 0 { '-' } else { '+' }, exponent.abs())
+    crate::promql::go_exponent_form(&format!("{v:.precision$e}"))
 }
 
-/// Prometheus's `humanize`: SI prefixes, four significant digits.
-fn humanize(mut v: f64) -> String {
-    if v == 0.0 || !v.is_finite() {
-        return go_float(v, Some(4));
-    }
-    if v.abs() >= 1.0 {
-        let mut prefix = "";
-        for next in ["k", "M", "G", "T", "P", "E", "Z", "Y"] {
-            if v.abs() < 1000.0 {
-                break;
-            }
-            prefix = next;
-            v /= 1000.0;
+/// Divides `v` by `base` while it is at least `base`, returning it with the last prefix used.
+fn scale_up(mut v: f64, base: f64, prefixes: [&'static str; 8]) -> (f64, &'static str) {
+    let mut prefix = "";
+    for next in prefixes {
+        if v.abs() < base {
+            break;
         }
-        return format!("{}{prefix}", go_float(v, Some(4)));
+        prefix = next;
+        v /= base;
     }
+    (v, prefix)
+}
+
+/// Multiplies `v` by 1000 while it is below 1, returning it with the SI prefix of the last step.
+fn scale_down(mut v: f64) -> (f64, &'static str) {
     let mut prefix = "";
     for next in ["m", "u", "n", "p", "f", "a", "z", "y"] {
         if v.abs() >= 1.0 {
@@ -791,58 +787,53 @@ fn humanize(mut v: f64) -> String {
         prefix = next;
         v *= 1000.0;
     }
-    format!("{}{prefix}", go_float(v, Some(4)))
+    (v, prefix)
+}
+
+/// Prometheus's `humanize`: SI prefixes, four significant digits.
+fn humanize(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return go_float(v, Some(4));
+    }
+    let (scaled, prefix) =
+        if v.abs() >= 1.0 { scale_up(v, 1000.0, ["k", "M", "G", "T", "P", "E", "Z", "Y"]) } else { scale_down(v) };
+    format!("{}{prefix}", go_float(scaled, Some(4)))
 }
 
 /// Prometheus's `humanize1024`: binary prefixes from 1 up.
-fn humanize_1024(mut v: f64) -> String {
+fn humanize_1024(v: f64) -> String {
     if v.abs() <= 1.0 || !v.is_finite() {
         return go_float(v, Some(4));
     }
-    let mut prefix = "";
-    for next in ["ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"] {
-        if v.abs() < 1024.0 {
-            break;
-        }
-        prefix = next;
-        v /= 1024.0;
-    }
-    format!("{}{prefix}", go_float(v, Some(4)))
+    let (scaled, prefix) = scale_up(v, 1024.0, ["ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"]);
+    format!("{}{prefix}", go_float(scaled, Some(4)))
 }
 
 /// Prometheus's `humanizeDuration` of seconds: `1d 2h 3m 4s`, or `1.5s`, `12ms`.
-fn humanize_duration(mut v: f64) -> String {
+fn humanize_duration(v: f64) -> String {
     if !v.is_finite() {
         return go_float(v, Some(4));
     }
     if v == 0.0 {
         return "0s".into();
     }
-    if v.abs() >= 1.0 {
-        let sign = if v < 0.0 { "-" } else { "" };
-        v = v.abs();
-        let whole = v as i64;
-        let (days, hours, minutes, seconds) = (whole / 86_400, (whole / 3600) % 24, (whole / 60) % 60, whole % 60);
-        if days != 0 {
-            return format!("{sign}{days}d {hours}h {minutes}m {seconds}s");
-        }
-        if hours != 0 {
-            return format!("{sign}{hours}h {minutes}m {seconds}s");
-        }
-        if minutes != 0 {
-            return format!("{sign}{minutes}m {seconds}s");
-        }
-        return format!("{sign}{}s", go_float(v, Some(4)));
+    if v.abs() < 1.0 {
+        let (scaled, prefix) = scale_down(v);
+        return format!("{}{prefix}s", go_float(scaled, Some(4)));
     }
-    let mut prefix = "";
-    for next in ["m", "u", "n", "p", "f", "a", "z", "y"] {
-        if v.abs() >= 1.0 {
-            break;
-        }
-        prefix = next;
-        v *= 1000.0;
+    let sign = if v < 0.0 { "-" } else { "" };
+    let whole = v.abs() as i64;
+    let (days, hours, minutes, seconds) = (whole / 86_400, (whole / 3600) % 24, (whole / 60) % 60, whole % 60);
+    if days != 0 {
+        return format!("{sign}{days}d {hours}h {minutes}m {seconds}s");
     }
-    format!("{}{prefix}s", go_float(v, Some(4)))
+    if hours != 0 {
+        return format!("{sign}{hours}h {minutes}m {seconds}s");
+    }
+    if minutes != 0 {
+        return format!("{sign}{minutes}m {seconds}s");
+    }
+    format!("{sign}{}s", go_float(v.abs(), Some(4)))
 }
 
 /// Prometheus's `humanizeTimestamp` of Unix seconds: Go's `time.Time` string in UTC.

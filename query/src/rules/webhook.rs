@@ -129,13 +129,8 @@ impl AlertSink for WebhookSink {
 
 /// Alertmanager's fingerprint form: 16 hex digits of a hash over the sorted labels.
 fn fingerprint(labels: &BTreeMap<String, String>) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (name, value) in labels {
-        for byte in name.bytes().chain([0xff]).chain(value.bytes()).chain([0xff]) {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{hash:016x}")
+    let bytes = labels.iter().flat_map(|(name, value)| name.bytes().chain([0xff]).chain(value.bytes()).chain([0xff]));
+    format!("{:016x}", super::fnv(bytes))
 }
 
 fn labels_text(labels: &BTreeMap<String, String>) -> String {
