@@ -2,7 +2,8 @@
 //!
 //! The entry point is [`Db`]: [`Db::open`] replays the WAL under a data directory and serves appends
 //! ([`Appender`]) and reads ([`Queryable`]); [`Db::in_memory`] is the same engine without a WAL, for
-//! tests of the crates above. This crate knows nothing about HTTP, wire protocols or PromQL.
+//! tests of the crates above. Logs live in [`logs`] (tantivy) and spans in [`traces`] (Parquet).
+//! This crate knows nothing about HTTP, wire protocols or query languages.
 
 mod bitstream;
 pub mod block;
@@ -15,6 +16,7 @@ pub mod logs;
 mod matcher;
 mod postings;
 pub mod series_codec;
+pub mod traces;
 mod varint;
 pub mod wal;
 
