@@ -9,7 +9,10 @@ pub mod loki;
 pub mod otlp;
 mod otlp_grpc;
 pub mod otlp_logs;
+pub mod otlp_traces;
 pub mod remote_write;
+pub mod spanmetrics;
+pub mod zipkin;
 
 use std::sync::Arc;
 
@@ -18,6 +21,7 @@ use axum::routing::post;
 pub use error::IngestError;
 use vigil_tsdb::Appender;
 use vigil_tsdb::logs::LogStore;
+use vigil_tsdb::traces::SpanStore;
 
 /// Limits applied while decoding.
 #[derive(Debug, Clone)]
@@ -39,6 +43,8 @@ impl Default for IngestLimits {
 pub struct Ingest {
     metrics: Arc<dyn Appender>,
     logs: Option<Arc<dyn LogStore>>,
+    spans: Option<Arc<dyn SpanStore>>,
+    span_metrics: Option<Arc<spanmetrics::SpanMetrics>>,
     limits: IngestLimits,
     inflight: Arc<tokio::sync::Semaphore>,
 }
@@ -47,7 +53,7 @@ impl Ingest {
     /// Receivers writing metrics to `metrics`.
     pub fn new(metrics: Arc<dyn Appender>, limits: IngestLimits) -> Self {
         let inflight = Arc::new(tokio::sync::Semaphore::new(limits.max_inflight.max(1)));
-        Ingest { metrics, logs: None, limits, inflight }
+        Ingest { metrics, logs: None, spans: None, span_metrics: None, limits, inflight }
     }
 
     /// A layer refusing requests beyond [`IngestLimits::max_inflight`] with a retryable status, before any
@@ -62,18 +68,42 @@ impl Ingest {
         self
     }
 
-    /// Routes served on the main HTTP listener: `/api/v1/write` and `/loki/api/v1/push`.
+    /// The same receivers, with spans going to `spans` and span metrics derived from them.
+    pub fn with_spans(mut self, spans: Arc<dyn SpanStore>) -> Self {
+        self.spans = Some(spans);
+        self.span_metrics = Some(Arc::new(spanmetrics::SpanMetrics::default()));
+        self
+    }
+
+    /// Writes the span-derived metrics at their current values (blocking: the append waits for the WAL).
+    pub fn flush_span_metrics(&self, now_ms: i64) -> Result<usize, vigil_tsdb::Error> {
+        let Some(span_metrics) = &self.span_metrics else {
+            return Ok(0);
+        };
+        let series = span_metrics.flush(now_ms);
+        if series.is_empty() {
+            return Ok(0);
+        }
+        self.metrics.set_metadata(&spanmetrics::SpanMetrics::metadata())?;
+        self.metrics.append(&series)?;
+        Ok(series.len())
+    }
+
+    /// Routes served on the main HTTP listener: `/api/v1/write`, `/loki/api/v1/push` and Zipkin's
+    /// `/api/v2/spans`.
     pub fn http_routes(&self) -> Router {
         let routes = Router::new()
             .route("/api/v1/write", post(remote_write::handle))
             .route("/loki/api/v1/push", post(loki::handle))
+            .route("/api/v2/spans", post(zipkin::handle))
             .with_state(self.clone());
         self.backpressure(routes)
     }
 
-    /// Routes of the OTLP/HTTP listener: `/v1/metrics` and `/v1/logs`.
+    /// Routes of the OTLP/HTTP listener: `/v1/traces`, `/v1/metrics` and `/v1/logs`.
     pub fn otlp_http_routes(&self) -> Router {
         let routes = Router::new()
+            .route("/v1/traces", post(otlp_traces::handle_traces))
             .route("/v1/metrics", post(otlp::handle_metrics))
             .route("/v1/logs", post(otlp_logs::handle_logs))
             .with_state(self.clone());

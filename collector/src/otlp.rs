@@ -377,13 +377,22 @@ pub(crate) fn decode_body<T: Message + Default + serde::de::DeserializeOwned>(
 /// deserializers in `opentelemetry-proto` read only as numbers.
 const INT64_KEYS: [&str; 4] = ["asInt", "intValue", "count", "zeroCount"];
 
-/// Turns those string integers (and `bucketCounts` entries) into JSON numbers, anywhere in the tree.
+/// 64-bit fields whose generated deserializers read only strings, which OTLP/JSON decoders must also
+/// accept as numbers.
+const STRING_U64_KEYS: [&str; 4] = ["startTimeUnixNano", "endTimeUnixNano", "timeUnixNano", "observedTimeUnixNano"];
+
+/// Turns those string integers (and `bucketCounts` entries) into JSON numbers, and numeric times into
+/// strings, anywhere in the tree.
 fn numbers_from_strings(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, inner) in map.iter_mut() {
                 let as_number = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<i128>().ok());
-                if INT64_KEYS.contains(&key.as_str()) {
+                if STRING_U64_KEYS.contains(&key.as_str()) {
+                    if let Some(n) = inner.as_u64() {
+                        *inner = serde_json::Value::String(n.to_string());
+                    }
+                } else if INT64_KEYS.contains(&key.as_str()) {
                     match as_number(inner) {
                         Some(n) if i64::try_from(n).is_ok() => *inner = serde_json::json!(n as i64),
                         Some(n) if u64::try_from(n).is_ok() => *inner = serde_json::json!(n as u64),

@@ -1,8 +1,7 @@
 //! OTLP over gRPC: `opentelemetry.proto.collector.metrics.v1.MetricsService/Export`, served as axum routes so
 //! the gRPC listener shares TLS, bearer tokens and request telemetry with the HTTP listeners.
 //!
-//! The logs service is registered too; the trace service is not until its store exists, so clients get
-//! `UNIMPLEMENTED`.
+//! The logs and trace services are registered beside it.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -65,7 +64,7 @@ impl MetricsService for MetricsReceiver {
 }
 
 impl Ingest {
-    /// Routes of the OTLP/gRPC listener (HTTP/2): the metrics and logs services, gzip and zstd accepted.
+    /// Routes of the OTLP/gRPC listener (HTTP/2): the metrics, logs and trace services, gzip and zstd accepted.
     pub fn otlp_grpc_routes(&self, max_message_bytes: usize) -> axum::Router {
         let metrics = MetricsServiceServer::new(MetricsReceiver { ingest: self.clone() })
             .max_decoding_message_size(max_message_bytes)
@@ -77,8 +76,14 @@ impl Ingest {
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
             .send_compressed(CompressionEncoding::Gzip);
+        let traces = crate::otlp_traces::TracesReceiver::server(self.clone())
+            .max_decoding_message_size(max_message_bytes)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip);
         let routes = tonic::service::Routes::new(metrics)
             .add_service(logs)
+            .add_service(traces)
             .into_axum_router()
             .layer(axum::middleware::from_fn(rewrite_codec_statuses));
         self.backpressure(routes)

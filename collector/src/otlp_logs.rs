@@ -53,7 +53,7 @@ fn body_text(value: &Option<AnyValue>) -> String {
     }
 }
 
-fn any_json(value: &any_value::Value) -> serde_json::Value {
+pub(crate) fn any_json(value: &any_value::Value) -> serde_json::Value {
     match value {
         any_value::Value::StringValue(s) => s.clone().into(),
         any_value::Value::BoolValue(b) => (*b).into(),
