@@ -115,6 +115,12 @@ pub struct ServerArgs {
     /// Drop the oldest log partitions while logs take more than this, e.g. `100GiB` [default: unlimited].
     #[arg(long, env = "VIGIL_LOG_RETENTION_SIZE")]
     pub log_retention_size: Option<String>,
+    /// Drop span blocks older than this, e.g. `7d` [default: 15d].
+    #[arg(long, env = "VIGIL_TRACE_RETENTION_TIME")]
+    pub trace_retention_time: Option<String>,
+    /// Drop the oldest span blocks while spans take more than this, e.g. `100GiB` [default: unlimited].
+    #[arg(long, env = "VIGIL_TRACE_RETENTION_SIZE")]
+    pub trace_retention_size: Option<String>,
 }
 
 /// Flags of `up`: the server's, plus what the local agent reads.

@@ -190,6 +190,10 @@ pub struct StorageSection {
     pub log_retention_time: Option<String>,
     /// Oldest log partitions are dropped while logs take more than this.
     pub log_retention_size: Option<String>,
+    /// Span blocks older than this are dropped, e.g. `7d`.
+    pub trace_retention_time: Option<String>,
+    /// Oldest span blocks are dropped while spans take more than this.
+    pub trace_retention_size: Option<String>,
 }
 
 /// `agent:`
@@ -297,6 +301,8 @@ pub struct ServerConfig {
     pub db: DbOptions,
     /// Log store partitioning and retention.
     pub logs: vigil_tsdb::logs::LogOptions,
+    /// Span store flushing and retention.
+    pub traces: vigil_tsdb::traces::TraceOptions,
     /// Rules and where alerts go.
     pub alerting: AlertingConfig,
 }
@@ -475,9 +481,17 @@ pub fn server_config(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Ser
     if let Some(size) = args.log_retention_size.as_deref().or(section.storage.log_retention_size.as_deref()) {
         logs.max_bytes = Some(parse_size(size)? as u64);
     }
+    let mut traces = vigil_tsdb::traces::TraceOptions { wal_sync: db.wal_sync, ..Default::default() };
+    let trace_retention =
+        args.trace_retention_time.as_deref().or(section.storage.trace_retention_time.as_deref()).unwrap_or("15d");
+    traces.retention_ns = Some(parse_duration(trace_retention)?.as_nanos() as i64);
+    if let Some(size) = args.trace_retention_size.as_deref().or(section.storage.trace_retention_size.as_deref()) {
+        traces.max_bytes = Some(parse_size(size)? as u64);
+    }
     Ok(ServerConfig {
         alerting,
         logs,
+        traces,
         data_dir: args.data_dir.clone().or_else(|| section.data_dir.clone()).unwrap_or_else(|| "vigil-data".into()),
         http_addr: args.http_addr.or(section.http_addr).unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
         otlp_grpc_addr: args.otlp_grpc_addr.or(section.otlp_grpc_addr).unwrap_or_else(|| ([0, 0, 0, 0], 4317).into()),

@@ -18,6 +18,7 @@ use vigil_collector::{Ingest, IngestLimits};
 use vigil_query::BuildInfo;
 use vigil_query::promql::Engine;
 use vigil_tsdb::logs::LogIndex;
+use vigil_tsdb::traces::TraceStore;
 use vigil_tsdb::{Db, Queryable};
 
 use crate::alerting::Alerting;
@@ -45,6 +46,7 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     let db = open_storage(&config).await?;
     let logs = open_logs(&config).await?;
     let log_commits = spawn_log_commits(logs.clone());
+    let traces = open_traces(&config).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let probes = Probes { ready: ready.clone(), metrics: telemetry.clone(), db: db.clone() };
     let (stop_sender, stop) = watch::channel(false);
@@ -53,8 +55,9 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
         max_decompressed_bytes: config.max_decompressed_bytes,
         max_inflight: config.max_inflight_ingest,
     };
-    let ingest = Ingest::new(db.clone(), limits).with_logs(logs.clone());
-    let app = router(&config, probes, &ingest, logs.clone(), alerting.routes());
+    let ingest = Ingest::new(db.clone(), limits).with_logs(logs.clone()).with_spans(Arc::new(traces.clone()));
+    let stores = Stores { logs: logs.clone(), traces: traces.clone() };
+    let app = router(&config, probes, &ingest, stores, alerting.routes());
 
     let (http_addr, server) = listen(&config, config.http_addr, "--http-addr", app.clone(), stop.clone()).await?;
     let otlp_app = otlp_http_router(&config, &ingest);
@@ -77,6 +80,7 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     let agent = local_agent
         .map(|agent_config| tokio::spawn(local_agent::run(agent_config, db.clone(), telemetry.clone(), stop.clone())));
     let maintenance = tokio::spawn(maintain_storage(db.clone(), stop.clone()));
+    let trace_maintenance = tokio::spawn(maintain_traces(traces.clone(), ingest.clone(), stop.clone()));
 
     alerting.start()?;
     ready.store(true, Ordering::Release);
@@ -123,8 +127,15 @@ pub async fn run(config: ServerConfig, local_agent: Option<LocalAgentConfig>) ->
     }
     // A pass in progress finishes (a block being written is either renamed into place or left as .tmp).
     let _ = tokio::time::timeout(Duration::from_secs(5), maintenance).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), trace_maintenance).await;
+    let final_span_metrics = ingest.clone();
+    tokio::task::spawn_blocking(move || final_span_metrics.flush_span_metrics(now_ms()))
+        .await?
+        .context("final write of the span metrics failed")?;
     let flushed = db.clone();
     tokio::task::spawn_blocking(move || flushed.flush()).await?.context("final flush of the WAL failed")?;
+    let flushed_traces = traces.clone();
+    tokio::task::spawn_blocking(move || flushed_traces.flush()).await?.context("final flush of the span WAL failed")?;
     log_commits.stop();
     tokio::task::spawn_blocking(move || logs.commit()).await?.context("final commit of the log index failed")?;
     tracing::info!("stopped cleanly");
@@ -157,6 +168,60 @@ async fn maintain_storage(db: Arc<Db>, mut stop: watch::Receiver<bool>) {
         }
         metrics::histogram!("vigil_tsdb_maintenance_duration_seconds").record(started.elapsed().as_secs_f64());
     }
+}
+
+/// How often span metrics are written to the metrics store.
+const SPAN_METRICS_INTERVAL: Duration = Duration::from_secs(5);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Writes the span metrics every few seconds and runs [`TraceStore::maintain`] every maintenance interval.
+async fn maintain_traces(traces: TraceStore, ingest: Ingest, mut stop: watch::Receiver<bool>) {
+    let mut tick = ticker(SPAN_METRICS_INTERVAL);
+    let mut last_maintenance = Instant::now();
+    while next_tick(&mut tick, &mut stop).await {
+        let ingest = ingest.clone();
+        match tokio::task::spawn_blocking(move || ingest.flush_span_metrics(now_ms())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "writing span metrics failed; will retry"),
+            Err(error) => tracing::error!(%error, "span metrics task failed"),
+        }
+        if last_maintenance.elapsed() < MAINTENANCE_INTERVAL {
+            continue;
+        }
+        last_maintenance = Instant::now();
+        let traces = traces.clone();
+        match tokio::task::spawn_blocking(move || traces.maintain(now_ms() * 1_000_000)).await {
+            Ok(Ok(dropped)) if !dropped.is_empty() => {
+                tracing::info!(blocks_deleted = dropped.len(), "span retention applied")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "span store maintenance failed; will retry"),
+            Err(error) => tracing::error!(%error, "span store maintenance task failed"),
+        }
+    }
+}
+
+/// Opens the span store under `<data-dir>/traces`, replaying its write-ahead log.
+async fn open_traces(config: &ServerConfig) -> anyhow::Result<TraceStore> {
+    let dir = config.data_dir.join("traces");
+    let options = config.traces.clone();
+    let opened = Instant::now();
+    let (traces, report) = tokio::task::spawn_blocking(move || TraceStore::open(&dir, options))
+        .await?
+        .with_context(|| format!("cannot open the span store under {}", config.data_dir.display()))?;
+    for corruption in &report.corruptions {
+        tracing::error!(error = %corruption, "corrupt span data set aside; the rest is served");
+    }
+    tracing::info!(
+        blocks = report.blocks,
+        replayed_spans = report.replayed_spans,
+        open_ms = opened.elapsed().as_millis() as u64,
+        "span store opened"
+    );
+    Ok(traces)
 }
 
 async fn open_storage(config: &ServerConfig) -> anyhow::Result<Arc<Db>> {
@@ -224,7 +289,13 @@ fn spawn_log_commits(logs: Arc<LogIndex>) -> LogCommits {
     LogCommits { stop, thread }
 }
 
-fn router(config: &ServerConfig, probes: Probes, ingest: &Ingest, logs: Arc<LogIndex>, rules: Router) -> Router {
+/// The log and span stores the query routes read.
+struct Stores {
+    logs: Arc<LogIndex>,
+    traces: TraceStore,
+}
+
+fn router(config: &ServerConfig, probes: Probes, ingest: &Ingest, stores: Stores, rules: Router) -> Router {
     let build = BuildInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         revision: option_env!("VIGIL_REVISION").unwrap_or("").into(),
@@ -248,8 +319,10 @@ fn router(config: &ServerConfig, probes: Probes, ingest: &Ingest, logs: Arc<LogI
             Engine::default(),
             MAX_CONCURRENT_QUERIES,
         ))
-        .merge(vigil_query::kubernetes::routes(storage))
-        .merge(vigil_query::loki::routes(logs, build.clone()))
+        .merge(vigil_query::kubernetes::routes(storage.clone()))
+        .merge(vigil_query::loki::routes(stores.logs, build.clone()))
+        .merge(vigil_query::jaeger::routes(Arc::new(stores.traces.clone()), storage))
+        .merge(vigil_query::tempo::routes(Arc::new(stores.traces), build.clone()))
         .merge(rules)
         .merge(vigil_dashboards::routes());
     with_common_layers(app, config)
