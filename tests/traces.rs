@@ -90,7 +90,8 @@ fn assert_jaeger_matches(trace: &Value, expected: &[Value]) {
         for (key, value) in want["attributes"].as_object().unwrap() {
             assert_eq!(tag(&got["tags"], key), Some(value), "{name}: attribute {key}");
         }
-        let events: Vec<&Value> = got["logs"].as_array().unwrap().iter().map(|l| tag(&l["fields"], "event").unwrap()).collect();
+        let events: Vec<&Value> =
+            got["logs"].as_array().unwrap().iter().map(|l| tag(&l["fields"], "event").unwrap()).collect();
         assert_eq!(events, want["events"].as_array().unwrap().iter().collect::<Vec<_>>(), "{name}");
         let links: Vec<&Value> = got["references"]
             .as_array()
@@ -108,7 +109,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn otlp_kind(name: &str) -> i32 {
-    ["unspecified", "internal", "server", "client", "producer", "consumer"].iter().position(|k| *k == name).unwrap() as i32
+    ["unspecified", "internal", "server", "client", "producer", "consumer"].iter().position(|k| *k == name).unwrap()
+        as i32
 }
 
 /// Tempo's protobuf answer holds every recorded span with the same fields.
@@ -208,7 +210,8 @@ fn a_trace_over_otlp_grpc_comes_back_whole_and_is_searchable() {
 
     // Jaeger search: conditions on one span, the whole trace returned.
     let tags = url_encode(r#"{"retried":"true"}"#);
-    let (status, found) = get(&vigil, &format!("/jaeger/api/traces?service=payments&tags={tags}&minDuration=1us&limit=5"));
+    let (status, found) =
+        get(&vigil, &format!("/jaeger/api/traces?service=payments&tags={tags}&minDuration=1us&limit=5"));
     assert_eq!(status, 200, "{found}");
     assert_eq!(found["data"].as_array().unwrap().len(), 1);
     assert_eq!(found["data"][0]["traceID"], trace_id);
@@ -248,7 +251,8 @@ fn a_trace_over_otlp_grpc_comes_back_whole_and_is_searchable() {
 
     // Tag pickers.
     let (_, tags) = get(&vigil, "/tempo/api/v2/search/tags");
-    let scope = |name: &str| tags["scopes"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["tags"].clone();
+    let scope =
+        |name: &str| tags["scopes"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["tags"].clone();
     assert!(scope("span").as_array().unwrap().contains(&json!("http.method")));
     assert!(scope("resource").as_array().unwrap().contains(&json!("service.name")));
     assert!(scope("intrinsic").as_array().unwrap().contains(&json!("status")));
@@ -319,12 +323,22 @@ fn span_metrics_and_the_service_graph_are_queryable_by_promql() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| (d["parent"].as_str().unwrap().into(), d["child"].as_str().unwrap().into(), d["callCount"].as_u64().unwrap()))
+        .map(|d| {
+            (
+                d["parent"].as_str().unwrap().into(),
+                d["child"].as_str().unwrap().into(),
+                d["callCount"].as_u64().unwrap(),
+            )
+        })
         .collect();
     links.sort();
     assert_eq!(
         links,
-        [("cart".into(), "carts".into(), 1), ("frontend".into(), "cart".into(), 1), ("frontend".into(), "payments".into(), 1)]
+        [
+            ("cart".into(), "carts".into(), 1),
+            ("frontend".into(), "cart".into(), 1),
+            ("frontend".into(), "payments".into(), 1)
+        ]
     );
 }
 
@@ -336,7 +350,8 @@ fn a_ten_thousand_span_trace_is_returned_whole() {
     assert_eq!(expected.len(), 10_000);
     let trace_id = expected[0]["trace_id"].as_str().unwrap();
     let trace = jaeger_trace(&vigil, trace_id, 10_000);
-    let ids: std::collections::BTreeSet<&str> = trace["spans"].as_array().unwrap().iter().map(|s| s["spanID"].as_str().unwrap()).collect();
+    let ids: std::collections::BTreeSet<&str> =
+        trace["spans"].as_array().unwrap().iter().map(|s| s["spanID"].as_str().unwrap()).collect();
     assert_eq!(ids, expected.iter().map(|s| s["span_id"].as_str().unwrap()).collect());
     let (status, body) = get_bytes(&vigil, &format!("/tempo/api/v2/traces/{trace_id}"), "application/protobuf");
     assert_eq!(status, 200);
@@ -384,10 +399,14 @@ fn zipkin_spans_and_bad_input_and_a_sigkill() {
     assert!(body.contains("invalid ExportTraceServiceRequest protobuf"), "{body}");
     let (status, _) = post(&traces, "text/plain", b"hello");
     assert_eq!(status, 415);
-    let (status, body) = post(&traces, "application/json", br#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+    let (status, body) = post(
+        &traces,
+        "application/json",
+        br#"{"resourceSpans":[{"scopeSpans":[{"spans":[
         {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"0000000000000000","name":"bad"},
         {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"good",
-         "startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}"#);
+         "startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}"#,
+    );
     assert_eq!(status, 200, "{body}");
     let partial: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(partial["partialSuccess"]["rejectedSpans"], json!(1), "{body}");

@@ -156,8 +156,7 @@ pub async fn handle_traces(State(ingest): State<Ingest>, headers: HeaderMap, bod
     };
     let outcome = tokio::task::spawn_blocking(move || {
         let max_bytes = ingest.limits.max_decompressed_bytes;
-        let request: ExportTraceServiceRequest =
-            decode_body(&body, format, max_bytes, "ExportTraceServiceRequest")?;
+        let request: ExportTraceServiceRequest = decode_body(&body, format, max_bytes, "ExportTraceServiceRequest")?;
         store(&ingest, request)
     })
     .await
@@ -217,7 +216,8 @@ mod tests {
           "links":[{"traceId":"5b8efff798038103d269b633813fc60d","spanId":"eee19b7ec3c1b175"}]},
           {"traceId":"00000000000000000000000000000000","spanId":"eee19b7ec3c1b176","name":"bad"}]}]}]}"#;
         let format = (crate::otlp::Encoding::Json, false);
-        let request: ExportTraceServiceRequest = decode_body(body, format, 1 << 20, "ExportTraceServiceRequest").unwrap();
+        let request: ExportTraceServiceRequest =
+            decode_body(body, format, 1 << 20, "ExportTraceServiceRequest").unwrap();
         let (spans, rejected, error) = spans(request);
         assert_eq!(rejected, 1);
         assert!(error.unwrap().contains("invalid trace id"));
@@ -228,7 +228,10 @@ mod tests {
         assert_eq!(span.duration_ns(), 1_000_000_000);
         assert_eq!(span.service(), "cart");
         assert_eq!(span.resource.scope_name, "my.lib");
-        assert_eq!(span.attributes, vec![Attribute { key: "http.response.status_code".into(), value: AttrValue::Int(200) }]);
+        assert_eq!(
+            span.attributes,
+            vec![Attribute { key: "http.response.status_code".into(), value: AttrValue::Int(200) }]
+        );
         assert_eq!(span.events[0].name, "exception");
         assert_eq!(span.links.len(), 1);
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use vigil_tsdb::traces::{AttrValue, Span, SpanId, SpanKind, StatusCode, TraceId, attribute};
-use vigil_tsdb::{Labels, MetricMetadata, METRIC_NAME, Sample, SeriesSamples};
+use vigil_tsdb::{Labels, METRIC_NAME, MetricMetadata, Sample, SeriesSamples};
 
 /// Tempo's default span-latency buckets, seconds.
 const LATENCY_BUCKETS: [f64; 14] =
@@ -157,7 +157,14 @@ impl State {
     }
 
     /// A virtual edge with only one side observed.
-    fn virtual_edge(&mut self, client: String, server: String, connection_type: &'static str, half: &Half, server_side: bool) {
+    fn virtual_edge(
+        &mut self,
+        client: String,
+        server: String,
+        connection_type: &'static str,
+        half: &Half,
+        server_side: bool,
+    ) {
         let edge = self.edges.entry(EdgeKey { client, server, connection_type }).or_default();
         edge.requests += 1;
         if half.failed {
@@ -337,8 +344,7 @@ impl SpanMetrics {
     /// Type and help of the derived metric families.
     pub fn metadata() -> Vec<(String, MetricMetadata)> {
         let family = |name: &str, metric_type: &str, help: &str, unit: &str| {
-            let metadata =
-                MetricMetadata { metric_type: metric_type.into(), help: help.into(), unit: unit.into() };
+            let metadata = MetricMetadata { metric_type: metric_type.into(), help: help.into(), unit: unit.into() };
             (name.to_owned(), metadata)
         };
         vec![
@@ -399,7 +405,9 @@ mod tests {
     fn value(series: &[SeriesSamples], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         series
             .iter()
-            .find(|s| s.labels.get(METRIC_NAME) == Some(name) && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .find(|s| {
+                s.labels.get(METRIC_NAME) == Some(name) && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+            })
             .map(|s| s.samples[0].v)
     }
 

@@ -175,7 +175,8 @@ mod tests {
 
     #[test]
     fn zipkin_spans_map_like_the_opentelemetry_mapping() {
-        let body = br#"[{"traceId":"4e441824ec2b6a44ffdc9bb9a6453df3","id":"ffdc9bb9a6453df3","parentId":"a6453df3ffdc9bb9",
+        let body =
+            br#"[{"traceId":"4e441824ec2b6a44ffdc9bb9a6453df3","id":"ffdc9bb9a6453df3","parentId":"a6453df3ffdc9bb9",
           "name":"get /cart","kind":"SERVER","timestamp":1722506400000000,"duration":150000,
           "localEndpoint":{"serviceName":"cart","ipv4":"10.0.0.7","port":8080},"remoteEndpoint":{"ipv4":"10.0.0.9"},
           "annotations":[{"timestamp":1722506400050000,"value":"ws"}],
@@ -184,7 +185,10 @@ mod tests {
         let spans = spans(body).unwrap();
         let span = &spans[0];
         assert_eq!(span.service(), "cart");
-        assert_eq!((span.kind, span.status, span.status_message.as_str()), (SpanKind::Server, StatusCode::Error, "timeout"));
+        assert_eq!(
+            (span.kind, span.status, span.status_message.as_str()),
+            (SpanKind::Server, StatusCode::Error, "timeout")
+        );
         assert_eq!((span.start_ns, span.duration_ns()), (1_722_506_400_000_000_000, 150_000_000));
         assert_eq!(span.events[0].name, "ws");
         assert_eq!(span.events[0].time_ns, 1_722_506_400_050_000_000);

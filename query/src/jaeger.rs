@@ -15,8 +15,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use vigil_tsdb::traces::{AttrValue, Attribute, Resource, Span, SpanKind, SpanSearch, SpanStore, StatusCode as SpanStatus, hex, parse_hex_id};
-use vigil_tsdb::{MatchOp, Matcher, METRIC_NAME, Queryable};
+use vigil_tsdb::traces::{
+    AttrValue, Attribute, Resource, Span, SpanKind, SpanSearch, SpanStore, StatusCode as SpanStatus, hex, parse_hex_id,
+};
+use vigil_tsdb::{METRIC_NAME, MatchOp, Matcher, Queryable};
 
 use crate::params::Params;
 use crate::traceql::parse_duration_ns;
@@ -89,7 +91,11 @@ async fn services(State(state): State<JaegerState>) -> Result<Response, JaegerEr
 }
 
 /// Operations of a service as (name, kind), optionally only of one kind.
-fn operation_list(state: &JaegerState, service: &str, kind: Option<&str>) -> Result<Vec<(String, String)>, JaegerError> {
+fn operation_list(
+    state: &JaegerState,
+    service: &str,
+    kind: Option<&str>,
+) -> Result<Vec<(String, String)>, JaegerError> {
     let catalog = state.spans.catalog(i64::MIN, i64::MAX)?;
     let mut out: Vec<(String, String)> = catalog
         .operations
@@ -188,9 +194,10 @@ fn duration_param(params: &Params, name: &str) -> Result<Option<i64>, JaegerErro
 fn micros_param(params: &Params, name: &str) -> Result<Option<i64>, JaegerError> {
     match params.get(name) {
         None | Some("") => Ok(None),
-        Some(raw) => {
-            raw.parse::<i64>().map(|us| Some(us.saturating_mul(1000))).map_err(|_| bad(format!("invalid {name} {raw:?}")))
-        }
+        Some(raw) => raw
+            .parse::<i64>()
+            .map(|us| Some(us.saturating_mul(1000)))
+            .map_err(|_| bad(format!("invalid {name} {raw:?}"))),
     }
 }
 
@@ -206,7 +213,8 @@ fn now_ns() -> i64 {
 }
 
 fn v1_criteria(params: &Params) -> Result<Criteria, JaegerError> {
-    let service = params.get("service").filter(|s| !s.is_empty()).ok_or_else(|| bad("parameter 'service' is required"))?;
+    let service =
+        params.get("service").filter(|s| !s.is_empty()).ok_or_else(|| bad("parameter 'service' is required"))?;
     let mut tags = Vec::new();
     if let Some(raw) = params.get("tags").filter(|t| !t.is_empty()) {
         let map: BTreeMap<String, Value> =
@@ -307,12 +315,8 @@ pub(crate) fn jaeger_trace(spans: &[Span]) -> Value {
         .iter()
         .enumerate()
         .map(|(i, resource)| {
-            let tags: Vec<Value> = resource
-                .attributes
-                .iter()
-                .filter(|a| a.key != "service.name")
-                .map(|a| tag(&a.key, &a.value))
-                .collect();
+            let tags: Vec<Value> =
+                resource.attributes.iter().filter(|a| a.key != "service.name").map(|a| tag(&a.key, &a.value)).collect();
             (format!("p{}", i + 1), json!({"serviceName": resource.service, "tags": tags}))
         })
         .collect();
@@ -325,13 +329,16 @@ fn jaeger_span(span: &Span, trace_id: &str, process: String) -> Value {
         references.push(json!({"refType": "CHILD_OF", "traceID": trace_id, "spanID": hex(&parent)}));
     }
     for link in &span.links {
-        references.push(json!({"refType": "FOLLOWS_FROM", "traceID": hex(&link.trace_id), "spanID": hex(&link.span_id)}));
+        references
+            .push(json!({"refType": "FOLLOWS_FROM", "traceID": hex(&link.trace_id), "spanID": hex(&link.span_id)}));
     }
     let mut span_tags = tags(&span.attributes);
     if span.kind != SpanKind::Unspecified {
         span_tags.push(string_tag("span.kind", span.kind.name()));
     }
-    for (key, value) in [("otel.scope.name", &span.resource.scope_name), ("otel.scope.version", &span.resource.scope_version)] {
+    for (key, value) in
+        [("otel.scope.name", &span.resource.scope_name), ("otel.scope.version", &span.resource.scope_version)]
+    {
         if !value.is_empty() {
             span_tags.push(string_tag(key, value));
         }
@@ -391,7 +398,11 @@ async fn dependencies(State(state): State<JaegerState>, RawQuery(query): RawQuer
 
 /// Calls between services in `[start_ms, end_ms]`: the increase of the service-graph request counters
 /// (resets counted), leaving out the virtual `user` client.
-fn dependency_links(metrics: &dyn Queryable, start_ms: i64, end_ms: i64) -> Result<BTreeMap<(String, String), u64>, JaegerError> {
+fn dependency_links(
+    metrics: &dyn Queryable,
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<BTreeMap<(String, String), u64>, JaegerError> {
     let matcher = Matcher::new(MatchOp::Equal, METRIC_NAME, GRAPH_REQUESTS)?;
     let mut links: HashMap<(String, String), f64> = HashMap::new();
     for series in metrics.select(&[matcher], start_ms.saturating_sub(3_600_000), end_ms)? {

@@ -17,7 +17,9 @@ use axum::routing::get;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde_json::{Value, json};
-use vigil_tsdb::traces::{Catalog, Span, SpanSearch, SpanStore, StatusCode as SpanStatus, attribute, hex, parse_hex_id};
+use vigil_tsdb::traces::{
+    Catalog, Span, SpanSearch, SpanStore, StatusCode as SpanStatus, attribute, hex, parse_hex_id,
+};
 
 use crate::BuildInfo;
 use crate::params::Params;
@@ -133,7 +135,11 @@ async fn load_trace(state: TempoState, raw_id: String) -> Result<Vec<Span>, Temp
     Ok(spans)
 }
 
-async fn trace_v1(State(state): State<TempoState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, TempoError> {
+async fn trace_v1(
+    State(state): State<TempoState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, TempoError> {
     let spans = load_trace(state, id).await?;
     if wants_protobuf(&headers) {
         return Ok(protobuf(TempoTrace { resource_spans: resource_spans(&spans) }.encode_to_vec()));
@@ -141,11 +147,17 @@ async fn trace_v1(State(state): State<TempoState>, Path(id): Path<String>, heade
     Ok(axum::Json(json!({"batches": resource_spans_json(&spans)})).into_response())
 }
 
-async fn trace_v2(State(state): State<TempoState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, TempoError> {
+async fn trace_v2(
+    State(state): State<TempoState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, TempoError> {
     let spans = load_trace(state, id).await?;
     if wants_protobuf(&headers) {
         let trace = TempoTrace { resource_spans: resource_spans(&spans) };
-        return Ok(protobuf(TraceByIdResponse { trace: Some(trace), status: 0, message: String::new() }.encode_to_vec()));
+        return Ok(protobuf(
+            TraceByIdResponse { trace: Some(trace), status: 0, message: String::new() }.encode_to_vec(),
+        ));
     }
     Ok(axum::Json(json!({"trace": {"resourceSpans": resource_spans_json(&spans)}})).into_response())
 }
@@ -298,7 +310,8 @@ fn trace_summary(spans: &[Span], facts: &TraceFacts, matched: &[&Span], keys: &[
             let attributes: Vec<Value> = keys
                 .iter()
                 .filter_map(|key| {
-                    let value = attribute(&span.attributes, key).or_else(|| attribute(&span.resource.attributes, key))?;
+                    let value =
+                        attribute(&span.attributes, key).or_else(|| attribute(&span.resource.attributes, key))?;
                     Some(json!({"key": key, "value": serde_json::to_value(any_value(value)).expect("serializes")}))
                 })
                 .collect();
@@ -318,7 +331,11 @@ fn trace_summary(spans: &[Span], facts: &TraceFacts, matched: &[&Span], keys: &[
     let service_stats: serde_json::Map<String, Value> = stats
         .into_iter()
         .map(|(service, (count, errors))| {
-            let stat = if errors > 0 { json!({"spanCount": count, "errorCount": errors}) } else { json!({"spanCount": count}) };
+            let stat = if errors > 0 {
+                json!({"spanCount": count, "errorCount": errors})
+            } else {
+                json!({"spanCount": count})
+            };
             (service.to_owned(), stat)
         })
         .collect();
@@ -361,10 +378,9 @@ async fn tags_v2(State(state): State<TempoState>, RawQuery(query): RawQuery) -> 
     let catalog = catalog(state, &params).await?;
     let scope = params.get("scope").unwrap_or("");
     let mut scopes = Vec::new();
-    for (name, tags) in [
-        ("resource", catalog.resource_tags.keys().collect::<Vec<_>>()),
-        ("span", catalog.span_tags.keys().collect()),
-    ] {
+    for (name, tags) in
+        [("resource", catalog.resource_tags.keys().collect::<Vec<_>>()), ("span", catalog.span_tags.keys().collect())]
+    {
         if matches!(scope, "" | "all") || scope == name {
             scopes.push(json!({"name": name, "tags": tags}));
         }
@@ -398,9 +414,9 @@ fn tag_values(catalog: &Catalog, name: &str) -> Vec<(&'static str, String)> {
         ("intrinsic", "rootServiceName" | "rootService") => {
             catalog.operations.keys().map(|s| ("string", s.clone())).collect()
         }
-        ("intrinsic", other) => typed(
-            catalog.span_tags.get(other).into_iter().chain(catalog.resource_tags.get(other)).flatten().collect(),
-        ),
+        ("intrinsic", other) => {
+            typed(catalog.span_tags.get(other).into_iter().chain(catalog.resource_tags.get(other)).flatten().collect())
+        }
         (scope, key) => {
             let mut values: Vec<&String> = Vec::new();
             if scope != "resource" {

@@ -119,7 +119,8 @@ pub struct TraceFacts {
 impl TraceFacts {
     /// Facts of a whole trace (the root is the span without a parent, else the earliest).
     pub fn of(spans: &[Span]) -> TraceFacts {
-        let root = spans.iter().find(|s| s.parent_span_id.is_none()).or_else(|| spans.iter().min_by_key(|s| s.start_ns));
+        let root =
+            spans.iter().find(|s| s.parent_span_id.is_none()).or_else(|| spans.iter().min_by_key(|s| s.start_ns));
         let start = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
         let end = spans.iter().map(|s| s.end_ns).max().unwrap_or(0);
         TraceFacts {
@@ -746,7 +747,10 @@ mod tests {
         assert_eq!(matched(r#"{ status = error } && { name = "nope" }"#), None);
         assert_eq!(matched(r#"{ name = "nope" } || { name = "save" }"#), Some(vec![3]));
         assert_eq!(matched(r#"{ rootServiceName = "frontend" && status = error }"#), Some(vec![2]));
-        assert_eq!(matched(r#"{ trace:rootName = "GET /cart" && traceDuration > 250ms && kind = server }"#), Some(vec![1]));
+        assert_eq!(
+            matched(r#"{ trace:rootName = "GET /cart" && traceDuration > 250ms && kind = server }"#),
+            Some(vec![1])
+        );
         assert_eq!(matched(r#"{ rootServiceName = "cart" }"#), None);
     }
 

@@ -27,8 +27,8 @@ pub use model::{
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
-use crate::wal::{self, Wal, WalSync};
 use crate::Error;
+use crate::wal::{self, Wal, WalSync};
 
 /// Distinct values kept per tag in a catalog; tags with more (ids, timestamps) stop growing there.
 const MAX_TAG_VALUES: usize = 200;
@@ -224,7 +224,7 @@ impl Hits {
 /// Sorts a trace's spans by start and drops repeats of a span id (a client's retry, or a block and WAL
 /// both holding a span after a crash between writing one and trimming the other).
 fn normalize_trace(spans: &mut Vec<Span>) {
-    spans.sort_by(|a, b| (a.start_ns, a.span_id).cmp(&(b.start_ns, b.span_id)));
+    spans.sort_by_key(|s| (s.start_ns, s.span_id));
     let mut seen = HashSet::new();
     spans.retain(|span| seen.insert(span.span_id));
 }

@@ -191,7 +191,7 @@ fn record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError> {
 /// Writes `spans` as a block at `path` (via `path.tmp`, renamed when complete and synced).
 pub(crate) fn write(path: &Path, spans: &[Span], wal_upto: u32) -> Result<Block, Error> {
     let mut sorted: Vec<&Span> = spans.iter().collect();
-    sorted.sort_by(|a, b| (a.trace_id, a.start_ns, a.span_id).cmp(&(b.trace_id, b.start_ns, b.span_id)));
+    sorted.sort_by_key(|s| (s.trace_id, s.start_ns, s.span_id));
     let mut catalog = Catalog::default();
     let (mut min_ns, mut max_ns) = (i64::MAX, i64::MIN);
     for span in &sorted {
@@ -202,7 +202,8 @@ pub(crate) fn write(path: &Path, spans: &[Span], wal_upto: u32) -> Result<Block,
     let meta = BlockMeta { min_ns, max_ns, spans: sorted.len() as u64, catalog, wal_upto };
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let mut writer = ArrowWriter::try_new(file, schema(), Some(writer_properties())).map_err(|e| parquet_error(&tmp, e))?;
+    let mut writer =
+        ArrowWriter::try_new(file, schema(), Some(writer_properties())).map_err(|e| parquet_error(&tmp, e))?;
     for chunk in sorted.chunks(ROW_GROUP_ROWS) {
         let batch = record_batch(chunk).map_err(|e| parquet_error(&tmp, e))?;
         writer.write(&batch).map_err(|e| parquet_error(&tmp, e))?;
@@ -284,8 +285,9 @@ impl Block {
             if id.as_slice() < min || id.as_slice() > max {
                 continue;
             }
-            let bloom =
-                builder.get_row_group_column_bloom_filter(index, col::TRACE_ID).map_err(|e| parquet_error(&self.path, e))?;
+            let bloom = builder
+                .get_row_group_column_bloom_filter(index, col::TRACE_ID)
+                .map_err(|e| parquet_error(&self.path, e))?;
             if bloom.is_none_or(|bloom| bloom.check(&id[..])) {
                 groups.push(index);
             }
@@ -325,10 +327,8 @@ impl Block {
         }
         let groups = (0..self.reader_meta.metadata().num_row_groups()).collect();
         let filter = prefilter.clone();
-        let mask = ProjectionMask::roots(
-            self.reader_meta.parquet_schema(),
-            [col::SERVICE, col::START_NS, col::DURATION_NS],
-        );
+        let mask =
+            ProjectionMask::roots(self.reader_meta.parquet_schema(), [col::SERVICE, col::START_NS, col::DURATION_NS]);
         let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
             let service = strings(&batch, 0)?;
             let start = int64s(&batch, 1)?;
@@ -374,7 +374,7 @@ impl Block {
     }
 }
 
-fn column<'a, T: 'static>(batch: &'a RecordBatch, index: usize) -> Result<&'a T, ArrowError> {
+fn column<T: 'static>(batch: &RecordBatch, index: usize) -> Result<&T, ArrowError> {
     batch
         .column(index)
         .as_any()
