@@ -491,9 +491,13 @@ fn print_urls(scheme: &str, addr: SocketAddr, otlp_http: SocketAddr, otlp_grpc: 
     println!("  Remote write:    {base}/api/v1/write");
     println!("  Own metrics:     {base}/metrics");
     println!("  Loki API:        {base}/loki/api/v1/  (Grafana Loki datasource URL: {base}; push: /loki/api/v1/push)");
+    println!("  Jaeger API:      {base}/jaeger/api/  (Grafana Jaeger datasource URL: {base}/jaeger)");
+    println!("  Tempo API:       {base}/tempo/api/  (Grafana Tempo datasource URL: {base}/tempo)");
+    println!("  Zipkin:          {base}/api/v2/spans");
     let otlp_host = if otlp_http.ip().is_unspecified() { "localhost".to_owned() } else { otlp_http.ip().to_string() };
-    println!("  OTLP/HTTP:       {scheme}://{otlp_host}:{}/v1/metrics", otlp_http.port());
+    let otlp_base = format!("{scheme}://{otlp_host}:{}", otlp_http.port());
+    println!("  OTLP/HTTP:       {otlp_base}/v1/traces  {otlp_base}/v1/metrics  {otlp_base}/v1/logs");
     let grpc_host = if otlp_grpc.ip().is_unspecified() { "localhost".to_owned() } else { otlp_grpc.ip().to_string() };
-    println!("  OTLP/gRPC:       {grpc_host}:{} (metrics)", otlp_grpc.port());
+    println!("  OTLP/gRPC:       {grpc_host}:{} (traces, metrics, logs)", otlp_grpc.port());
     println!("  Probes:          {base}/-/healthy  {base}/-/ready");
 }
