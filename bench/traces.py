@@ -103,17 +103,22 @@ def main():
                               capture_output=True, text=True, timeout=3 * 3600)
         if load.returncode != 0:
             raise SystemExit(f"load generator failed: {load.stderr[-2000:]}")
-        cpu = cpu_seconds(server.process.pid) - cpu_before
         summary = json.loads(load.stdout)
         spans, seconds = summary["spans"], summary["seconds"]
+        # The CPU of writing the blocks the ingest filled counts too: wait until no block has been written for
+        # 8 s (writing one takes a few seconds).
+        deadline = time.time() + 300
+        written, since = -1, time.time()
+        while time.time() < deadline and time.time() - since < 8:
+            now_written = sum(e.get("message") == "span block written" for e in server.events)
+            if now_written != written:
+                written, since = now_written, time.time()
+            time.sleep(0.2)
+        cpu = cpu_seconds(server.process.pid) - cpu_before
         print(f"ingest: {spans} spans in {seconds:.1f} s = {spans / seconds:,.0f} spans/s wall; "
               f"server CPU {cpu:.1f} s = {spans / cpu:,.0f} spans per CPU-second; "
               f"{summary['retries']} retried requests; server peak RSS {rss_mib(server.process.pid):.0f} MiB")
 
-        deadline = time.time() + 120
-        while time.time() < deadline and not any(e.get("message") == "span block written" for e in server.events):
-            time.sleep(0.5)
-        time.sleep(5)  # a block being written finishes
         blocks = [e for e in server.events if e.get("message") == "span block written"]
         block_spans = sum(int(e["spans"]) for e in blocks)
         block_bytes = sum(int(e["bytes"]) for e in blocks)

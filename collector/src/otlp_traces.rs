@@ -21,21 +21,21 @@ use crate::otlp::{body_format, decode_body, reply};
 use crate::otlp_logs::any_json;
 use crate::{Ingest, IngestError};
 
-/// An OTLP value as a span attribute value; arrays and maps become their JSON text.
-fn attr_value(value: &Option<AnyValue>) -> AttrValue {
-    match value.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => AttrValue::Str(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => AttrValue::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => AttrValue::Int(*i),
-        Some(any_value::Value::DoubleValue(d)) => AttrValue::Float(*d),
-        Some(any_value::Value::BytesValue(bytes)) => AttrValue::Bytes(bytes.clone()),
-        Some(other) => AttrValue::Str(any_json(other).to_string()),
+/// An OTLP value as a span attribute value (moved, not copied); arrays and maps become their JSON text.
+fn attr_value(value: Option<AnyValue>) -> AttrValue {
+    match value.and_then(|v| v.value) {
+        Some(any_value::Value::StringValue(s)) => AttrValue::Str(s),
+        Some(any_value::Value::BoolValue(b)) => AttrValue::Bool(b),
+        Some(any_value::Value::IntValue(i)) => AttrValue::Int(i),
+        Some(any_value::Value::DoubleValue(d)) => AttrValue::Float(d),
+        Some(any_value::Value::BytesValue(bytes)) => AttrValue::Bytes(bytes),
+        Some(other) => AttrValue::Str(any_json(&other).to_string()),
         None => AttrValue::Str(String::new()),
     }
 }
 
-fn attributes(key_values: &[KeyValue]) -> Vec<Attribute> {
-    key_values.iter().map(|kv| Attribute { key: kv.key.clone(), value: attr_value(&kv.value) }).collect()
+fn attributes(key_values: Vec<KeyValue>) -> Vec<Attribute> {
+    key_values.into_iter().map(|kv| Attribute { key: kv.key, value: attr_value(kv.value) }).collect()
 }
 
 fn id<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
@@ -47,7 +47,7 @@ fn id<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
 pub fn spans(request: ExportTraceServiceRequest) -> (Vec<Span>, i64, Option<String>) {
     let (mut out, mut rejected, mut first_error) = (Vec::new(), 0i64, None);
     for resource_spans in request.resource_spans {
-        let resource_attributes = attributes(&resource_spans.resource.map(|r| r.attributes).unwrap_or_default());
+        let resource_attributes = attributes(resource_spans.resource.map(|r| r.attributes).unwrap_or_default());
         let service = match vigil_tsdb::traces::attribute(&resource_attributes, "service.name") {
             Some(value) => value.text(),
             None => "unknown_service".to_owned(),
@@ -90,7 +90,7 @@ fn span_of(span: OtlpSpan, resource: &Arc<Resource>) -> Result<Span, String> {
                 trace_id: id::<16>(&link.trace_id)?,
                 span_id: id::<8>(&link.span_id)?,
                 trace_state: link.trace_state,
-                attributes: attributes(&link.attributes),
+                attributes: attributes(link.attributes),
             })
         })
         .collect();
@@ -107,14 +107,14 @@ fn span_of(span: OtlpSpan, resource: &Arc<Resource>) -> Result<Span, String> {
         start_ns: span.start_time_unix_nano as i64,
         end_ns: span.end_time_unix_nano.max(span.start_time_unix_nano) as i64,
         resource: resource.clone(),
-        attributes: attributes(&span.attributes),
+        attributes: attributes(span.attributes),
         events: span
             .events
             .into_iter()
             .map(|event| SpanEvent {
                 time_ns: event.time_unix_nano as i64,
                 name: event.name,
-                attributes: attributes(&event.attributes),
+                attributes: attributes(event.attributes),
             })
             .collect(),
         links,

@@ -4,10 +4,11 @@
 //! every [`SpanMetrics::flush`]; a restart starts them from zero, which `rate()` reads as a counter reset.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use vigil_tsdb::traces::{AttrValue, Span, SpanId, SpanKind, StatusCode, TraceId, attribute};
+use vigil_tsdb::traces::{AttrValue, Resource, Span, SpanId, SpanKind, StatusCode, TraceId, attribute};
 use vigil_tsdb::{Labels, METRIC_NAME, MetricMetadata, Sample, SeriesSamples};
 
 /// Tempo's default span-latency buckets, seconds.
@@ -44,14 +45,6 @@ impl Histogram {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct SpanKey {
-    service: String,
-    span_name: String,
-    span_kind: SpanKind,
-    status_code: StatusCode,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct EdgeKey {
     client: String,
     server: String,
@@ -69,7 +62,7 @@ struct Edge {
 /// What the service graph needs of a span.
 #[derive(Debug, Clone)]
 struct Half {
-    service: String,
+    resource: Arc<Resource>,
     seconds: f64,
     failed: bool,
     /// For a client: the service or database it called, when the span names one.
@@ -78,10 +71,18 @@ struct Half {
     since: Instant,
 }
 
+impl Half {
+    fn service(&self) -> String {
+        self.resource.service.clone()
+    }
+}
+
 /// What the derived metrics need of one span, taken before the span is handed to storage.
 #[derive(Debug, Clone)]
 pub struct Observation {
-    key: SpanKey,
+    name: String,
+    kind: SpanKind,
+    status: StatusCode,
     trace_id: TraceId,
     span_id: SpanId,
     parent_span_id: Option<SpanId>,
@@ -111,17 +112,14 @@ pub fn observations(spans: &[Span]) -> Vec<Observation> {
     spans
         .iter()
         .map(|span| Observation {
-            key: SpanKey {
-                service: span.service().to_owned(),
-                span_name: span.name.clone(),
-                span_kind: span.kind,
-                status_code: span.status,
-            },
+            name: span.name.clone(),
+            kind: span.kind,
+            status: span.status,
             trace_id: span.trace_id,
             span_id: span.span_id,
             parent_span_id: span.parent_span_id,
             half: Half {
-                service: span.service().to_owned(),
+                resource: span.resource.clone(),
                 seconds: span.duration_ns() as f64 / 1e9,
                 failed: span.status == StatusCode::Error,
                 peer: matches!(span.kind, SpanKind::Client).then(|| peer_of(span)).flatten(),
@@ -134,7 +132,8 @@ pub fn observations(spans: &[Span]) -> Vec<Observation> {
 
 #[derive(Default)]
 struct State {
-    calls: HashMap<SpanKey, Histogram>,
+    /// Service → span name → (kind, status) → latency.
+    calls: HashMap<String, HashMap<String, HashMap<(SpanKind, StatusCode), Histogram>>>,
     edges: HashMap<EdgeKey, Edge>,
     unpaired: HashMap<EdgeKey, u64>,
     dropped: HashMap<EdgeKey, u64>,
@@ -145,8 +144,22 @@ struct State {
 }
 
 impl State {
+    /// Counts a span in its calls and latency series (allocating only for a new service or name).
+    fn count_call(&mut self, observation: &Observation) {
+        let service = &observation.half.resource.service;
+        if !self.calls.contains_key(service) {
+            self.calls.insert(service.clone(), HashMap::new());
+        }
+        let names = self.calls.get_mut(service).expect("inserted above");
+        if !names.contains_key(&observation.name) {
+            names.insert(observation.name.clone(), HashMap::new());
+        }
+        let by_kind = names.get_mut(&observation.name).expect("inserted above");
+        by_kind.entry((observation.kind, observation.status)).or_default().observe(&LATENCY_BUCKETS, observation.half.seconds);
+    }
+
     fn edge(&mut self, client: &Half, server: &Half, connection_type: &'static str) {
-        let key = EdgeKey { client: client.service.clone(), server: server.service.clone(), connection_type };
+        let key = EdgeKey { client: client.service(), server: server.service(), connection_type };
         let edge = self.edges.entry(key).or_default();
         edge.requests += 1;
         if client.failed || server.failed {
@@ -176,9 +189,9 @@ impl State {
 
     fn wait(&mut self, clients: bool, key: (TraceId, SpanId), half: Half) {
         let (pending, edge) = if clients {
-            (&mut self.clients, EdgeKey { client: half.service.clone(), server: String::new(), connection_type: "" })
+            (&mut self.clients, EdgeKey { client: half.service(), server: String::new(), connection_type: "" })
         } else {
-            (&mut self.servers, EdgeKey { client: String::new(), server: half.service.clone(), connection_type: "" })
+            (&mut self.servers, EdgeKey { client: String::new(), server: half.service(), connection_type: "" })
         };
         if pending.len() >= MAX_PENDING {
             *self.dropped.entry(edge).or_default() += 1;
@@ -188,14 +201,14 @@ impl State {
     }
 
     fn pair(&mut self, observation: Observation) {
-        let Observation { key, trace_id, span_id, parent_span_id, half } = observation;
-        match key.span_kind {
+        let Observation { kind, trace_id, span_id, parent_span_id, half, .. } = observation;
+        match kind {
             SpanKind::Client | SpanKind::Producer => match self.servers.remove(&(trace_id, span_id)) {
                 Some(server) => self.edge(&half, &server, connection_type(&half, &server)),
                 None => self.wait(true, (trace_id, span_id), half),
             },
             SpanKind::Server | SpanKind::Consumer => match parent_span_id {
-                None => self.virtual_edge("user".into(), half.service.clone(), "virtual_node", &half, true),
+                None => self.virtual_edge("user".into(), half.service(), "virtual_node", &half, true),
                 Some(parent) => match self.clients.remove(&(trace_id, parent)) {
                     Some(client) => self.edge(&client, &half, connection_type(&client, &half)),
                     None => self.wait(false, (trace_id, parent), half),
@@ -213,10 +226,10 @@ impl State {
             let half = self.clients.remove(&key).expect("listed");
             match half.peer.clone() {
                 Some((server, connection_type)) => {
-                    self.virtual_edge(half.service.clone(), server, connection_type, &half, false)
+                    self.virtual_edge(half.service(), server, connection_type, &half, false)
                 }
                 None => {
-                    let edge = EdgeKey { client: half.service.clone(), server: String::new(), connection_type: "" };
+                    let edge = EdgeKey { client: half.service(), server: String::new(), connection_type: "" };
                     *self.unpaired.entry(edge).or_default() += 1;
                 }
             }
@@ -224,7 +237,7 @@ impl State {
         let servers: Vec<_> = self.servers.iter().filter(|(_, h)| expired(h)).map(|(k, _)| *k).collect();
         for key in servers {
             let half = self.servers.remove(&key).expect("listed");
-            let edge = EdgeKey { client: String::new(), server: half.service, connection_type: "" };
+            let edge = EdgeKey { client: String::new(), server: half.service(), connection_type: "" };
             *self.unpaired.entry(edge).or_default() += 1;
         }
     }
@@ -297,7 +310,7 @@ impl SpanMetrics {
     pub fn observe(&self, observations: Vec<Observation>) {
         let mut state = self.state.lock();
         for observation in observations {
-            state.calls.entry(observation.key.clone()).or_default().observe(&LATENCY_BUCKETS, observation.half.seconds);
+            state.count_call(&observation);
             state.pair(observation);
         }
     }
@@ -307,15 +320,19 @@ impl SpanMetrics {
         let mut state = self.state.lock();
         state.expire(Instant::now());
         let mut out = Out { t: now_ms, series: Vec::new() };
-        for (key, histogram) in &state.calls {
-            let labels = [
-                ("service", key.service.as_str()),
-                ("span_name", key.span_name.as_str()),
-                ("span_kind", kind_label(key.span_kind)),
-                ("status_code", status_label(key.status_code)),
-            ];
-            out.push("traces_spanmetrics_calls_total", &labels, histogram.count as f64);
-            out.histogram("traces_spanmetrics_latency", &labels, &LATENCY_BUCKETS, histogram);
+        for (service, names) in &state.calls {
+            for (name, by_kind) in names {
+                for ((kind, status), histogram) in by_kind {
+                    let labels = [
+                        ("service", service.as_str()),
+                        ("span_name", name.as_str()),
+                        ("span_kind", kind_label(*kind)),
+                        ("status_code", status_label(*status)),
+                    ];
+                    out.push("traces_spanmetrics_calls_total", &labels, histogram.count as f64);
+                    out.histogram("traces_spanmetrics_latency", &labels, &LATENCY_BUCKETS, histogram);
+                }
+            }
         }
         for (key, edge) in &state.edges {
             let labels = edge_labels(key);
@@ -376,9 +393,7 @@ fn edge_labels(key: &EdgeKey) -> [(&str, &str); 3] {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use vigil_tsdb::traces::{Attribute, Resource};
+    use vigil_tsdb::traces::Attribute;
 
     use super::*;
 

@@ -97,16 +97,12 @@ fn operation_list(
     kind: Option<&str>,
 ) -> Result<Vec<(String, String)>, JaegerError> {
     let catalog = state.spans.catalog(i64::MIN, i64::MAX)?;
-    let mut out: Vec<(String, String)> = catalog
-        .operations
-        .get(service)
+    Ok(catalog
+        .operations_of(service)
         .into_iter()
-        .flatten()
-        .map(|(name, kind)| (name.clone(), kind_name(SpanKind::from_number(i64::from(*kind))).to_owned()))
+        .map(|(name, kind)| (name, kind_name(kind).to_owned()))
         .filter(|(_, k)| kind.is_none_or(|wanted| wanted.is_empty() || wanted == k))
-        .collect();
-    out.dedup();
-    Ok(out)
+        .collect())
 }
 
 /// Jaeger writes an unspecified kind as the empty string.

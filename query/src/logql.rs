@@ -115,9 +115,9 @@ impl LogqlEngine {
             if taken >= limit {
                 break;
             }
-            let entry = Entry { line: record.line, labels: record.labels };
-            if let Some(entry) = pipeline.run(entry) {
-                streams.entry(entry.labels).or_default().push((record.ts_ns, entry.line));
+            let ts_ns = record.ts_ns;
+            if let Some(entry) = pipeline.run(Entry::of(record)) {
+                streams.entry(entry.labels).or_default().push((ts_ns, entry.line));
                 taken += 1;
             }
         }
@@ -232,7 +232,8 @@ impl LogqlEngine {
         });
         let mut points: HashMap<LabelMap, Vec<(i64, f64)>> = HashMap::new();
         for record in self.store.select(&store_query)? {
-            let Some(mut entry) = pipeline.run(Entry { line: record.line, labels: record.labels }) else { continue };
+            let ts_ns = record.ts_ns;
+            let Some(mut entry) = pipeline.run(Entry::of(record)) else { continue };
             let value = match unwrap {
                 None if matches!(aggregation.function, RangeFunction::BytesOverTime | RangeFunction::BytesRate) => {
                     entry.line.len() as f64
@@ -250,7 +251,7 @@ impl LogqlEngine {
                 Some(grouping) => group_labels(&entry.labels, grouping),
                 None => entry.labels,
             };
-            points.entry(labels).or_default().push((record.ts_ns, value));
+            points.entry(labels).or_default().push((ts_ns, value));
         }
         let range_s = aggregation.range.as_secs_f64();
         Ok(steps

@@ -406,7 +406,7 @@ fn tag_values(catalog: &Catalog, name: &str) -> Vec<(&'static str, String)> {
         ("intrinsic", "status") => keyword(&STATUS_WORDS),
         ("intrinsic", "kind") => keyword(&KIND_WORDS),
         ("intrinsic", "name" | "rootName") => {
-            let mut names: Vec<String> = catalog.operations.values().flatten().map(|(n, _)| n.clone()).collect();
+            let mut names: Vec<String> = catalog.operations.values().flat_map(|ops| ops.keys().cloned()).collect();
             names.sort();
             names.dedup();
             names.into_iter().map(|n| ("string", n)).collect()

@@ -40,8 +40,8 @@ const SPANS_RECORD: u8 = 1;
 /// What the tag and name pickers read: services with their operations, and tag names with some values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Catalog {
-    /// Service → (operation name, span kind number).
-    pub operations: BTreeMap<String, BTreeSet<(String, u8)>>,
+    /// Service → operation name → the span kinds seen, as bits (`1 << kind`).
+    pub operations: BTreeMap<String, BTreeMap<String, u8>>,
     /// Span attribute names → values (at most a few hundred each).
     pub span_tags: BTreeMap<String, BTreeSet<String>>,
     /// Resource attribute names → values.
@@ -50,12 +50,14 @@ pub struct Catalog {
 
 fn add_tags(tags: &mut BTreeMap<String, BTreeSet<String>>, attributes: &[Attribute]) {
     for attribute in attributes {
-        if !tags.contains_key(&attribute.key) && tags.len() >= MAX_TAG_NAMES {
+        if let Some(values) = tags.get_mut(&attribute.key) {
+            if values.len() < MAX_TAG_VALUES && !matches!(&attribute.value, AttrValue::Str(t) if values.contains(t)) {
+                values.insert(attribute.value.text());
+            }
             continue;
         }
-        let values = tags.entry(attribute.key.clone()).or_default();
-        if values.len() < MAX_TAG_VALUES {
-            values.insert(attribute.value.text());
+        if tags.len() < MAX_TAG_NAMES {
+            tags.insert(attribute.key.clone(), BTreeSet::from([attribute.value.text()]));
         }
     }
 }
@@ -70,18 +72,46 @@ fn merge_tags(into: &mut BTreeMap<String, BTreeSet<String>>, from: &BTreeMap<Str
 impl Catalog {
     /// Records a span's service, operation and tags.
     pub fn add(&mut self, span: &Span) {
-        let operations = self.operations.entry(span.service().to_owned()).or_default();
-        if !operations.iter().any(|(name, kind)| *name == span.name && *kind == span.kind as u8) {
-            operations.insert((span.name.clone(), span.kind as u8));
+        self.add_span(span);
+        add_tags(&mut self.resource_tags, &span.resource.attributes);
+    }
+
+    /// Records a span's service, operation and span tags, not its resource's.
+    fn add_span(&mut self, span: &Span) {
+        if !self.operations.contains_key(span.service()) {
+            self.operations.insert(span.service().to_owned(), BTreeMap::new());
+        }
+        let operations = self.operations.get_mut(span.service()).expect("inserted above");
+        let kind_bit = 1u8 << (span.kind as u8);
+        match operations.get_mut(&span.name) {
+            Some(kinds) => *kinds |= kind_bit,
+            None => {
+                operations.insert(span.name.clone(), kind_bit);
+            }
         }
         add_tags(&mut self.span_tags, &span.attributes);
-        add_tags(&mut self.resource_tags, &span.resource.attributes);
+    }
+
+    /// The operations of `service` with each kind they were seen with, sorted by name then kind.
+    pub fn operations_of(&self, service: &str) -> Vec<(String, SpanKind)> {
+        let mut out = Vec::new();
+        for (name, kinds) in self.operations.get(service).into_iter().flatten() {
+            for kind in 0..6 {
+                if kinds & (1 << kind) != 0 {
+                    out.push((name.clone(), SpanKind::from_number(kind)));
+                }
+            }
+        }
+        out
     }
 
     /// Adds everything in `other`.
     pub fn merge(&mut self, other: &Catalog) {
         for (service, operations) in &other.operations {
-            self.operations.entry(service.clone()).or_default().extend(operations.iter().cloned());
+            let into = self.operations.entry(service.clone()).or_default();
+            for (name, kinds) in operations {
+                *into.entry(name.clone()).or_default() |= kinds;
+            }
         }
         merge_tags(&mut self.span_tags, &other.span_tags);
         merge_tags(&mut self.resource_tags, &other.resource_tags);
@@ -140,6 +170,8 @@ struct Head {
     min_ns: i64,
     max_ns: i64,
     created: Option<Instant>,
+    /// Resources whose tags the catalog has (by address: the head's spans keep them alive).
+    catalogued_resources: HashSet<usize>,
 }
 
 impl Head {
@@ -149,7 +181,10 @@ impl Head {
             (self.min_ns, self.max_ns) = (i64::MAX, i64::MIN);
         }
         for span in spans {
-            self.catalog.add(&span);
+            self.catalog.add_span(&span);
+            if self.catalogued_resources.insert(Arc::as_ptr(&span.resource) as usize) {
+                add_tags(&mut self.catalog.resource_tags, &span.resource.attributes);
+            }
             self.min_ns = self.min_ns.min(span.start_ns);
             self.max_ns = self.max_ns.max(span.end_ns);
             self.by_trace.entry(span.trace_id).or_default().push(self.spans.len() as u32);
@@ -474,7 +509,7 @@ impl Inner {
         let number = self.next_block.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let started = Instant::now();
         let path = blocks_dir(&self.dir).join(format!("{:020}-{number:06}.parquet", head.min_ns.max(0)));
-        let block = Arc::new(block::write(&path, &head.spans, wal_upto)?);
+        let block = Arc::new(block::write(&path, &head.spans, &head.catalog, wal_upto)?);
         {
             let mut state = self.state.write();
             state.frozen.retain(|frozen| !Arc::ptr_eq(frozen, &head));

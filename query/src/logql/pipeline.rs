@@ -49,6 +49,18 @@ pub struct Entry {
     pub labels: BTreeMap<String, String>,
 }
 
+impl Entry {
+    /// A stored record as the pipeline sees it: structured metadata (`trace_id`, ...) joins the stream
+    /// labels, as in Loki, so label filters (`| trace_id="..."`) and groupings can use it.
+    pub fn of(record: vigil_tsdb::logs::LogRecord) -> Entry {
+        let mut labels = record.labels;
+        for (name, value) in record.metadata {
+            labels.entry(name).or_insert(value);
+        }
+        Entry { line: record.line, labels }
+    }
+}
+
 fn unanchored(pattern: &str) -> Result<Regex, QueryError> {
     Regex::new(pattern).map_err(|e| QueryError::BadData(format!("invalid regex {pattern:?}: {e}")))
 }

@@ -188,18 +188,14 @@ fn record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError> {
     RecordBatch::try_new(schema(), columns)
 }
 
-/// Writes `spans` as a block at `path` (via `path.tmp`, renamed when complete and synced).
-pub(crate) fn write(path: &Path, spans: &[Span], wal_upto: u32) -> Result<Block, Error> {
+/// Writes `spans` (whose catalog is `catalog`) as a block at `path` (via `path.tmp`, renamed when complete
+/// and synced).
+pub(crate) fn write(path: &Path, spans: &[Span], catalog: &Catalog, wal_upto: u32) -> Result<Block, Error> {
     let mut sorted: Vec<&Span> = spans.iter().collect();
-    sorted.sort_by_key(|s| (s.trace_id, s.start_ns, s.span_id));
-    let mut catalog = Catalog::default();
-    let (mut min_ns, mut max_ns) = (i64::MAX, i64::MIN);
-    for span in &sorted {
-        catalog.add(span);
-        min_ns = min_ns.min(span.start_ns);
-        max_ns = max_ns.max(span.end_ns);
-    }
-    let meta = BlockMeta { min_ns, max_ns, spans: sorted.len() as u64, catalog, wal_upto };
+    sorted.sort_unstable_by_key(|s| (s.trace_id, s.start_ns, s.span_id));
+    let min_ns = sorted.iter().map(|s| s.start_ns).min().unwrap_or(0);
+    let max_ns = sorted.iter().map(|s| s.end_ns).max().unwrap_or(0);
+    let meta = BlockMeta { min_ns, max_ns, spans: sorted.len() as u64, catalog: catalog.clone(), wal_upto };
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let mut writer =

@@ -239,7 +239,8 @@ pub(crate) fn encode_batch(spans: &[Span]) -> Vec<u8> {
     let mut resources: Vec<&Arc<Resource>> = Vec::new();
     let mut resource_index = Vec::with_capacity(spans.len());
     for span in spans {
-        let index = match resources.iter().position(|r| Arc::ptr_eq(r, &span.resource) || ***r == *span.resource) {
+        // By address only: spans of one export share their resource's Arc, and a repeat is merely encoded twice.
+        let index = match resources.iter().rposition(|r| Arc::ptr_eq(r, &span.resource)) {
             Some(index) => index,
             None => {
                 resources.push(&span.resource);
