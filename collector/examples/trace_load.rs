@@ -17,7 +17,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 
 const SERVICES: [&str; 10] =
     ["frontend", "checkout", "cart", "payments", "shipping", "catalog", "recommendation", "currency", "email", "ads"];
-const ROUTES: [&str; 8] = ["/", "/cart", "/checkout", "/product/{id}", "/api/items", "/login", "/search", "/orders/{id}"];
+const ROUTES: [&str; 8] =
+    ["/", "/cart", "/checkout", "/product/{id}", "/api/items", "/login", "/search", "/orders/{id}"];
 const TABLES: [&str; 5] = ["orders", "carts", "products", "users", "payments"];
 /// Traces per request.
 const TRACES_PER_REQUEST: usize = 8;
@@ -82,7 +83,15 @@ struct TraceBuilder<'a> {
 }
 
 impl TraceBuilder<'_> {
-    fn span(&mut self, service: usize, parent: Option<&[u8]>, name: String, kind: i32, start: u64, duration: u64) -> Vec<u8> {
+    fn span(
+        &mut self,
+        service: usize,
+        parent: Option<&[u8]>,
+        name: String,
+        kind: i32,
+        start: u64,
+        duration: u64,
+    ) -> Vec<u8> {
         let span_id = self.rng.next().to_le_bytes().to_vec();
         let span = Span {
             trace_id: self.trace_id.clone(),
@@ -105,7 +114,15 @@ impl TraceBuilder<'_> {
     }
 
     /// A server span of `service` and what it calls, within `[start, start + duration]`.
-    fn serve(&mut self, service: usize, parent: Option<&[u8]>, route: &str, start: u64, duration: u64, depth: u32) -> Vec<u8> {
+    fn serve(
+        &mut self,
+        service: usize,
+        parent: Option<&[u8]>,
+        route: &str,
+        start: u64,
+        duration: u64,
+        depth: u32,
+    ) -> Vec<u8> {
         let server = self.span(service, parent, format!("GET {route}"), 2, start, duration);
         let failed = self.rng.chance(2);
         let code = if failed { 500 } else { [200, 200, 200, 201, 204, 304, 404][self.rng.below(7) as usize] };
@@ -132,8 +149,7 @@ impl TraceBuilder<'_> {
                 0..=4 if depth < 4 => {
                     let callee = 1 + self.rng.below(SERVICES.len() as u64 - 1) as usize;
                     let route = ROUTES[self.rng.below(ROUTES.len() as u64) as usize];
-                    let client =
-                        self.span(service, Some(&server), format!("GET {route}"), 3, at, call_duration);
+                    let client = self.span(service, Some(&server), format!("GET {route}"), 3, at, call_duration);
                     let peer = SERVICES[callee];
                     let span = self.last_mut();
                     span.attributes = vec![
@@ -142,7 +158,14 @@ impl TraceBuilder<'_> {
                         int("server.port", 8080),
                         string("url.full", format!("http://{peer}.shop.svc:8080{route}")),
                     ];
-                    self.serve(callee, Some(&client), route, at + call_duration / 10, call_duration * 8 / 10, depth + 1);
+                    self.serve(
+                        callee,
+                        Some(&client),
+                        route,
+                        at + call_duration / 10,
+                        call_duration * 8 / 10,
+                        depth + 1,
+                    );
                 }
                 5..=7 => {
                     let table = TABLES[self.rng.below(TABLES.len() as u64) as usize];
@@ -202,7 +225,11 @@ fn request(rng: &mut Rng, base_ns: u64, samples: &mut Vec<String>) -> (ExportTra
         .map(|(service, spans)| ResourceSpans {
             resource: Some(resource(SERVICES[service], replica)),
             scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope { name: "shop".into(), version: "1.0.0".into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "shop".into(),
+                    version: "1.0.0".into(),
+                    ..Default::default()
+                }),
                 spans,
                 schema_url: String::new(),
             }],
@@ -232,7 +259,8 @@ async fn main() {
     for worker in 0..concurrency {
         let (endpoint, sent, retries) = (endpoint.clone(), sent.clone(), retries.clone());
         workers.push(tokio::spawn(async move {
-            let mut client = TraceServiceClient::connect(endpoint).await.expect("connects").max_encoding_message_size(64 << 20);
+            let mut client =
+                TraceServiceClient::connect(endpoint).await.expect("connects").max_encoding_message_size(64 << 20);
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (worker + 1));
             let mut samples = Vec::new();
             let mut request_number = 0u64;

@@ -155,7 +155,10 @@ impl State {
             names.insert(observation.name.clone(), HashMap::new());
         }
         let by_kind = names.get_mut(&observation.name).expect("inserted above");
-        by_kind.entry((observation.kind, observation.status)).or_default().observe(&LATENCY_BUCKETS, observation.half.seconds);
+        by_kind
+            .entry((observation.kind, observation.status))
+            .or_default()
+            .observe(&LATENCY_BUCKETS, observation.half.seconds);
     }
 
     fn edge(&mut self, client: &Half, server: &Half, connection_type: &'static str) {

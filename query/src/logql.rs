@@ -116,7 +116,9 @@ impl LogqlEngine {
                 break;
             }
             let ts_ns = record.ts_ns;
-            if let Some(entry) = pipeline.run(Entry::of(record)) {
+            let (entry, metadata) = Entry::of(record);
+            if let Some(entry) = pipeline.run(entry) {
+                let entry = entry.without_metadata(&metadata);
                 streams.entry(entry.labels).or_default().push((ts_ns, entry.line));
                 taken += 1;
             }
@@ -233,7 +235,8 @@ impl LogqlEngine {
         let mut points: HashMap<LabelMap, Vec<(i64, f64)>> = HashMap::new();
         for record in self.store.select(&store_query)? {
             let ts_ns = record.ts_ns;
-            let Some(mut entry) = pipeline.run(Entry::of(record)) else { continue };
+            let (entry, metadata) = Entry::of(record);
+            let Some(mut entry) = pipeline.run(entry) else { continue };
             let value = match unwrap {
                 None if matches!(aggregation.function, RangeFunction::BytesOverTime | RangeFunction::BytesRate) => {
                     entry.line.len() as f64
@@ -249,7 +252,7 @@ impl LogqlEngine {
             };
             let labels = match &aggregation.grouping {
                 Some(grouping) => group_labels(&entry.labels, grouping),
-                None => entry.labels,
+                None => entry.without_metadata(&metadata).labels,
             };
             points.entry(labels).or_default().push((ts_ns, value));
         }

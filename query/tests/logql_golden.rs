@@ -66,7 +66,12 @@ fn golden_cases() {
             ts_ns: t * SECOND,
             labels: BTreeMap::from([("app".to_owned(), (*app).to_owned()), ("env".to_owned(), (*env).to_owned())]),
             line: (*line).to_owned(),
-            metadata: BTreeMap::new(),
+            // Lines of failed requests carry a trace id as structured metadata.
+            metadata: if line.contains("=50") || line.contains(":50") {
+                BTreeMap::from([("trace_id".to_owned(), format!("{t:032x}"))])
+            } else {
+                BTreeMap::new()
+            },
         })
         .collect();
     store.append(&records).unwrap();

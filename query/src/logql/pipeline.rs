@@ -51,13 +51,29 @@ pub struct Entry {
 
 impl Entry {
     /// A stored record as the pipeline sees it: structured metadata (`trace_id`, ...) joins the stream
-    /// labels, as in Loki, so label filters (`| trace_id="..."`) and groupings can use it.
-    pub fn of(record: vigil_tsdb::logs::LogRecord) -> Entry {
+    /// labels, so label filters (`| trace_id="..."`) and `by (...)` groupings can use it. Returns the
+    /// entry and the metadata it holds, for [`Entry::without_metadata`].
+    pub fn of(record: vigil_tsdb::logs::LogRecord) -> (Entry, BTreeMap<String, String>) {
         let mut labels = record.labels;
+        let mut added = BTreeMap::new();
         for (name, value) in record.metadata {
-            labels.entry(name).or_insert(value);
+            if !labels.contains_key(&name) {
+                labels.insert(name.clone(), value.clone());
+                added.insert(name, value);
+            }
         }
-        Entry { line: record.line, labels }
+        (Entry { line: record.line, labels }, added)
+    }
+
+    /// The labels without the metadata [`Entry::of`] added (unless a stage changed them): results keep
+    /// their stream and parsed labels, with structured metadata left out as before it was joined.
+    pub fn without_metadata(mut self, metadata: &BTreeMap<String, String>) -> Entry {
+        for (name, value) in metadata {
+            if self.labels.get(name) == Some(value) {
+                self.labels.remove(name);
+            }
+        }
+        self
     }
 }
 

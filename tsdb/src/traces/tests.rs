@@ -121,7 +121,9 @@ fn a_full_head_is_written_in_the_background_and_stays_readable() {
         loop {
             match store.append(trace(seed, 10, i64::from(seed) * 1_000_000)) {
                 Ok(()) => break,
-                Err(Error::LimitExceeded(_)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Err(Error::LimitExceeded(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
                 Err(error) => panic!("{error}"),
             }
         }
@@ -188,8 +190,14 @@ fn the_catalog_lists_services_operations_and_tags() {
     store.append(vec![Span { resource: resource("payments"), ..trace(2, 1, 5_000).remove(0) }]).unwrap();
     let catalog = store.catalog(0, i64::MAX).unwrap();
     assert_eq!(catalog.operations.keys().collect::<Vec<_>>(), ["cart", "frontend", "payments"]);
-    assert_eq!(catalog.operations_of("cart"), [("op0".to_owned(), SpanKind::Client), ("op1".to_owned(), SpanKind::Client)]);
-    assert_eq!(catalog.operations_of("frontend"), [("op0".to_owned(), SpanKind::Server), ("op2".to_owned(), SpanKind::Client)]);
+    assert_eq!(
+        catalog.operations_of("cart"),
+        [("op0".to_owned(), SpanKind::Client), ("op1".to_owned(), SpanKind::Client)]
+    );
+    assert_eq!(
+        catalog.operations_of("frontend"),
+        [("op0".to_owned(), SpanKind::Server), ("op2".to_owned(), SpanKind::Client)]
+    );
     assert_eq!(catalog.span_tags["http.status_code"].len(), 4);
     assert_eq!(catalog.resource_tags["host.name"].iter().collect::<Vec<_>>(), ["h1"]);
     assert!(store.catalog(10_000_000_000, i64::MAX).unwrap().operations.is_empty());
