@@ -5,6 +5,7 @@
 //! before the sink returns, and the sink returns only once the data is durable.
 
 mod error;
+pub mod fuzz;
 pub mod loki;
 pub mod otlp;
 mod otlp_grpc;

@@ -130,10 +130,13 @@ pub fn observations(spans: &[Span]) -> Vec<Observation> {
         .collect()
 }
 
+/// Latency of one service's spans of one name, by kind and status.
+type CallsByKind = HashMap<(SpanKind, StatusCode), Histogram>;
+
 #[derive(Default)]
 struct State {
     /// Service → span name → (kind, status) → latency.
-    calls: HashMap<String, HashMap<String, HashMap<(SpanKind, StatusCode), Histogram>>>,
+    calls: HashMap<String, HashMap<String, CallsByKind>>,
     edges: HashMap<EdgeKey, Edge>,
     unpaired: HashMap<EdgeKey, u64>,
     dropped: HashMap<EdgeKey, u64>,
