@@ -173,20 +173,21 @@ fn acknowledged_lines_survive_a_kill() {
 }
 
 #[test]
-fn python_sdk_logs_over_otlp_http_and_grpc_are_queryable() {
+fn python_sdk_logs_over_otlp_http_json_and_grpc_are_queryable() {
     let data = tempfile::tempdir().unwrap();
     let vigil = Vigil::server(data.path(), &[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp/export_logs.py");
     let endpoints = [
         (format!("http://{}/v1/logs", vigil.otlp_http_addr), "checkout"),
         (format!("grpc://{}", vigil.otlp_grpc_addr), "payments"),
+        (format!("json+http://{}/v1/logs", vigil.otlp_http_addr), "shipping"),
     ];
     for (endpoint, service) in &endpoints {
         let output =
             std::process::Command::new("python3").args([script, endpoint, service]).output().expect("python3 runs");
         assert!(output.status.success(), "{endpoint}: {}", String::from_utf8_lossy(&output.stderr));
     }
-    for (_, service) in endpoints {
+    for &(_, service) in &endpoints {
         let query = format!(r#"{{service_name="{service}"}}"#);
         let deadline = Instant::now() + Duration::from_secs(3);
         let result = loop {
@@ -210,7 +211,7 @@ fn python_sdk_logs_over_otlp_http_and_grpc_are_queryable() {
         assert!(stream.get("host_arch").is_none(), "{stream}");
     }
     let errors = query_range(&vigil, r#"{k8s_namespace_name="shop"} |= "failed""#);
-    assert_eq!(lines(&errors).len(), 2);
+    assert_eq!(lines(&errors).len(), endpoints.len());
 }
 
 #[test]

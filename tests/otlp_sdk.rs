@@ -25,6 +25,14 @@ fn python_sdk_metrics_over_http_are_translated_like_prometheus_does() {
 }
 
 #[test]
+fn python_sdk_metrics_over_http_json_are_translated_like_prometheus_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = Vigil::server(dir.path(), &[]);
+    let endpoint = format!("json+http://{}/v1/metrics", vigil.otlp_http_addr);
+    exported_metrics_are_translated(&vigil, &endpoint);
+}
+
+#[test]
 fn python_sdk_metrics_over_grpc_are_translated_like_prometheus_does() {
     let dir = tempfile::tempdir().unwrap();
     let vigil = Vigil::server(dir.path(), &[]);
@@ -67,16 +75,20 @@ fn exported_metrics_are_translated(vigil: &Vigil, endpoint: &str) {
     let queue = query(vigil, "queue_size");
     assert_eq!(queue[0].1, 7.0, "a non-monotonic sum keeps its name without _total");
 
-    // The same export, gzip-compressed, as another service.
-    let output = std::process::Command::new("python3")
-        .args([script, endpoint, "checkout-gz"])
-        .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
-        .output()
-        .expect("python3 runs");
-    assert!(output.status.success(), "gzip export failed: {}", String::from_utf8_lossy(&output.stderr));
-    let compressed = query(vigil, r#"http_requests_total{job="shop/checkout-gz",http_method="GET"}"#);
-    assert_eq!(compressed.len(), 1);
-    assert_eq!(compressed[0].1, 5.0);
+    // The same export, compressed, as other services: gzip everywhere, and deflate over OTLP/HTTP protobuf.
+    let compressions: &[&str] = if endpoint.starts_with("http://") { &["gzip", "deflate"] } else { &["gzip"] };
+    for compression in compressions {
+        let service = format!("checkout-{compression}");
+        let output = std::process::Command::new("python3")
+            .args([script, endpoint, &service])
+            .env("OTEL_EXPORTER_OTLP_COMPRESSION", compression)
+            .output()
+            .expect("python3 runs");
+        assert!(output.status.success(), "{compression} export failed: {}", String::from_utf8_lossy(&output.stderr));
+        let compressed = query(vigil, &format!(r#"http_requests_total{{job="shop/{service}",http_method="GET"}}"#));
+        assert_eq!(compressed.len(), 1, "{compression}");
+        assert_eq!(compressed[0].1, 5.0, "{compression}");
+    }
 
     let info = query(vigil, r#"target_info{job="shop/checkout"}"#);
     assert_eq!(info[0].0["deployment_environment"], "test");

@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::otlp::{Encoding, decode_body};
+use crate::otlp::{Compression, Encoding, decode_body};
 
 /// Decompressed bytes a fuzzed body may expand to.
 const MAX_BYTES: usize = 4 << 20;
@@ -22,8 +22,8 @@ pub fn remote_write_v2(data: &[u8]) -> bool {
     crate::remote_write::decode_version(data, MAX_BYTES, crate::remote_write::Version::V2).is_ok()
 }
 
-fn encoding(json: bool) -> (Encoding, bool) {
-    (if json { Encoding::Json } else { Encoding::Protobuf }, false)
+fn encoding(json: bool) -> (Encoding, Compression) {
+    (if json { Encoding::Json } else { Encoding::Protobuf }, Compression::None)
 }
 
 /// OTLP metrics (protobuf or JSON), translated to series.

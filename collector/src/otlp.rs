@@ -330,8 +330,48 @@ pub(crate) enum Encoding {
     Json,
 }
 
+/// How an OTLP/HTTP body is compressed (`Content-Encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    /// Not compressed.
+    None,
+    /// `gzip`.
+    Gzip,
+    /// `zstd`.
+    Zstd,
+    /// `deflate` (zlib), which the OpenTelemetry SDKs offer beside gzip.
+    Deflate,
+}
+
+/// Inflates a zlib (`deflate`) body, refusing one that expands beyond `max_bytes`.
+fn inflate(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, IngestError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::ZlibDecoder::new(body)
+        .take(max_bytes as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| IngestError::Malformed(format!("invalid deflate body: {e}")))?;
+    if out.len() > max_bytes {
+        return Err(IngestError::TooLarge(format!("body expands beyond the limit of {max_bytes} bytes")));
+    }
+    Ok(out)
+}
+
+/// Decompresses a zstd body, refusing one that expands beyond `max_bytes`.
+fn unzstd(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, IngestError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(body)
+        .and_then(|decoder| decoder.take(max_bytes as u64 + 1).read_to_end(&mut out))
+        .map_err(|e| IngestError::Malformed(format!("invalid zstd body: {e}")))?;
+    if out.len() > max_bytes {
+        return Err(IngestError::TooLarge(format!("body expands beyond the limit of {max_bytes} bytes")));
+    }
+    Ok(out)
+}
+
 /// The encoding and compression a request declares.
-pub(crate) fn body_format(headers: &HeaderMap) -> Result<(Encoding, bool), IngestError> {
+pub(crate) fn body_format(headers: &HeaderMap) -> Result<(Encoding, Compression), IngestError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let encoding = if content_type.starts_with("application/x-protobuf") {
         Encoding::Protobuf
@@ -342,24 +382,33 @@ pub(crate) fn body_format(headers: &HeaderMap) -> Result<(Encoding, bool), Inges
             "content type {content_type:?}; this receiver takes application/x-protobuf or application/json"
         )));
     };
-    let gzip = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
-        None | Some("identity") => false,
-        Some("gzip") => true,
+    let compression = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        None | Some("identity") => Compression::None,
+        Some("gzip") => Compression::Gzip,
+        Some("zstd") => Compression::Zstd,
+        Some("deflate") => Compression::Deflate,
         Some(other) => {
-            return Err(IngestError::UnsupportedMediaType(format!("content encoding {other:?}; use gzip or none")));
+            return Err(IngestError::UnsupportedMediaType(format!(
+                "content encoding {other:?}; use gzip, zstd, deflate or none"
+            )));
         }
     };
-    Ok((encoding, gzip))
+    Ok((encoding, compression))
 }
 
 /// Decompresses and decodes an OTLP/HTTP request body.
 pub(crate) fn decode_body<T: Message + Default + serde::de::DeserializeOwned>(
     body: &[u8],
-    (encoding, gzip): (Encoding, bool),
+    (encoding, compression): (Encoding, Compression),
     max_bytes: usize,
     message: &str,
 ) -> Result<T, IngestError> {
-    let body = if gzip { gunzip(body, max_bytes)? } else { body.to_vec() };
+    let body = match compression {
+        Compression::None => body.to_vec(),
+        Compression::Gzip => gunzip(body, max_bytes)?,
+        Compression::Zstd => unzstd(body, max_bytes)?,
+        Compression::Deflate => inflate(body, max_bytes)?,
+    };
     match encoding {
         Encoding::Protobuf => {
             T::decode(body.as_slice()).map_err(|e| IngestError::Malformed(format!("invalid {message} protobuf: {e}")))
@@ -442,7 +491,7 @@ pub async fn handle_metrics(State(ingest): State<Ingest>, headers: HeaderMap, bo
 
 async fn ingest_metrics(
     ingest: &Ingest,
-    format: (Encoding, bool),
+    format: (Encoding, Compression),
     body: Bytes,
 ) -> Result<ExportMetricsServiceResponse, IngestError> {
     let sink = ingest.metrics.clone();
@@ -535,6 +584,17 @@ mod tests {
         assert_eq!(gunzip(&gzip(b"hello"), 10).unwrap(), b"hello");
         assert!(matches!(gunzip(&gzip(&vec![0u8; 1 << 20]), 1024), Err(IngestError::TooLarge(_))));
         assert!(matches!(gunzip(b"not gzip", 1024), Err(IngestError::Malformed(_))));
+        let zstd = |bytes: &[u8]| zstd::bulk::compress(bytes, 3).unwrap();
+        assert_eq!(unzstd(&zstd(b"hello"), 10).unwrap(), b"hello");
+        assert!(matches!(unzstd(&zstd(&vec![0u8; 1 << 20]), 1024), Err(IngestError::TooLarge(_))));
+        assert!(matches!(unzstd(b"not zstd", 1024), Err(IngestError::Malformed(_))));
+        let zlib = |bytes: &[u8]| {
+            let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut encoder, bytes).unwrap();
+            encoder.finish().unwrap()
+        };
+        assert_eq!(inflate(&zlib(b"hello"), 10).unwrap(), b"hello");
+        assert!(matches!(inflate(&zlib(&vec![0u8; 1 << 20]), 1024), Err(IngestError::TooLarge(_))));
     }
 
     #[tokio::test]

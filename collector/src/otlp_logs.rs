@@ -211,7 +211,7 @@ mod tests {
             "scopeLogs":[{"logRecords":[{"timeUnixNano":"1700000000000000000","severityText":"WARN",
             "traceId":"5b8efff798038103d269b633813fc60c","body":{"stringValue":"slow"},
             "attributes":[{"key":"retries","value":{"intValue":"3"}}]}]}]}]}"#;
-        let format = (crate::otlp::Encoding::Json, false);
+        let format = (crate::otlp::Encoding::Json, crate::otlp::Compression::None);
         let request: ExportLogsServiceRequest = decode_body(body, format, 1 << 20, "ExportLogsServiceRequest").unwrap();
         let records = records(request);
         assert_eq!(records[0].line, "slow");

@@ -215,7 +215,7 @@ mod tests {
           "events":[{"timeUnixNano":"1544712660500000000","name":"exception"}],
           "links":[{"traceId":"5b8efff798038103d269b633813fc60d","spanId":"eee19b7ec3c1b175"}]},
           {"traceId":"00000000000000000000000000000000","spanId":"eee19b7ec3c1b176","name":"bad"}]}]}]}"#;
-        let format = (crate::otlp::Encoding::Json, false);
+        let format = (crate::otlp::Encoding::Json, crate::otlp::Compression::None);
         let request: ExportTraceServiceRequest =
             decode_body(body, format, 1 << 20, "ExportTraceServiceRequest").unwrap();
         let (spans, rejected, error) = spans(request);

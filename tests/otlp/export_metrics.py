@@ -2,13 +2,31 @@
 
 usage: export_metrics.py ENDPOINT [SERVICE_NAME]   (OTEL_EXPORTER_OTLP_COMPRESSION=gzip compresses)
 
-An ENDPOINT starting with grpc:// exports over OTLP/gRPC (host:port), anything else over OTLP/HTTP."""
+An ENDPOINT starting with grpc:// exports over OTLP/gRPC (host:port), one starting with json+http:// as
+OTLP/JSON over HTTP (otlp_json.py), anything else over OTLP/HTTP protobuf."""
+import os
 import sys
 
 endpoint = sys.argv[1]
 if endpoint.startswith("grpc://"):
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     exporter_args = {"endpoint": endpoint.removeprefix("grpc://"), "insecure": True}
+elif endpoint.startswith("json+"):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import otlp_json
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
+    from opentelemetry.sdk.metrics.export import MetricExportResult
+
+    class OTLPMetricExporter(HttpExporter):
+        """The SDK's HTTP exporter (temporality, aggregation) sending OTLP/JSON instead (otlp_json.py)."""
+
+        def export(self, metrics_data, timeout_millis=10_000, **kwargs):
+            ok = otlp_json.post(self._json_url, encode_metrics(metrics_data))
+            return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+
+    OTLPMetricExporter._json_url = endpoint.removeprefix("json+")
+    exporter_args = {"endpoint": endpoint.removeprefix("json+")}
 else:
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     exporter_args = {"endpoint": endpoint}

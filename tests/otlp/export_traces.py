@@ -6,15 +6,16 @@ usage: export_traces.py ENDPOINT [SPANS]
 ENDPOINT forms:
   grpc://host:port                  OTLP/gRPC (the SDK's gRPC exporter)
   http://host:port/v1/traces        OTLP/HTTP protobuf (the SDK's HTTP exporter)
-  json+http://host:port/v1/traces   OTLP/HTTP JSON: the SDK's own protobuf encoding of the spans, written
-                                    with protobuf's JSON printer, ids turned from base64 into hex as OTLP/JSON
-                                    requires, and POSTed as application/json
+  json+http://host:port/v1/traces   OTLP/HTTP JSON: the SDK's own encoding of the spans as OTLP/JSON
+                                    (otlp_json.py)
 
 With SPANS, the trace is one root with SPANS - 1 children instead of the shop trace."""
-import base64
 import json
+import os
 import sys
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import otlp_json  # noqa: E402
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -28,37 +29,18 @@ big = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 
 
 class JsonExporter(SpanExporter):
-    """OTLP/JSON over HTTP built from the SDK's protobuf encoder and protobuf's JSON printer."""
+    """OTLP/JSON over HTTP built from the SDK's protobuf encoder (see otlp_json.py)."""
 
     def __init__(self, url):
         self.url = url
 
     def export(self, spans):
-        from google.protobuf import json_format
         from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-        message = json_format.MessageToDict(encode_spans(spans), use_integers_for_enums=True)
-        hexify(message)
-        request = urllib.request.Request(self.url, data=json.dumps(message).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return SpanExportResult.SUCCESS if response.status == 200 else SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS if otlp_json.post(self.url, encode_spans(spans)) else SpanExportResult.FAILURE
 
     def shutdown(self):
         pass
-
-
-def hexify(node):
-    """OTLP/JSON writes trace and span ids as hex, where proto3's JSON mapping writes base64."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
-                node[key] = base64.b64decode(value).hex()
-            else:
-                hexify(value)
-    elif isinstance(node, list):
-        for item in node:
-            hexify(item)
 
 
 def exporter():
