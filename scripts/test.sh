@@ -8,7 +8,7 @@ if [ ! -d ../shared/conformance ]; then
   echo "warning: ../shared/conformance is missing; conformance tests will fail with a message saying so" >&2
 fi
 
-for cmd in cargo kill python3; do
+for cmd in cargo kill python3 node; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "missing required command: $cmd" >&2; exit 1; }
 done
 
@@ -37,6 +37,23 @@ if ! python3 -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.htt
   echo "installing test peers: opentelemetry-sdk opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-grpc"
   python3 -m pip install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-grpc
 fi
+
+# Test peers for the browser tests: Debian's Chromium, and Playwright (npm playwright-core) to drive it.
+# Node.js and npm build the web UI too (dashboards/build.rs).
+command -v npm >/dev/null 2>&1 || { echo "missing required command: npm (Node.js builds the web UI)" >&2; exit 1; }
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing test peer: chromium"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends chromium
+fi
+if [ ! -d tests/ui/node_modules/playwright-core ]; then
+  echo "installing test peer: playwright-core"
+  (cd tests/ui && npm ci --no-audit --no-fund)
+fi
+# The UI's TypeScript is type-checked here; the bundler (esbuild) only strips types.
+(cd dashboards/ui && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && npm run --silent check)
 
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt

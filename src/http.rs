@@ -36,7 +36,8 @@ impl Scope {
     pub fn of(path: &str) -> Scope {
         const INGEST: [&str; 6] =
             ["/api/v1/write", "/loki/api/v1/push", "/api/v2/spans", "/v1/traces", "/v1/metrics", "/v1/logs"];
-        if path == "/-/healthy" || path == "/-/ready" || path == "/" {
+        let ui_page = path == "/" || path == "/ui" || (path.starts_with("/ui/") && !path.starts_with("/ui/api/"));
+        if path == "/-/healthy" || path == "/-/ready" || ui_page {
             return Scope::Public;
         }
         let otlp_grpc = path.starts_with("/opentelemetry.proto.collector.");
@@ -237,6 +238,9 @@ mod tests {
     #[test]
     fn scopes_by_path() {
         assert_eq!(Scope::of("/-/ready"), Scope::Public);
+        assert_eq!(Scope::of("/ui/logs"), Scope::Public);
+        assert_eq!(Scope::of("/ui/assets/app.js"), Scope::Public);
+        assert_eq!(Scope::of("/ui/api/dashboards"), Scope::Query);
         assert_eq!(Scope::of("/api/v1/write"), Scope::Ingest);
         assert_eq!(Scope::of("/api/v1/otlp/v1/metrics"), Scope::Ingest);
         assert_eq!(Scope::of("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"), Scope::Ingest);

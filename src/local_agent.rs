@@ -19,6 +19,7 @@ pub async fn run(config: LocalAgentConfig, db: Arc<Db>, telemetry: PrometheusHan
     let mut tick = ticker(config.interval);
     while next_tick(&mut tick, &mut stop).await {
         let (config, db, containers) = (config.clone(), db.clone(), containers.clone());
+        crate::server::update_storage_gauges(&db);
         let own_metrics = telemetry.render();
         let collected =
             tokio::task::spawn_blocking(move || collect_once(&config, &db, &containers, &own_metrics)).await;

@@ -188,6 +188,7 @@ async fn maintain_traces(traces: TraceStore, ingest: Ingest, mut stop: watch::Re
             Ok(Err(error)) => tracing::error!(%error, "writing span metrics failed; will retry"),
             Err(error) => tracing::error!(%error, "span metrics task failed"),
         }
+        metrics::gauge!("vigil_traces_disk_bytes").set(traces.size_bytes() as f64);
         if last_maintenance.elapsed() < MAINTENANCE_INTERVAL {
             continue;
         }
@@ -324,7 +325,7 @@ fn router(config: &ServerConfig, probes: Probes, ingest: &Ingest, stores: Stores
         .merge(vigil_query::jaeger::routes(Arc::new(stores.traces.clone()), storage))
         .merge(vigil_query::tempo::routes(Arc::new(stores.traces), build.clone()))
         .merge(rules)
-        .merge(vigil_dashboards::routes());
+        .merge(vigil_dashboards::routes(Some(config.data_dir.join("dashboards"))));
     with_common_layers(app, config)
 }
 
@@ -425,10 +426,15 @@ async fn ready(State(probes): State<Probes>) -> impl IntoResponse {
     }
 }
 
+/// Sets the gauges read off the metric store; called before every rendering of the telemetry.
+pub(crate) fn update_storage_gauges(db: &Db) {
+    metrics::gauge!("vigil_tsdb_head_series").set(db.series_count() as f64);
+    metrics::gauge!("vigil_tsdb_blocks").set(db.blocks().len() as f64);
+    metrics::gauge!("vigil_tsdb_blocks_bytes").set(db.blocks_size_bytes() as f64);
+}
+
 async fn render_metrics(State(probes): State<Probes>) -> impl IntoResponse {
-    metrics::gauge!("vigil_tsdb_head_series").set(probes.db.series_count() as f64);
-    metrics::gauge!("vigil_tsdb_blocks").set(probes.db.blocks().len() as f64);
-    metrics::gauge!("vigil_tsdb_blocks_bytes").set(probes.db.blocks_size_bytes() as f64);
+    update_storage_gauges(&probes.db);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], probes.metrics.render())
 }
 

@@ -6,6 +6,7 @@
 
 mod error;
 pub mod fuzz;
+pub mod log_level;
 pub mod loki;
 pub mod otlp;
 mod otlp_grpc;

@@ -189,6 +189,8 @@ fn record(
             line.len()
         )));
     }
+    let mut metadata = metadata;
+    crate::log_level::annotate(labels, &mut metadata, &line);
     Ok(LogRecord { ts_ns, labels: labels.clone(), line, metadata })
 }
 

@@ -128,7 +128,9 @@ pub fn records(request: ExportLogsServiceRequest) -> Vec<LogRecord> {
                     .into_iter()
                     .find(|t| *t > 0)
                     .map_or(now, |t| t as i64);
-                out.push(LogRecord { ts_ns, labels: labels.clone(), line: body_text(&log.body), metadata });
+                let line = body_text(&log.body);
+                crate::log_level::annotate(&labels, &mut metadata, &line);
+                out.push(LogRecord { ts_ns, labels: labels.clone(), line, metadata });
             }
         }
     }

@@ -371,6 +371,7 @@ impl LogIndex {
     /// thread of its own.
     pub fn commit_loop(self: Arc<Self>, interval: Duration, stop: impl Fn() -> bool) {
         let mut last_retention = std::time::Instant::now();
+        metrics::gauge!("vigil_logs_disk_bytes").set(self.size_bytes() as f64);
         while !stop() {
             std::thread::sleep(interval);
             if let Err(error) = self.commit() {
@@ -384,6 +385,7 @@ impl LogIndex {
                 if let Err(error) = self.apply_retention(now) {
                     tracing::error!(%error, "log retention failed");
                 }
+                metrics::gauge!("vigil_logs_disk_bytes").set(self.size_bytes() as f64);
             }
         }
     }
