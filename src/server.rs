@@ -492,7 +492,7 @@ fn print_urls(scheme: &str, addr: SocketAddr, otlp_http: SocketAddr, otlp_grpc: 
     let host = if addr.ip().is_unspecified() { "localhost".to_owned() } else { addr.ip().to_string() };
     let base = format!("{scheme}://{host}:{}", addr.port());
     println!("Vigil is up.");
-    println!("  UI:              {base}/");
+    println!("  UI:              {base}/ui/");
     println!("  Prometheus API:  {base}/api/v1/  (Grafana Prometheus datasource URL: {base})");
     println!("  Remote write:    {base}/api/v1/write");
     println!("  Own metrics:     {base}/metrics");
