@@ -13,8 +13,9 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use vigil_agent::cgroup::ContainerCollector;
+use vigil_agent::discovery::ScrapeJob;
 use vigil_agent::podlogs;
-use vigil_agent::scrape::Scraper;
+use vigil_agent::scrape::{Scraper, Target};
 use vigil_agent::ship::{self, DiskBuffer, JobPoints, ShipTarget};
 use vigil_agent::tail::Tailer;
 use vigil_agent::{exposition, host};
@@ -67,18 +68,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let logs_buffer = Arc::new(Mutex::new(logs_buffer));
     let log_shipper = tokio::spawn(ship::run_shipper(logs_buffer.clone(), target, stop.clone()));
     let log_follower = tokio::spawn(follow_pod_logs(config.clone(), logs_buffer, stop.clone()));
-    let scrapers: Vec<_> = config
-        .scrape_targets
-        .iter()
-        .map(|target| {
-            tokio::spawn(scrape_loop(
-                Scraper::new(target.clone()),
-                config.node_name.clone(),
-                buffer.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let scrapes =
+        tokio::spawn(run_scrapes(config.scrape_jobs.clone(), config.node_name.clone(), buffer.clone(), stop.clone()));
     let collector = tokio::spawn(collect_loop(config.clone(), buffer, exposed, stop.clone()));
     tracing::info!(
         %http_addr,
@@ -94,9 +85,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     tracing::info!("stop signal received");
     let _ = stop_sender.send(true);
     let stopped = async {
-        for scraper in scrapers {
-            let _ = scraper.await;
-        }
+        let _ = scrapes.await;
         (collector.await, shipper.await, http.await, log_follower.await, log_shipper.await)
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), stopped).await;
@@ -111,18 +100,89 @@ async fn render_metrics(State(exposed): State<Exposed>) -> impl axum::response::
 }
 
 /// Scrapes one target every interval until `stop`, buffering its points as its own job and instance.
-async fn scrape_loop(scraper: Scraper, node: String, buffer: Arc<Mutex<DiskBuffer>>, mut stop: watch::Receiver<bool>) {
+/// A running scrape loop: its handle, and the sender that retires it when its target goes away.
+type Running = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
+
+/// Runs the scrape jobs until `stop`: discovers their targets (again every file discovery refresh
+/// interval), keeps one scrape loop per target, and retires the loops of targets that went away, which
+/// then write staleness markers for their series.
+async fn run_scrapes(
+    jobs: Vec<ScrapeJob>,
+    node: String,
+    buffer: Arc<Mutex<DiskBuffer>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let refresh = jobs.iter().filter_map(ScrapeJob::refresh_interval).min();
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    loop {
+        let jobs_now = jobs.clone();
+        let discovered = tokio::task::spawn_blocking(move || discover(&jobs_now)).await.unwrap_or_default();
+        let mut wanted: BTreeMap<String, Target> =
+            discovered.into_iter().map(|t| (format!("{}|{}|{:?}", t.job, t.url, t.labels), t)).collect();
+        let gone: Vec<String> = running.keys().filter(|key| !wanted.contains_key(*key)).cloned().collect();
+        for key in gone {
+            let (retire, handle) = running.remove(&key).expect("a running key");
+            tracing::info!(target = %key, "scrape target went away");
+            let _ = retire.send(true);
+            let _ = handle.await;
+        }
+        for key in running.keys() {
+            wanted.remove(key);
+        }
+        for (key, target) in wanted {
+            let (retire, retired) = watch::channel(false);
+            let scraper = Scraper::new(target);
+            let handle = tokio::spawn(scrape_loop(scraper, node.clone(), buffer.clone(), stop.clone(), retired));
+            running.insert(key, (retire, handle));
+        }
+        let Some(refresh) = refresh else { break };
+        tokio::select! {
+            _ = tokio::time::sleep(refresh) => {}
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        }
+    }
+    for (_, (_, handle)) in running {
+        let _ = handle.await;
+    }
+}
+
+/// Every target of `jobs` now; discovery files that cannot be read are logged and skipped.
+fn discover(jobs: &[ScrapeJob]) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for job in jobs {
+        let (groups, errors) = job.groups();
+        for error in errors {
+            tracing::warn!(job = %job.job, %error, "file discovery skipped a file");
+        }
+        targets.extend(job.targets(&groups));
+    }
+    targets
+}
+
+/// Scrapes `scraper`'s target every interval until `stop`, or until `retired`, when it writes staleness
+/// markers for every series of the target first.
+async fn scrape_loop(
+    scraper: Scraper,
+    node: String,
+    buffer: Arc<Mutex<DiskBuffer>>,
+    mut stop: watch::Receiver<bool>,
+    mut retired: watch::Receiver<bool>,
+) {
     let scraper = Arc::new(Mutex::new(scraper));
     let interval = scraper.lock().expect("scraper lock").target().interval;
     let mut tick = ticker(interval);
-    while next_tick(&mut tick, &mut stop).await {
+    loop {
+        let retiring = tokio::select! {
+            running = next_tick(&mut tick, &mut stop) => if running { false } else { return },
+            _ = retired.wait_for(|retired| *retired) => true,
+        };
         let (scraper, buffer, node) = (scraper.clone(), buffer.clone(), node.clone());
         let task = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let mut scraper = scraper.lock().expect("scraper lock");
             let time = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
+            let points = if retiring { scraper.stale_all() } else { scraper.scrape() };
             // `job` and `instance` travel as the resource's service name and instance id.
-            let points = scraper
-                .scrape()
+            let points = points
                 .into_iter()
                 .map(|mut point| {
                     point.labels.retain(|(name, _)| name != "job" && name != "instance");
@@ -138,6 +198,9 @@ async fn scrape_loop(scraper: Scraper, node: String, buffer: Arc<Mutex<DiskBuffe
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, "buffering a scrape failed"),
             Err(error) => tracing::error!(%error, "scrape task failed"),
+        }
+        if retiring {
+            return;
         }
     }
 }

@@ -239,10 +239,22 @@ pub struct ScrapeConfigSection {
     /// e.g. `10MiB` [default: unlimited, 256MiB in practice].
     pub body_size_limit: Option<String>,
     pub static_configs: Vec<ScrapeStaticConfig>,
+    /// Files of target groups (JSON or YAML), read again every `refresh_interval`.
+    pub file_sd_configs: Vec<FileSdSection>,
     /// Applied to each target's labels (`__address__`, `__scheme__`, `__metrics_path__`, `job`, static labels).
     pub relabel_configs: Vec<vigil_agent::relabel::RelabelConfig>,
     /// Applied to each scraped sample.
     pub metric_relabel_configs: Vec<vigil_agent::relabel::RelabelConfig>,
+}
+
+/// `file_sd_configs:` entry of a scrape config.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSdSection {
+    /// Paths; the last path element may be a glob (`targets/*.json`).
+    pub files: Vec<String>,
+    /// [default: 5m]
+    pub refresh_interval: Option<String>,
 }
 
 /// `static_configs:` entry of a scrape config.
@@ -352,7 +364,7 @@ pub struct AgentConfig {
     /// CA certificate (PEM) trusted for an `https://` server.
     pub tls_ca_file: Option<PathBuf>,
     /// Targets scraped.
-    pub scrape_targets: Vec<vigil_agent::scrape::Target>,
+    pub scrape_jobs: Vec<vigil_agent::discovery::ScrapeJob>,
 }
 
 /// Parses `32MiB`, `512KiB`, `1GB`, `1048576`.
@@ -520,20 +532,15 @@ pub fn local_agent_config(args: &UpArgs, file: &FileConfig) -> anyhow::Result<Lo
     Ok(LocalAgentConfig { node_name, root, interval, log_dir })
 }
 
-/// Every target of the scrape configs, with Prometheus's defaults.
-fn scrape_targets(
+/// The scrape jobs of the scrape configs, with Prometheus's defaults.
+fn scrape_jobs(
     configs: &[ScrapeConfigSection],
     agent_interval: Duration,
-) -> anyhow::Result<Vec<vigil_agent::scrape::Target>> {
-    let mut targets = Vec::new();
+) -> anyhow::Result<Vec<vigil_agent::discovery::ScrapeJob>> {
+    use vigil_agent::discovery::{DEFAULT_FILE_REFRESH, FileSd, ScrapeJob, TargetGroup};
+    let mut jobs = Vec::new();
     for config in configs {
         anyhow::ensure!(!config.job_name.is_empty(), "agent.scrape_configs: every entry needs a job_name");
-        let interval = config.scrape_interval.as_deref().map(parse_duration).transpose()?.unwrap_or(agent_interval);
-        let timeout =
-            config.scrape_timeout.as_deref().map(parse_duration).transpose()?.unwrap_or(Duration::from_secs(10));
-        let scheme = config.scheme.as_deref().unwrap_or("http");
-        let path = config.metrics_path.as_deref().unwrap_or("/metrics");
-        let body_limit = config.body_size_limit.as_deref().map(parse_size).transpose()?.unwrap_or(256 << 20) as u64;
         let compile =
             |rules: &[vigil_agent::relabel::RelabelConfig]| -> anyhow::Result<Vec<vigil_agent::relabel::Rule>> {
                 rules
@@ -543,39 +550,39 @@ fn scrape_targets(
                     })
                     .collect()
             };
-        let (relabel, metric_relabel) = (compile(&config.relabel_configs)?, compile(&config.metric_relabel_configs)?);
-        for group in &config.static_configs {
-            for address in &group.targets {
-                // Prometheus's target labels, relabeled; `__`-prefixed ones are dropped afterwards.
-                let mut labels: std::collections::BTreeMap<String, String> = group.labels.clone();
-                labels.insert("__address__".into(), address.clone());
-                labels.insert("__scheme__".into(), scheme.to_owned());
-                labels.insert("__metrics_path__".into(), path.to_owned());
-                labels.insert("job".into(), config.job_name.clone());
-                let Some(mut labels) = vigil_agent::relabel::apply(&relabel, labels) else { continue };
-                let address = labels.get("__address__").cloned().unwrap_or_else(|| address.clone());
-                let scheme = labels.get("__scheme__").map_or(scheme, String::as_str);
-                let path = labels.get("__metrics_path__").map_or(path, String::as_str);
-                let url = format!("{scheme}://{address}{path}");
-                let instance = labels.remove("instance").unwrap_or_else(|| address.clone());
-                let job = labels.remove("job").unwrap_or_else(|| config.job_name.clone());
-                labels.retain(|name, _| !name.starts_with("__"));
-                targets.push(vigil_agent::scrape::Target {
-                    job,
-                    instance,
-                    url,
-                    labels: labels.into_iter().collect(),
-                    honor_labels: config.honor_labels,
-                    interval,
-                    timeout: timeout.min(interval),
-                    sample_limit: config.sample_limit,
-                    body_limit,
-                    metric_relabel: metric_relabel.clone(),
-                });
-            }
-        }
+        let file_sd = config
+            .file_sd_configs
+            .iter()
+            .map(|sd| -> anyhow::Result<FileSd> {
+                let refresh = sd.refresh_interval.as_deref().map(parse_duration).transpose()?;
+                Ok(FileSd { files: sd.files.clone(), refresh_interval: refresh.unwrap_or(DEFAULT_FILE_REFRESH) })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        jobs.push(ScrapeJob {
+            job: config.job_name.clone(),
+            interval: config.scrape_interval.as_deref().map(parse_duration).transpose()?.unwrap_or(agent_interval),
+            timeout: config
+                .scrape_timeout
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?
+                .unwrap_or(Duration::from_secs(10)),
+            scheme: config.scheme.clone().unwrap_or_else(|| "http".into()),
+            metrics_path: config.metrics_path.clone().unwrap_or_else(|| "/metrics".into()),
+            honor_labels: config.honor_labels,
+            sample_limit: config.sample_limit,
+            body_limit: config.body_size_limit.as_deref().map(parse_size).transpose()?.unwrap_or(256 << 20) as u64,
+            relabel: compile(&config.relabel_configs)?,
+            metric_relabel: compile(&config.metric_relabel_configs)?,
+            static_groups: config
+                .static_configs
+                .iter()
+                .map(|g| TargetGroup { targets: g.targets.clone(), labels: g.labels.clone() })
+                .collect(),
+            file_sd,
+        });
     }
-    Ok(targets)
+    Ok(jobs)
 }
 
 /// The standalone agent's settings: flags, then env (both through clap), then the file's `agent:` section.
@@ -604,7 +611,7 @@ pub fn agent_config(args: &AgentArgs, file: &FileConfig) -> anyhow::Result<Agent
         buffer_max_bytes: parse_size(buffer)? as u64,
         ingest_token: args.ingest_token.clone().or_else(|| section.ingest_token.clone()),
         tls_ca_file: args.tls_ca_file.clone().or_else(|| section.tls_ca_file.clone()),
-        scrape_targets: scrape_targets(&section.scrape_configs, interval)?,
+        scrape_jobs: scrape_jobs(&section.scrape_configs, interval)?,
     })
 }
 
@@ -721,7 +728,8 @@ agent:
         - {source_labels: [__name__], regex: 'go_.*', action: drop}
 "#;
         let file = FileConfig::parse(yaml).unwrap();
-        let targets = scrape_targets(&file.agent.scrape_configs, Duration::from_secs(10)).unwrap();
+        let jobs = scrape_jobs(&file.agent.scrape_configs, Duration::from_secs(10)).unwrap();
+        let targets = jobs[0].targets(&jobs[0].groups().0);
         let urls: Vec<&str> = targets.iter().map(|t| t.url.as_str()).collect();
         assert_eq!(urls, ["http://10.0.0.1:9102/metrics", "http://10.0.0.2:9102/metrics"]);
         let instances: Vec<&str> = targets.iter().map(|t| t.instance.as_str()).collect();
@@ -730,7 +738,7 @@ agent:
         assert!(targets.iter().all(|t| t.labels == owner), "team relabeled to owner, then dropped");
         assert_eq!((targets[0].interval, targets[0].metric_relabel.len()), (Duration::from_secs(5), 1));
         let bad = "agent:\n  scrape_configs:\n    - job_name: x\n      relabel_configs: [{action: explode}]\n";
-        let error = scrape_targets(&FileConfig::parse(bad).unwrap().agent.scrape_configs, Duration::from_secs(1));
+        let error = scrape_jobs(&FileConfig::parse(bad).unwrap().agent.scrape_configs, Duration::from_secs(1));
         assert!(error.unwrap_err().to_string().contains("explode"));
     }
 

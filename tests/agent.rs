@@ -326,3 +326,46 @@ fn the_agent_scrapes_real_node_exporter_as_real_prometheus_does() {
     }
     println!("{} series scraped from node-exporter agree between Prometheus and the agent", expected.len());
 }
+
+#[test]
+fn file_discovery_adds_targets_and_their_removal_writes_staleness_markers() {
+    let (data, state, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = Vigil::server(data.path(), &[]);
+    // The target is the server's own /metrics, listed in a discovery file the test rewrites.
+    let targets = dir.path().join("targets.json");
+    let group = format!(r#"[{{"targets": ["{}"], "labels": {{"env": "test"}}}}]"#, server.addr);
+    std::fs::write(&targets, &group).unwrap();
+    let config = dir.path().join("agent.yml");
+    let files = format!("{}/*.json", dir.path().display());
+    let yaml = format!(
+        "agent:\n  scrape_configs:\n    - job_name: files\n      scrape_interval: 1s\n      file_sd_configs:\n        \
+         - files: ['{files}']\n          refresh_interval: 1s\n      relabel_configs:\n        \
+         - {{source_labels: [__meta_filepath], regex: '.*/(.*)', target_label: file}}\n"
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let root = scratch();
+    let _agent =
+        Vigil::agent(&server, root.path(), state.path(), &["--config", config.to_str().unwrap(), "--interval", "1s"]);
+
+    let up =
+        wait_for_series(&server, r#"up{job="files", env="test", file="targets.json"}"#, 1, Duration::from_secs(20));
+    assert_eq!(up[0]["value"][1], "1", "{up:?}");
+    assert_eq!(up[0]["metric"]["instance"], server.addr.to_string());
+    let scraped = wait_for_series(
+        &server,
+        r#"count(vigil_build_info{job="files", file="targets.json"})"#,
+        1,
+        Duration::from_secs(10),
+    );
+    assert_eq!(scraped[0]["value"][1], "1", "scraped samples arrive with the target's labels");
+
+    // Emptied: the target goes away, and its series (up included) end with staleness markers instead of
+    // lingering for the 5-minute lookback.
+    std::fs::write(&targets, "[]").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !instant_query(&server, r#"up{job="files"}"#).is_empty() {
+        assert!(Instant::now() < deadline, "up{{job=\"files\"}} still answers 20 s after its target went away");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(instant_query(&server, r#"vigil_build_info{job="files"}"#).is_empty());
+}

@@ -102,6 +102,21 @@ fn pushed_lines_are_served_as_grafana_asks() {
     assert_eq!(result["data"]["result"][0]["stream"], json!({"app": "api", "env": "prod"}));
     assert_eq!(result["data"]["result"][0]["values"][0][0], (t - 2_000_000_000).to_string());
     assert_eq!(lines(&result), ["level=error msg=\"connection timeout\" status=504"]);
+    // Structured metadata stays out of the labels, unless the client asks for it apart (Grafana's
+    // categorize-labels encoding): then each value carries it, with the level detected at ingest.
+    let mut response = client()
+        .get(vigil.http("/loki/api/v1/query_range"))
+        .query("query", r#"{app="api"} |= "timeout""#)
+        .header("X-Loki-Response-Encoding-Flags", "categorize-labels")
+        .call()
+        .unwrap();
+    let categorized: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(categorized["data"]["encodingFlags"], json!(["categorize-labels"]));
+    assert_eq!(categorized["data"]["result"][0]["stream"], json!({"app": "api", "env": "prod"}));
+    assert_eq!(
+        categorized["data"]["result"][0]["values"][0][2],
+        json!({"structuredMetadata": {"detected_level": "error", "trace_id": "4bf92f3577b34da6"}})
+    );
     // Beyond Loki: full-text search across every stream without a selector.
     assert_eq!(lines(&query_range(&vigil, r#"{} |= "error""#)).len(), 2);
     // Newest first by default; limit applies to entries.

@@ -56,8 +56,8 @@ fn export_trace(vigil: &Vigil) -> (String, usize) {
     (spans[0]["trace_id"].as_str().unwrap().to_owned(), spans.len())
 }
 
-/// Pushes 60 logfmt lines over the last 10 minutes at mixed levels; line 30 carries `trace_id` both in
-/// its text and as structured metadata.
+/// Pushes 60 logfmt lines over the last 10 minutes at mixed levels; line 30 carries `trace_id` only as
+/// structured metadata, so the UI's link to the trace can only come from there.
 fn push_logs(vigil: &Vigil, trace_id: &str) {
     let end_ns = now_ms() as i128 * 1_000_000;
     let levels = ["info", "info", "warn", "error", "debug"];
@@ -66,7 +66,7 @@ fn push_logs(vigil: &Vigil, trace_id: &str) {
             let ts = (end_ns - (60 - i) as i128 * 10_000_000_000).to_string();
             let level = levels[i % levels.len()];
             if i == 30 {
-                let line = format!("level=error msg=\"checkout failed\" trace_id={trace_id} order=42");
+                let line = "level=error msg=\"checkout failed\" order=42";
                 json!([ts, line, {"trace_id": trace_id}])
             } else {
                 json!([ts, format!("level={level} msg=\"request {i}\" path=/api/items/{i} status=200")])

@@ -4,6 +4,7 @@
 //! with [`ship`] (OTLP/gRPC through a disk buffer).
 
 pub mod cgroup;
+pub mod discovery;
 mod error;
 pub mod exposition;
 pub mod filesystem;

@@ -9,7 +9,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 /// One relabel rule as written in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelabelConfig {
     /// Labels whose values are joined with `separator` into the source value.

@@ -1,4 +1,4 @@
-//! Scraping Prometheus `/metrics` targets from `static_configs`: the exposition (text 0.0.4 or OpenMetrics,
+//! Scraping Prometheus `/metrics` targets (found by [`crate::discovery`]): the exposition (text 0.0.4 or OpenMetrics,
 //! by the response's content type) becomes points with the target's `job` and `instance` and its static
 //! labels, and each scrape adds Prometheus's synthetic series: `up`, `scrape_duration_seconds`,
 //! `scrape_samples_scraped`, `scrape_samples_post_metric_relabeling` and `scrape_series_added`. Without
@@ -11,6 +11,15 @@ use std::time::{Duration, Instant};
 
 use crate::exposition::{self, Format};
 use crate::{Point, STALE_NAN_BITS};
+
+/// The series every scrape adds about itself, in the order [`Scraper::scrape`] writes them.
+const SYNTHETIC: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
 
 /// One scrape target.
 #[derive(Debug, Clone)]
@@ -89,11 +98,23 @@ impl Scraper {
         }
         let target_labels = self.target_labels();
         let synthetic = |name: &str, value: f64| Point { name: name.to_owned(), labels: target_labels.clone(), value };
-        points.push(synthetic("up", if up { 1.0 } else { 0.0 }));
-        points.push(synthetic("scrape_duration_seconds", duration));
-        points.push(synthetic("scrape_samples_scraped", scraped as f64));
-        points.push(synthetic("scrape_samples_post_metric_relabeling", kept as f64));
-        points.push(synthetic("scrape_series_added", added as f64));
+        let values = [if up { 1.0 } else { 0.0 }, duration, scraped as f64, kept as f64, added as f64];
+        for (name, value) in SYNTHETIC.into_iter().zip(values) {
+            points.push(synthetic(name, value));
+        }
+        points
+    }
+
+    /// Staleness markers for every series of the target, synthetic ones included: what Prometheus writes
+    /// when a target goes away from discovery.
+    pub fn stale_all(&mut self) -> Vec<Point> {
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        let mut points: Vec<Point> =
+            self.seen.drain().map(|(name, labels)| Point { name, labels, value: stale }).collect();
+        let target_labels = self.target_labels();
+        for name in SYNTHETIC {
+            points.push(Point { name: name.to_owned(), labels: target_labels.clone(), value: stale });
+        }
         points
     }
 

@@ -57,6 +57,11 @@ pub fn zipkin(data: &[u8]) -> bool {
     crate::zipkin::spans(data).is_ok()
 }
 
+/// Zipkin v2 protobuf (`ListOfSpans`).
+pub fn zipkin_proto(data: &[u8]) -> bool {
+    crate::zipkin::proto_spans(data).is_ok()
+}
+
 /// A decoder entry point: whether the bytes were accepted.
 pub type Decoder = fn(&[u8]) -> bool;
 
@@ -151,7 +156,15 @@ mod tests {
             ("loki_protobuf", by_name("loki_protobuf"), snappy(&loki_proto.encode_to_vec())),
             ("loki_json", by_name("loki_json"), loki_json.to_vec()),
             ("zipkin", zipkin, zipkin_json.to_vec()),
+            ("zipkin_proto", zipkin_proto, zipkin_proto_seed()),
         ]
+    }
+
+    fn zipkin_proto_seed() -> Vec<u8> {
+        use crate::zipkin::{ListOfSpans, ProtoSpan};
+        let span =
+            ProtoSpan { trace_id: vec![1; 16], id: vec![2; 8], name: "x".into(), timestamp: 1, ..Default::default() };
+        ListOfSpans { spans: vec![span] }.encode_to_vec()
     }
 
     #[test]
@@ -167,7 +180,7 @@ mod tests {
         /// Truncated, bit-flipped and spliced payloads are refused or accepted, never a panic.
         #[test]
         fn mutated_payloads_never_panic(
-            which in 0usize..9, cut in any::<prop::sample::Index>(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+            which in 0usize..10, cut in any::<prop::sample::Index>(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
             junk in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
             let seeds = seeds();
@@ -186,6 +199,7 @@ mod tests {
                 let _ = decoder(&junk);
             }
             let _ = zipkin(&junk);
+            let _ = zipkin_proto(&junk);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Zipkin v2 spans (`POST /api/v2/spans`, a JSON array), mapped to the span model as OpenTelemetry's
+//! Zipkin v2 spans (`POST /api/v2/spans`, a JSON array, or `application/x-protobuf`: zipkin.proto3's
+//! `ListOfSpans`, decoded with `prost` derive), mapped to the span model as OpenTelemetry's
 //! Zipkin mapping reads them: `localEndpoint.serviceName` is the service, kinds keep their names (absent
 //! is internal), a tag `error` makes the status an error with the tag as its message, `otel.status_code`
 //! and `otel.scope.*` tags return to their fields, annotations become events, and times go from µs to ns.
@@ -49,6 +50,131 @@ struct Endpoint {
 struct Annotation {
     timestamp: i64,
     value: String,
+}
+
+/// zipkin.proto3 `ListOfSpans`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListOfSpans {
+    /// The spans.
+    #[prost(message, repeated, tag = "1")]
+    pub spans: Vec<ProtoSpan>,
+}
+
+/// zipkin.proto3 `Span`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoSpan {
+    /// 8 or 16 bytes, big endian.
+    #[prost(bytes = "vec", tag = "1")]
+    pub trace_id: Vec<u8>,
+    /// 8 bytes, or empty for a root span.
+    #[prost(bytes = "vec", tag = "2")]
+    pub parent_id: Vec<u8>,
+    /// 8 bytes.
+    #[prost(bytes = "vec", tag = "3")]
+    pub id: Vec<u8>,
+    /// 0 unspecified, 1 client, 2 server, 3 producer, 4 consumer.
+    #[prost(int32, tag = "4")]
+    pub kind: i32,
+    /// The operation.
+    #[prost(string, tag = "5")]
+    pub name: String,
+    /// Start, µs since the epoch.
+    #[prost(fixed64, tag = "6")]
+    pub timestamp: u64,
+    /// µs.
+    #[prost(uint64, tag = "7")]
+    pub duration: u64,
+    /// The service that recorded the span.
+    #[prost(message, optional, tag = "8")]
+    pub local_endpoint: Option<ProtoEndpoint>,
+    /// The other side of an RPC.
+    #[prost(message, optional, tag = "9")]
+    pub remote_endpoint: Option<ProtoEndpoint>,
+    /// Timestamped events.
+    #[prost(message, repeated, tag = "10")]
+    pub annotations: Vec<ProtoAnnotation>,
+    /// String tags.
+    #[prost(map = "string, string", tag = "11")]
+    pub tags: std::collections::HashMap<String, String>,
+}
+
+/// zipkin.proto3 `Endpoint`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoEndpoint {
+    /// Lower-case service name.
+    #[prost(string, tag = "1")]
+    pub service_name: String,
+    /// 4 bytes.
+    #[prost(bytes = "vec", tag = "2")]
+    pub ipv4: Vec<u8>,
+    /// 16 bytes.
+    #[prost(bytes = "vec", tag = "3")]
+    pub ipv6: Vec<u8>,
+    /// 0 when unknown.
+    #[prost(int32, tag = "4")]
+    pub port: i32,
+}
+
+/// zipkin.proto3 `Annotation`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoAnnotation {
+    /// µs since the epoch.
+    #[prost(fixed64, tag = "1")]
+    pub timestamp: u64,
+    /// The event.
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+fn hex_bytes(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn endpoint(proto: ProtoEndpoint) -> Endpoint {
+    let ipv4 = <[u8; 4]>::try_from(proto.ipv4.as_slice()).ok().map(|a| std::net::Ipv4Addr::from(a).to_string());
+    let ipv6 = <[u8; 16]>::try_from(proto.ipv6.as_slice()).ok().map(|a| std::net::Ipv6Addr::from(a).to_string());
+    Endpoint {
+        service_name: Some(proto.service_name).filter(|s| !s.is_empty()),
+        ipv4,
+        ipv6,
+        port: (proto.port != 0).then_some(i64::from(proto.port)),
+    }
+}
+
+/// A protobuf span in the JSON model's shape, so both take one mapping.
+fn from_proto(span: ProtoSpan) -> Result<ZipkinSpan, String> {
+    let kind = match span.kind {
+        0 => None,
+        1 => Some("CLIENT"),
+        2 => Some("SERVER"),
+        3 => Some("PRODUCER"),
+        4 => Some("CONSUMER"),
+        other => return Err(format!("unknown span kind {other}")),
+    };
+    let id_bytes = |bytes: &[u8], what: &str, sizes: &[usize]| {
+        if sizes.contains(&bytes.len()) {
+            Ok(hex_bytes(bytes))
+        } else {
+            Err(format!("{what} has {} bytes", bytes.len()))
+        }
+    };
+    Ok(ZipkinSpan {
+        trace_id: id_bytes(&span.trace_id, "trace_id", &[8, 16])?,
+        id: id_bytes(&span.id, "id", &[8])?,
+        parent_id: if span.parent_id.is_empty() { None } else { Some(id_bytes(&span.parent_id, "parent_id", &[8])?) },
+        name: span.name,
+        kind: kind.map(str::to_owned),
+        timestamp: i64::try_from(span.timestamp).ok().filter(|t| *t != 0),
+        duration: i64::try_from(span.duration).ok().filter(|d| *d != 0),
+        local_endpoint: span.local_endpoint.map(endpoint),
+        remote_endpoint: span.remote_endpoint.map(endpoint),
+        annotations: span
+            .annotations
+            .into_iter()
+            .map(|a| Annotation { timestamp: i64::try_from(a.timestamp).unwrap_or(i64::MAX), value: a.value })
+            .collect(),
+        tags: span.tags.into_iter().collect(),
+    })
 }
 
 fn kind(kind: Option<&str>) -> Result<SpanKind, String> {
@@ -136,6 +262,23 @@ fn convert(span: ZipkinSpan, resources: &mut Resources) -> Result<Span, String> 
 pub fn spans(body: &[u8]) -> Result<Vec<Span>, IngestError> {
     let spans: Vec<ZipkinSpan> = serde_json::from_slice(body)
         .map_err(|e| IngestError::Malformed(format!("invalid Zipkin v2 JSON span list: {e}")))?;
+    convert_all(spans)
+}
+
+/// Spans of a Zipkin v2 protobuf body (`ListOfSpans`); any invalid span refuses the whole body.
+pub fn proto_spans(body: &[u8]) -> Result<Vec<Span>, IngestError> {
+    let list = <ListOfSpans as prost::Message>::decode(body)
+        .map_err(|e| IngestError::Malformed(format!("invalid Zipkin v2 protobuf ListOfSpans: {e}")))?;
+    let spans = list
+        .spans
+        .into_iter()
+        .enumerate()
+        .map(|(i, span)| from_proto(span).map_err(|e| IngestError::Malformed(format!("span {i}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    convert_all(spans)
+}
+
+fn convert_all(spans: Vec<ZipkinSpan>) -> Result<Vec<Span>, IngestError> {
     let mut resources = Resources::new();
     spans
         .into_iter()
@@ -148,14 +291,21 @@ pub fn spans(body: &[u8]) -> Result<Vec<Span>, IngestError> {
 pub async fn handle(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
     metrics::counter!("vigil_ingest_requests_received_total", "receiver" => "zipkin").increment(1);
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    if !content_type.starts_with("application/json") {
-        let message = format!("content type {content_type:?}; this receiver takes Zipkin v2 JSON (application/json)");
+    let decode: fn(&[u8]) -> Result<Vec<Span>, IngestError> = if content_type.starts_with("application/json") {
+        spans
+    } else if content_type.starts_with("application/x-protobuf") || content_type.starts_with("application/protobuf") {
+        proto_spans
+    } else {
+        let message = format!(
+            "content type {content_type:?}; this receiver takes Zipkin v2 JSON (application/json) or protobuf \
+             (application/x-protobuf)"
+        );
         return IngestError::UnsupportedMediaType(message).into_response();
-    }
+    };
     let gzip = headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() == b"gzip");
     let outcome = tokio::task::spawn_blocking(move || {
         let body = if gzip { crate::otlp::gunzip(&body, ingest.limits.max_decompressed_bytes)? } else { body.to_vec() };
-        crate::otlp_traces::store_spans(&ingest, spans(&body)?)
+        crate::otlp_traces::store_spans(&ingest, decode(&body)?)
     })
     .await
     .map_err(|e| IngestError::Unavailable(format!("ingest task failed: {e}")))
@@ -199,6 +349,58 @@ mod tests {
         // A 64-bit trace id is the low half of a 128-bit one; no kind is internal.
         assert_eq!(vigil_tsdb::traces::hex(&spans[1].trace_id), "0000000000000000ffdc9bb9a6453df3");
         assert_eq!(spans[1].kind, SpanKind::Internal);
+    }
+
+    #[test]
+    fn protobuf_spans_map_as_their_json_twins_do() {
+        let span = ProtoSpan {
+            trace_id: vec![
+                0x4e, 0x44, 0x18, 0x24, 0xec, 0x2b, 0x6a, 0x44, 0xff, 0xdc, 0x9b, 0xb9, 0xa6, 0x45, 0x3d, 0xf3,
+            ],
+            parent_id: vec![0xa6, 0x45, 0x3d, 0xf3, 0xff, 0xdc, 0x9b, 0xb9],
+            id: vec![0xff, 0xdc, 0x9b, 0xb9, 0xa6, 0x45, 0x3d, 0xf3],
+            kind: 2,
+            name: "get /cart".into(),
+            timestamp: 1_722_506_400_000_000,
+            duration: 150_000,
+            local_endpoint: Some(ProtoEndpoint {
+                service_name: "cart".into(),
+                ipv4: vec![10, 0, 0, 7],
+                ipv6: vec![],
+                port: 8080,
+            }),
+            remote_endpoint: Some(ProtoEndpoint {
+                service_name: String::new(),
+                ipv4: vec![10, 0, 0, 9],
+                ipv6: vec![],
+                port: 0,
+            }),
+            annotations: vec![ProtoAnnotation { timestamp: 1_722_506_400_050_000, value: "ws".into() }],
+            tags: [("http.method", "GET"), ("http.path", "/cart"), ("error", "timeout"), ("otel.scope.name", "lib")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        let body = prost::Message::encode_to_vec(&ListOfSpans { spans: vec![span] });
+        let from_proto = proto_spans(&body).unwrap();
+        let json =
+            br#"[{"traceId":"4e441824ec2b6a44ffdc9bb9a6453df3","id":"ffdc9bb9a6453df3","parentId":"a6453df3ffdc9bb9",
+          "name":"get /cart","kind":"SERVER","timestamp":1722506400000000,"duration":150000,
+          "localEndpoint":{"serviceName":"cart","ipv4":"10.0.0.7","port":8080},"remoteEndpoint":{"ipv4":"10.0.0.9"},
+          "annotations":[{"timestamp":1722506400050000,"value":"ws"}],
+          "tags":{"http.method":"GET","http.path":"/cart","error":"timeout","otel.scope.name":"lib"}}]"#;
+        let mut from_json = spans(json).unwrap();
+        let sorted =
+            |spans: &mut Vec<Span>| spans.iter_mut().for_each(|s| s.attributes.sort_by(|a, b| a.key.cmp(&b.key)));
+        let mut from_proto = from_proto;
+        sorted(&mut from_proto);
+        sorted(&mut from_json);
+        assert_eq!(from_proto, from_json);
+        let short_id =
+            ListOfSpans { spans: vec![ProtoSpan { trace_id: vec![1; 8], id: vec![2; 3], ..Default::default() }] };
+        let error = proto_spans(&prost::Message::encode_to_vec(&short_id)).unwrap_err().to_string();
+        assert!(error.contains("span 0: id has 3 bytes"), "{error}");
+        assert!(proto_spans(b"\xff\xff").unwrap_err().to_string().contains("invalid Zipkin v2 protobuf"));
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct Stream {
     pub labels: LabelMap,
     /// Entries in the query's direction.
     pub entries: Vec<(i64, String)>,
+    /// The structured metadata of each entry (same order as `entries`), for clients that ask for it
+    /// apart from the labels (Loki's `categorize-labels` encoding).
+    pub metadata: Vec<LabelMap>,
 }
 
 /// One series of a metric query: `(ms, value)` points.
@@ -109,7 +112,7 @@ impl LogqlEngine {
             limit: pipeline.only_line_filters().then_some(limit),
             backward,
         };
-        let mut streams: BTreeMap<LabelMap, Vec<(i64, String)>> = BTreeMap::new();
+        let mut streams: BTreeMap<LabelMap, Stream> = BTreeMap::new();
         let mut taken = 0;
         for record in self.store.select(&store_query)? {
             if taken >= limit {
@@ -118,12 +121,18 @@ impl LogqlEngine {
             let ts_ns = record.ts_ns;
             let (entry, metadata) = Entry::of(record);
             if let Some(entry) = pipeline.run(entry) {
-                let entry = entry.without_metadata(&metadata);
-                streams.entry(entry.labels).or_default().push((ts_ns, entry.line));
+                let (entry, metadata) = entry.split_metadata(&metadata);
+                let stream = streams.entry(entry.labels).or_insert_with_key(|labels| Stream {
+                    labels: labels.clone(),
+                    entries: Vec::new(),
+                    metadata: Vec::new(),
+                });
+                stream.entries.push((ts_ns, entry.line));
+                stream.metadata.push(metadata);
                 taken += 1;
             }
         }
-        Ok(streams.into_iter().map(|(labels, entries)| Stream { labels, entries }).collect())
+        Ok(streams.into_values().collect())
     }
 
     /// Evaluates a metric query at every step from `start_ms` to `end_ms`.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::DateTime;
@@ -136,14 +136,49 @@ fn step_ms(params: &Params, start_ns: i64, end_ns: i64) -> Result<i64, LokiError
     }
 }
 
-fn streams_json(streams: &[Stream]) -> Value {
+/// The header a client asks for structured metadata apart from the labels with.
+const ENCODING_FLAGS: &str = "x-loki-response-encoding-flags";
+
+/// Whether the request asks for Loki's `categorize-labels` encoding.
+fn categorize(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ENCODING_FLAGS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|flag| flag.trim() == "categorize-labels"))
+}
+
+/// Streams as Loki writes them; with `categorize`, each value carries a third element holding the entry's
+/// structured metadata (`{"structuredMetadata": {...}}`), as Loki's `categorize-labels` encoding does.
+fn streams_json(streams: &[Stream], categorize: bool) -> Value {
+    let value = |s: &Stream, i: usize| {
+        let (ts, line) = &s.entries[i];
+        if !categorize {
+            return json!([ts.to_string(), line]);
+        }
+        let metadata = s.metadata.get(i).filter(|m| !m.is_empty());
+        match metadata {
+            Some(metadata) => json!([ts.to_string(), line, {"structuredMetadata": metadata}]),
+            None => json!([ts.to_string(), line, {}]),
+        }
+    };
     json!(
         streams
             .iter()
-            .map(|s| json!({"stream": s.labels,
-                "values": s.entries.iter().map(|(ts, line)| json!([ts.to_string(), line])).collect::<Vec<_>>()}))
+            .map(
+                |s| json!({"stream": s.labels, "values": (0..s.entries.len()).map(|i| value(s, i)).collect::<Vec<_>>()})
+            )
             .collect::<Vec<_>>()
     )
+}
+
+/// A streams answer, flagged as categorized when it is.
+fn streams_success(streams: &[Stream], categorize: bool) -> Response {
+    let mut data = json!({"resultType": "streams", "result": streams_json(streams, categorize), "stats": {}});
+    if categorize {
+        data["encodingFlags"] = json!(["categorize-labels"]);
+    }
+    axum::Json(json!({"status": "success", "data": data})).into_response()
 }
 
 fn seconds(ms: i64) -> Value {
@@ -178,8 +213,10 @@ async fn blocking<T: Send + 'static>(
 async fn query_range(
     State(state): State<LokiState>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, LokiError> {
+    let categorize = categorize(&headers);
     let params = Params::parse(raw.as_deref(), &body);
     let text = query_text(&params)?;
     let (start, end) = range(&params)?;
@@ -187,7 +224,7 @@ async fn query_range(
     blocking(move || match parse(&text)? {
         logql::Expr::Log(query) => {
             let streams = state.engine.logs(&query, start, end, limit, backward)?;
-            Ok(success("streams", streams_json(&streams)))
+            Ok(streams_success(&streams, categorize))
         }
         logql::Expr::Metric(query) => {
             let series = state.engine.range(&query, start / 1_000_000, end / 1_000_000, step)?;
@@ -198,7 +235,13 @@ async fn query_range(
     .await
 }
 
-async fn query(State(state): State<LokiState>, RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, LokiError> {
+async fn query(
+    State(state): State<LokiState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, LokiError> {
+    let categorize = categorize(&headers);
     let params = Params::parse(raw.as_deref(), &body);
     let text = query_text(&params)?;
     let time = time_ns(&params, "time", now_ns())?;
@@ -207,7 +250,7 @@ async fn query(State(state): State<LokiState>, RawQuery(raw): RawQuery, body: By
         logql::Expr::Log(query) => {
             // An instant log query looks back an hour from `time`, as Loki's does.
             let streams = state.engine.logs(&query, time - 3_600_000_000_000, time + 1, limit, backward)?;
-            Ok(success("streams", streams_json(&streams)))
+            Ok(streams_success(&streams, categorize))
         }
         logql::Expr::Metric(query) => {
             let time_ms = time / 1_000_000;
@@ -373,7 +416,7 @@ async fn follow(
         let Ok(Ok(streams)) = found else { return };
         if let Some(newest) = streams.iter().flat_map(|s| s.entries.iter().map(|(ts, _)| *ts)).max() {
             cursor = newest + 1;
-            let message = json!({"streams": streams_json(&streams), "dropped_entries": null});
+            let message = json!({"streams": streams_json(&streams, false), "dropped_entries": null});
             if socket.send(Message::Text(message.to_string().into())).await.is_err() {
                 return;
             }

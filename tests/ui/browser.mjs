@@ -149,12 +149,15 @@ await check("logs", async () => {
   for (const level of ["error", "warn", "info", "debug"]) expect(volumeLevels.includes(level), `volume levels: ${volumeLevels}`);
   const levels = await page.locator(".log-row").evaluateAll((els) => [...new Set(els.map((e) => e.dataset.level))]);
   for (const level of ["error", "warn", "info"]) expect(levels.includes(level), `no ${level} rows: ${levels}`);
-  // Expand the line that carries the trace id: its fields, the trace link and context lines.
-  const traced = page.locator(".log-row", { hasText: traceId }).first();
+  // Expand the line whose structured metadata holds the trace id: its labels, metadata and fields, the
+  // trace link and context lines.
+  const traced = page.locator(".log-row", { hasText: "checkout failed" }).first();
   await traced.locator(".log-line").click();
   await traced.locator("table.fields").first().waitFor();
-  const fields = await traced.locator("table.fields").allTextContents();
-  expect(fields.join(" ").includes("trace_id"), `fields: ${fields}`);
+  const metadata = await traced.locator("table.fields:has(caption:text('Structured metadata'))").textContent();
+  expect(metadata.includes("trace_id") && metadata.includes(traceId), `structured metadata: ${metadata}`);
+  const fields = await traced.locator("table.fields:has(caption:text('Fields'))").textContent();
+  expect(fields.includes("order") && fields.includes("42"), `fields: ${fields}`);
   await traced.locator("button", { hasText: "Show context" }).click();
   await traced.locator(".context-line.hit").waitFor();
   expect((await traced.locator(".context-line").count()) >= 3, "context shows fewer than 3 lines");
@@ -197,13 +200,13 @@ await check("trace-waterfall", async () => {
   await page.locator(".span-row").first().waitFor();
   const spans = await count(".span-row");
   expect(spans === traceSpans, `the waterfall shows ${spans} spans, the trace has ${traceSpans}`);
-  expect((await count(".span-row.error")) >= 1, "no span is highlighted as an error");
+  expect((await count(".span-row.span-error")) >= 1, "no span is highlighted as an error");
   const names = await page.locator(".span-name").allTextContents();
   expect(names[0].includes("GET /checkout"), `the root is not first: ${names[0]}`);
   // Children are indented under their parents.
   const pads = await page.locator(".span-name").evaluateAll((els) => els.map((e) => parseInt(e.style.paddingLeft, 10)));
   expect(pads[0] === 0 && Math.max(...pads) >= 28, `indentation: ${pads}`);
-  await page.locator(".span-row.error").first().click();
+  await page.locator(".span-row.span-error").first().click();
   await page.locator(".span-details").waitFor();
   const details = await page.locator(".span-details").textContent();
   expect(details.includes("Span attributes") || details.includes("Resource"), `span details: ${details.slice(0, 200)}`);
@@ -211,7 +214,7 @@ await check("trace-waterfall", async () => {
   await page.locator("a", { hasText: "Logs for this trace" }).click();
   await page.locator(".log-row").first().waitFor();
   const lines = await page.locator(".log-row .line").allTextContents();
-  expect(lines.length >= 1 && lines.every((l) => l.includes(traceId)), `trace logs: ${lines}`);
+  expect(lines.length === 1 && lines[0].includes("checkout failed"), `trace logs: ${lines}`);
 });
 
 await check("alerts", async () => {

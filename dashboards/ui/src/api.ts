@@ -99,10 +99,10 @@ export async function labelNames(match?: string): Promise<string[]> {
   return body.data;
 }
 
-/** A Loki stream: labels and `[ns, line]` entries. */
+/** A Loki stream: labels and `[ns, line, {structuredMetadata}]` entries. */
 export interface LokiStream {
   stream: Labels;
-  values: [string, string][];
+  values: [string, string, { structuredMetadata?: Labels }?][];
 }
 
 /** `GET /loki/api/v1/query_range` for a log query. Times in nanoseconds. */
@@ -113,13 +113,12 @@ export async function lokiStreams(
   limit: number,
   direction: "backward" | "forward",
 ): Promise<LokiStream[]> {
-  const body = await getJSON<PromResponse<LokiStream[]>>("/loki/api/v1/query_range", {
-    query,
-    start: startNs.toString(),
-    end: endNs.toString(),
-    limit,
-    direction,
-  });
+  // Structured metadata (trace ids, detected level, OTLP attributes) comes apart from the stream labels.
+  const body = await getJSON<PromResponse<LokiStream[]>>(
+    "/loki/api/v1/query_range",
+    { query, start: startNs.toString(), end: endNs.toString(), limit, direction },
+    { "X-Loki-Response-Encoding-Flags": "categorize-labels" },
+  );
   if (body.data.resultType !== "streams") throw new Error("not a log query: use a stream selector with filters");
   return body.data.result;
 }

@@ -45,6 +45,9 @@ export function fields(line: string): Record<string, string> {
 /** The level of a line: from its labels, then its fields, then a level word in the text. */
 export function levelOf(labels: Labels, parsed: Record<string, string>, line: string): Level {
   const named = labels.level ?? labels.detected_level ?? labels.severity_text ?? parsed.level ?? parsed.lvl ?? parsed.severity;
+  // OTLP severity numbers: 1-4 trace, 5-8 debug, 9-12 info, 13-16 warn, 17-20 error, 21-24 fatal.
+  const severity = Number(labels.severity_number);
+  if (!named && severity >= 1 && severity <= 24) return (["trace", "debug", "info", "warn", "error", "critical"] as const)[Math.floor((severity - 1) / 4)];
   if (named) return normaliseLevel(named);
   const word = /\b(FATAL|PANIC|CRITICAL|ERROR|ERR|WARN(?:ING)?|INFO|DEBUG|TRACE)\b/i.exec(line)?.[1];
   if (word) return normaliseLevel(word);

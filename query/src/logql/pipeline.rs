@@ -67,13 +67,19 @@ impl Entry {
 
     /// The labels without the metadata [`Entry::of`] added (unless a stage changed them): results keep
     /// their stream and parsed labels, with structured metadata left out as before it was joined.
-    pub fn without_metadata(mut self, metadata: &BTreeMap<String, String>) -> Entry {
+    pub fn without_metadata(self, metadata: &BTreeMap<String, String>) -> Entry {
+        self.split_metadata(metadata).0
+    }
+
+    /// Like [`Entry::without_metadata`], also returning the metadata taken out of the labels.
+    pub fn split_metadata(mut self, metadata: &BTreeMap<String, String>) -> (Entry, BTreeMap<String, String>) {
+        let mut taken = BTreeMap::new();
         for (name, value) in metadata {
             if self.labels.get(name) == Some(value) {
-                self.labels.remove(name);
+                taken.insert(name.clone(), self.labels.remove(name).unwrap_or_default());
             }
         }
-        self
+        (self, taken)
     }
 }
 

@@ -10,22 +10,25 @@ const LEVEL_COLOURS: Record<Level, string> = {
   critical: "#8e1b1b", error: "#d64545", warn: "#e0a02d", info: "#3ba55c", debug: "#3d71d9", trace: "#8a5cd1", unknown: "#9aa3b2",
 };
 
-/** One log entry with its stream. */
+/** One log entry with its stream and structured metadata. */
 interface Entry {
   ns: bigint;
   line: string;
   labels: Labels;
+  metadata: Labels;
 }
 
 function entries(streams: LokiStream[]): Entry[] {
-  const out = streams.flatMap((s) => s.values.map(([ns, line]) => ({ ns: BigInt(ns), line, labels: s.stream })));
+  const out = streams.flatMap((s) =>
+    s.values.map(([ns, line, extra]) => ({ ns: BigInt(ns), line, labels: s.stream, metadata: extra?.structuredMetadata ?? {} })),
+  );
   return out.sort((a, b) => (a.ns < b.ns ? 1 : a.ns > b.ns ? -1 : 0));
 }
 
 /** A log row; clicking it shows its labels, fields, trace link and context lines. */
 function row(entry: Entry, fresh = false): HTMLElement {
   const parsed = fields(entry.line);
-  const level = levelOf(entry.labels, parsed, entry.line);
+  const level = levelOf({ ...entry.metadata, ...entry.labels }, parsed, entry.line);
   const details = h("div", { class: "details", hidden: true });
   const el = h(
     "div",
@@ -58,11 +61,12 @@ function fieldTable(title: string, values: Record<string, string>): HTMLElement 
 }
 
 function renderDetails(details: HTMLElement, entry: Entry, parsed: Record<string, string>): void {
-  const traceId = traceIdOf(entry.labels, parsed);
+  const traceId = traceIdOf({ ...entry.labels, ...entry.metadata }, parsed);
   const context = h("div", { class: "context" });
   replace(
     details,
     fieldTable("Labels", entry.labels),
+    fieldTable("Structured metadata", entry.metadata),
     fieldTable("Fields", parsed),
     h(
       "div",

@@ -264,7 +264,7 @@ function waterfall(root: HTMLElement, trace: JaegerTrace): void {
     const width = Math.max(0.2, (span.duration / total) * 100);
     const rowEl = h(
       "div",
-      { class: `span-row${error ? " error" : ""}`, "data-span-id": span.spanID, role: "button", tabindex: 0 },
+      { class: `span-row${error ? " span-error" : ""}`, "data-span-id": span.spanID, role: "button", tabindex: 0 },
       h(
         "div",
         { class: "span-name", style: `padding-left:${depth * 14}px`, title: `${service}: ${span.operationName}` },
@@ -277,7 +277,8 @@ function waterfall(root: HTMLElement, trace: JaegerTrace): void {
         "div",
         { class: "span-track" },
         h("div", { class: "span-bar", style: `left:${left}%;width:${width}%;background:${error ? "#d64545" : serviceColour(service)}` }),
-        h("span", { class: "span-duration", style: `left:${Math.min(left + width, 90)}%` }, formatMicros(span.duration)),
+        // The label goes after the bar, or before it when the bar reaches the right edge.
+        h("span", { class: "span-duration", style: left + width > 85 ? `right:${100 - left}%` : `left:${left + width}%` }, formatMicros(span.duration)),
       ),
     );
     rowEl.addEventListener("click", () => {
