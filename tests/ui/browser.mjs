@@ -161,6 +161,15 @@ await check("logs", async () => {
   await traced.locator("button", { hasText: "Show context" }).click();
   await traced.locator(".context-line.hit").waitFor();
   expect((await traced.locator(".context-line").count()) >= 3, "context shows fewer than 3 lines");
+  // The LogQL editor suggests stream label names, then their values, from the Loki API.
+  const editor = page.locator("textarea[name=query]");
+  await editor.fill("");
+  await editor.pressSequentially("{jo", { delay: 20 });
+  await page.locator(".suggestions li", { hasText: "job" }).first().waitFor();
+  await editor.press("Tab");
+  await editor.pressSequentially('="', { delay: 20 });
+  await page.locator(".suggestions li", { hasText: logJob }).first().waitFor();
+  await editor.press("Escape");
   await traced.locator("a", { hasText: "View trace" }).click();
   await page.locator(".span-row").first().waitFor();
   expect(page.url().endsWith(`/ui/traces/${traceId}`), `trace link went to ${page.url()}`);

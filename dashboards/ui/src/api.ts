@@ -99,6 +99,18 @@ export async function labelNames(match?: string): Promise<string[]> {
   return body.data;
 }
 
+/** `GET /loki/api/v1/labels` over the last hour (Loki's default). */
+export async function lokiLabelNames(): Promise<string[]> {
+  const body = await getJSON<{ data?: string[] }>("/loki/api/v1/labels");
+  return body.data ?? [];
+}
+
+/** `GET /loki/api/v1/label/<name>/values` over the last hour. */
+export async function lokiLabelValues(name: string): Promise<string[]> {
+  const body = await getJSON<{ data?: string[] }>(`/loki/api/v1/label/${encodeURIComponent(name)}/values`);
+  return body.data ?? [];
+}
+
 /** A Loki stream: labels and `[ns, line, {structuredMetadata}]` entries. */
 export interface LokiStream {
   stream: Labels;

@@ -1,8 +1,8 @@
 /**
- * PromQL autocomplete for a textarea: metric names and functions at the top level, label names inside
- * `{...}`, label values after `label="`. Suggestions come from the Prometheus label APIs and are cached.
+ * Query autocomplete for a textarea: names and functions at the top level, label names inside `{...}`,
+ * label values after `label="`. Suggestions come from the Prometheus or Loki label APIs and are cached.
  */
-import { labelNames, labelValues } from "./api";
+import { labelNames, labelValues, lokiLabelNames, lokiLabelValues } from "./api";
 import { h } from "./dom";
 
 const FUNCTIONS = [
@@ -13,6 +13,40 @@ const FUNCTIONS = [
   "quantile", "quantile_over_time", "rate", "resets", "round", "scalar", "sort", "sort_desc", "sqrt", "stddev",
   "stddev_over_time", "stdvar", "sum", "sum_over_time", "time", "timestamp", "topk", "vector",
 ];
+
+const LOGQL_FUNCTIONS = [
+  "avg_over_time", "bytes_over_time", "bytes_rate", "count_over_time", "first_over_time", "json", "label_format",
+  "last_over_time", "line_format", "logfmt", "max_over_time", "min_over_time", "pattern", "quantile_over_time",
+  "rate", "regexp", "sum", "sum_over_time", "topk", "unwrap", "vector",
+];
+
+/** Where suggestions come from: a query language's names, labels and label values. */
+export interface Source {
+  /** Distinguishes cache entries. */
+  key: string;
+  /** Words offered outside braces. */
+  top(): Promise<string[]>;
+  /** Label names, of `metric`'s series when one is given. */
+  labels(metric?: string): Promise<string[]>;
+  /** Values of `label`. */
+  values(label: string, metric?: string): Promise<string[]>;
+}
+
+/** PromQL: metric names and functions, labels from the Prometheus API. */
+export const PROMQL: Source = {
+  key: "promql",
+  top: async () => [...(await labelValues("__name__")), ...FUNCTIONS],
+  labels: (metric) => labelNames(metric),
+  values: (label, metric) => labelValues(label, metric),
+};
+
+/** LogQL: functions and parsers, stream labels from the Loki API. */
+export const LOGQL: Source = {
+  key: "logql",
+  top: async () => LOGQL_FUNCTIONS,
+  labels: () => lokiLabelNames(),
+  values: (label) => lokiLabelValues(label),
+};
 
 const cache = new Map<string, Promise<string[]>>();
 
@@ -44,22 +78,20 @@ function metricBefore(text: string, brace: number): string | undefined {
   return /([a-zA-Z_:][\w:]*)\s*$/.exec(text.slice(0, brace))?.[1];
 }
 
-async function candidates(ctx: Context): Promise<string[]> {
+async function candidates(source: Source, ctx: Context): Promise<string[]> {
   const match = ctx.metric ? ctx.metric : undefined;
   switch (ctx.kind) {
-    case "metric": {
-      const metrics = await cached("__name__", () => labelValues("__name__"));
-      return [...metrics, ...FUNCTIONS];
-    }
+    case "metric":
+      return cached(`${source.key}:top`, () => source.top());
     case "label":
-      return cached(`labels:${match ?? ""}`, () => labelNames(match));
+      return cached(`${source.key}:labels:${match ?? ""}`, () => source.labels(match));
     case "value":
-      return cached(`values:${ctx.label}:${match ?? ""}`, () => labelValues(ctx.label!, match));
+      return cached(`${source.key}:values:${ctx.label}:${match ?? ""}`, () => source.values(ctx.label!, match));
   }
 }
 
-/** Attaches a suggestion list to `input`; Tab or Enter on a suggestion inserts it, Escape closes the list. */
-export function attachAutocomplete(input: HTMLTextAreaElement): HTMLElement {
+/** Attaches a suggestion list for `source`'s language to `input`; Tab or Enter on a suggestion inserts it, Escape closes the list. */
+export function attachAutocomplete(input: HTMLTextAreaElement, source: Source = PROMQL): HTMLElement {
   const list = h("ul", { class: "suggestions", role: "listbox", hidden: true });
   let items: string[] = [];
   let selected = 0;
@@ -95,7 +127,7 @@ export function attachAutocomplete(input: HTMLTextAreaElement): HTMLElement {
   const refresh = async () => {
     ctx = contextAt(input.value.slice(0, input.selectionStart));
     if (ctx.kind !== "value" && ctx.prefix.length === 0) return close();
-    const all = await candidates(ctx);
+    const all = await candidates(source, ctx);
     const lower = ctx.prefix.toLowerCase();
     items = all.filter((c) => c.toLowerCase().startsWith(lower) && c !== ctx.prefix).slice(0, 12);
     if (items.length < 12) {

@@ -1,5 +1,6 @@
 /** Logs explorer: LogQL, a volume histogram by level, expandable rows, context lines and live tail. */
 import { type Labels, type LokiStream, lokiMatrix, lokiStreams } from "../api";
+import { LOGQL, attachAutocomplete } from "../autocomplete";
 import { lineChart, noData, stackedBars } from "../chart";
 import { errorBox, h, link, replace, select } from "../dom";
 import { LEVELS, type Level, fields, levelOf, normaliseLevel, selectorOf, traceIdOf } from "../logline";
@@ -202,8 +203,10 @@ export function logsPage(root: HTMLElement, _rest: string[], params: URLSearchPa
     liveButton.classList.add("active");
     liveButton.textContent = "Stop";
   });
+  // The suggestion list handles its keys first; Enter that did not pick a suggestion runs the query.
+  const suggestions = attachAutocomplete(query, LOGQL);
   query.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey) {
+    if (event.key === "Enter" && !event.shiftKey && !event.defaultPrevented) {
       event.preventDefault();
       void run();
     }
@@ -211,7 +214,7 @@ export function logsPage(root: HTMLElement, _rest: string[], params: URLSearchPa
   const form = h(
     "form",
     { class: "query-form", onsubmit: (e: Event) => (e.preventDefault(), void run()) },
-    h("div", { class: "editor" }, query),
+    h("div", { class: "editor" }, query, suggestions),
     h("div", { class: "controls" }, range, limit, h("button", { type: "submit", class: "primary" }, "Run"), liveButton),
   );
   replace(root, h("h1", {}, "Logs"), form, chart, status, list);
