@@ -1,7 +1,10 @@
 //! Follows the `*.log` files of a directory: complete new lines since the last read, through rotation
-//! (a new file at the path, found by its inode; the renamed old file is read to its end first) and
-//! truncation (a file shorter than the offset starts over). Offsets are checkpointed to a JSON file only after the caller has stored what it read, so a
-//! restart neither loses nor repeats lines that were stored.
+//! and truncation. A file is known by its inode and a fingerprint of its first bytes, so a path that now
+//! holds other content (rotated by rename, truncated by copytruncate and written again, or a new file
+//! that reused the inode) is read from its start. Before that, the rest of the old file is read: from the
+//! sibling that has its inode (renamed), or from a sibling `.gz` whose content starts with its
+//! fingerprint (renamed, then compressed). Offsets are checkpointed to a JSON file only after the caller
+//! has stored what it read, so a restart neither loses nor repeats lines that were stored.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -13,11 +16,43 @@ use serde::{Deserialize, Serialize};
 /// Most bytes read from one file per poll, so one busy file cannot starve the others.
 const MAX_READ: u64 = 4 * 1024 * 1024;
 
-/// Where a file was read up to.
+/// How many leading bytes identify a file.
+const FINGERPRINT_BYTES: usize = 256;
+
+/// Where a file was read up to, and what it started with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Position {
     inode: u64,
     offset: u64,
+    /// Hash of the first `head_len` bytes (0 when checkpointed before fingerprints were kept).
+    #[serde(default)]
+    head: u64,
+    #[serde(default)]
+    head_len: u64,
+}
+
+impl Position {
+    /// Whether `head` (the first bytes of the file now at the path, with `inode`) is the file read so far.
+    fn same_file(&self, inode: u64, head: &[u8]) -> bool {
+        if self.inode != inode {
+            return false;
+        }
+        let Ok(len) = usize::try_from(self.head_len) else { return false };
+        self.head_len == 0 || head.get(..len).is_some_and(|prefix| fingerprint(prefix) == self.head)
+    }
+}
+
+/// A 64-bit hash of `bytes` (the first half of their MD5).
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let digest = md5::compute(bytes);
+    u64::from_le_bytes(digest.0[..8].try_into().expect("an MD5 digest has 16 bytes"))
+}
+
+/// The first [`FINGERPRINT_BYTES`] of the file at `path` (fewer when it is shorter).
+fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(FINGERPRINT_BYTES);
+    std::fs::File::open(path)?.take(FINGERPRINT_BYTES as u64).read_to_end(&mut head)?;
+    Ok(head)
 }
 
 /// New lines of one file.
@@ -64,22 +99,21 @@ impl Tailer {
         let mut out = Vec::new();
         paths.sort();
         for path in paths {
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let (Ok(meta), Ok(head)) = (std::fs::metadata(&path), read_head(&path)) else { continue };
             let previous = self.pending.get(&path).copied();
-            // Rotated by rename: the old file, found by its inode beside the path, is read to its end first.
-            if let Some(old) = previous.filter(|p| p.inode != meta.ino()) {
-                let rest = renamed(&path, old.inode).and_then(|renamed| read_lines(&renamed, old.offset).ok());
-                if let Some((lines, _)) = rest.filter(|(lines, _)| !lines.is_empty()) {
+            let same = previous.filter(|p| p.same_file(meta.ino(), &head) && p.offset <= meta.len());
+            // Another file at the path now: the rest of the old one is read first, wherever it went.
+            if let Some(old) = previous.filter(|_| same.is_none()) {
+                if let Some(lines) = rest_of_moved(&path, old).filter(|lines| !lines.is_empty()) {
                     out.push(FileLines { path: path.clone(), lines });
                 }
             }
-            let mut offset = match previous {
-                Some(p) if p.inode == meta.ino() && p.offset <= meta.len() => p.offset,
-                _ => 0,
-            };
+            let mut offset = same.map_or(0, |p| p.offset);
             let Ok((lines, consumed)) = read_lines(&path, offset) else { continue };
             offset += consumed;
-            self.pending.insert(path.clone(), Position { inode: meta.ino(), offset });
+            let position =
+                Position { inode: meta.ino(), offset, head: fingerprint(&head), head_len: head.len() as u64 };
+            self.pending.insert(path.clone(), position);
             if !lines.is_empty() {
                 out.push(FileLines { path, lines });
             }
@@ -105,10 +139,38 @@ impl Tailer {
     }
 }
 
-/// The file beside `path` with inode `inode` (where a rename rotation moved it), if it is still there.
-fn renamed(path: &Path, inode: u64) -> Option<PathBuf> {
+/// The lines of the file once at `path` after `old.offset`: from the sibling with its inode (renamed and
+/// still there, same content), else from a sibling `.gz` whose content starts as it did (compressed after
+/// the rename). `None` when it is gone (truncated in place, or deleted).
+fn rest_of_moved(path: &Path, old: Position) -> Option<Vec<String>> {
     let entries = std::fs::read_dir(path.parent()?).ok()?;
-    entries.filter_map(Result::ok).map(|e| e.path()).find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == inode))
+    let siblings: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p != path).collect();
+    let renamed = siblings.iter().find(|p| {
+        let same_inode = std::fs::metadata(p).is_ok_and(|m| m.ino() == old.inode);
+        same_inode && read_head(p).is_ok_and(|head| old.same_file(old.inode, &head))
+    });
+    if let Some(renamed) = renamed {
+        return read_lines(renamed, old.offset).ok().map(|(lines, _)| lines);
+    }
+    if old.head_len == 0 {
+        return None;
+    }
+    siblings.iter().filter(|p| p.extension().is_some_and(|e| e == "gz")).find_map(|gz| {
+        let content = gunzip(gz)?;
+        let head = &content[..content.len().min(FINGERPRINT_BYTES)];
+        if !old.same_file(old.inode, head) {
+            return None;
+        }
+        Some(complete_lines(content.get(usize::try_from(old.offset).ok()?..)?).0)
+    })
+}
+
+/// The decompressed content of a gzip file, at most 1 GiB; `None` if it is not gzip.
+fn gunzip(path: &Path) -> Option<Vec<u8>> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut content = Vec::new();
+    flate2::read::MultiGzDecoder::new(file).take(1 << 30).read_to_end(&mut content).ok()?;
+    Some(content)
 }
 
 /// Complete lines from `offset` (at most [`MAX_READ`] bytes), and the bytes they took.
@@ -117,13 +179,18 @@ fn read_lines(path: &Path, offset: u64) -> std::io::Result<(Vec<String>, u64)> {
     file.seek(SeekFrom::Start(offset))?;
     let mut bytes = Vec::new();
     file.take(MAX_READ).read_to_end(&mut bytes)?;
-    let Some(last_newline) = bytes.iter().rposition(|b| *b == b'\n') else { return Ok((Vec::new(), 0)) };
+    Ok(complete_lines(&bytes))
+}
+
+/// The complete lines in `bytes` (a trailing partial line is left), and the bytes they took.
+fn complete_lines(bytes: &[u8]) -> (Vec<String>, u64) {
+    let Some(last_newline) = bytes.iter().rposition(|b| *b == b'\n') else { return (Vec::new(), 0) };
     let complete = &bytes[..last_newline];
     let lines = complete
         .split(|b| *b == b'\n')
         .map(|line| String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned())
         .collect();
-    Ok((lines, last_newline as u64 + 1))
+    (lines, last_newline as u64 + 1)
 }
 
 #[cfg(test)]
@@ -166,10 +233,41 @@ mod tests {
         std::fs::write(&file, "x\n").unwrap();
         assert_eq!(lines(tailer.poll()), ["x"]);
 
+        // Copytruncate, then written again past the old offset before the next poll: other content
+        // at the start, so everything is new.
+        std::fs::write(&file, "").unwrap();
+        append(&file, "a longer first line after the truncation\nsecond\n");
+        assert_eq!(lines(tailer.poll()), ["a longer first line after the truncation", "second"]);
+        std::fs::write(&file, "x\n").unwrap();
+        assert_eq!(lines(tailer.poll()), ["x"]);
+
         // Not committed: a new tailer (a restart) reads it again; committed reads are not repeated.
         let mut restarted = Tailer::new(dir.path(), &checkpoint);
         assert_eq!(lines(restarted.poll()), ["x"]);
         restarted.rewind();
         assert_eq!(lines(restarted.poll()), ["x"], "rewind returns uncommitted lines again");
+    }
+
+    #[test]
+    fn a_rotated_file_compressed_before_the_next_poll_is_read_from_the_gzip() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let file = dir.path().join("0.log");
+        append(&file, "first\nsecond\n");
+        let mut tailer = Tailer::new(dir.path(), &state.path().join("offsets.json"));
+        assert_eq!(lines(tailer.poll()), ["first", "second"]);
+        tailer.commit().unwrap();
+        // The kubelet renames, then compresses the renamed file and removes it.
+        append(&file, "written before the rotation\n");
+        let rotated = dir.path().join("0.log.20260101-000000");
+        std::fs::rename(&file, &rotated).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&std::fs::read(&rotated).unwrap()).unwrap();
+        std::fs::write(dir.path().join("0.log.20260101-000000.gz"), gz.finish().unwrap()).unwrap();
+        std::fs::remove_file(&rotated).unwrap();
+        append(&file, "after\n");
+        assert_eq!(lines(tailer.poll()), ["written before the rotation", "after"]);
+        tailer.commit().unwrap();
+        assert!(tailer.poll().is_empty(), "nothing is read twice");
     }
 }
