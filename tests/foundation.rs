@@ -46,6 +46,13 @@ fn bearer_tokens_guard_each_scope() {
     assert!(body.contains("wrong bearer token for the query API"), "{body}");
     assert_eq!(get(&http, &vigil.http("/api/v1/labels"), Some("q-secret")).0, 200);
     assert_eq!(get(&http, &vigil.http("/metrics"), Some("q-secret")).0, 200);
+    // The UI's pages and assets hold no data and load without a token; what they read needs one.
+    let (status, page) = get(&http, &vigil.http("/ui/logs"), None);
+    assert_eq!(status, 200);
+    assert!(page.contains("/ui/assets/app.js"), "{page}");
+    assert_eq!(get(&http, &vigil.http("/ui/assets/app.js"), None).0, 200);
+    assert_eq!(get(&http, &vigil.http("/ui/api/dashboards"), None).0, 401);
+    assert_eq!(get(&http, &vigil.http("/ui/api/dashboards"), Some("q-secret")).0, 200);
 
     let body = remote_write_body(&[(&[("__name__", "m")], &[(1, 1.0)])]);
     assert_eq!(remote_write(&http, &vigil, &body, None).0, 401);
