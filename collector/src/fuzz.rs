@@ -12,9 +12,12 @@ use crate::otlp::{Compression, Encoding, decode_body};
 /// Decompressed bytes a fuzzed body may expand to.
 const MAX_BYTES: usize = 4 << 20;
 
-/// Remote write 1.0: snappy, then `WriteRequest`.
+/// Remote write 1.0: snappy, then `WriteRequest`, through the borrowing decoder the server uses (and the
+/// generated one, which `vigil import` and tests use). Label sets are checked later, when stored.
 pub fn remote_write_v1(data: &[u8]) -> bool {
-    crate::remote_write::decode(data, MAX_BYTES).is_ok()
+    let _ = crate::remote_write::decode(data, MAX_BYTES);
+    crate::remote_write::unsnappy_limited(data, MAX_BYTES)
+        .is_ok_and(|raw| crate::remote_write::borrowed::decode(&raw).is_ok())
 }
 
 /// Remote write 2.0: snappy, then `io.prometheus.write.v2.Request` with symbol references.

@@ -11,6 +11,8 @@ use vigil_tsdb::{Error as StorageError, Labels, MetricMetadata, Sample, SeriesSa
 
 use crate::{Ingest, IngestError};
 
+pub(crate) mod borrowed;
+
 /// `prometheus.WriteRequest` (remote write 1.0), fields this receiver reads.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct WriteRequest {
@@ -327,17 +329,31 @@ async fn ingest_body(ingest: &Ingest, headers: &HeaderMap, body: Bytes) -> Resul
     let sink = ingest.metrics.clone();
     // Decompression, decoding and the durable append (fsync) are blocking work.
     tokio::task::spawn_blocking(move || {
-        let decoded = decode_version(&body, max_bytes, version)?;
         let storage_error = |error: StorageError| match error {
             StorageError::Io { .. } => IngestError::Unavailable(error.to_string()),
             other => IngestError::Malformed(other.to_string()),
         };
-        if !decoded.metadata.is_empty() {
-            sink.set_metadata(&decoded.metadata).map_err(storage_error)?;
-        }
-        let batch = decoded.series;
-        let total: usize = batch.iter().map(|series| series.samples.len()).sum();
-        let summary = sink.append(&batch).map_err(storage_error)?;
+        let raw = unsnappy(&body, max_bytes)?;
+        // 1.0 is read in place (labels borrowed from `raw`); 2.0 resolves symbols into owned labels.
+        let (summary, total, decoded) = match version {
+            Version::V1 => {
+                let request = borrowed::decode(&raw)?;
+                if !request.metadata.is_empty() {
+                    sink.set_metadata(&request.metadata).map_err(storage_error)?;
+                }
+                let total = request.batch.samples.len();
+                let summary = sink.append_refs(&request.batch).map_err(storage_error)?;
+                (summary, total, Decoded { histograms: request.histograms, exemplars: request.exemplars, ..Decoded::default() })
+            }
+            Version::V2 => {
+                let decoded = decode_v2(&raw)?;
+                if !decoded.metadata.is_empty() {
+                    sink.set_metadata(&decoded.metadata).map_err(storage_error)?;
+                }
+                let total: usize = decoded.series.iter().map(|series| series.samples.len()).sum();
+                (sink.append(&decoded.series).map_err(storage_error)?, total, decoded)
+            }
+        };
         metrics::counter!("vigil_ingest_samples_accepted_total", "receiver" => "remote_write")
             .increment(summary.accepted as u64);
         let rejected = summary.rejected.len();

@@ -18,7 +18,7 @@ use crate::postings::SeriesId;
 use crate::varint::{put_uvarint, put_varint, uvarint, varint};
 use crate::wal::{self, Wal, WalSync};
 use crate::{
-    Appender, CardinalityStats, Error, HeadLimits, Label, Labels, Matcher, MetricMetadata, Queryable, Sample,
+    Appender, CardinalityStats, Error, HeadLimits, Label, Labels, Matcher, MetricMetadata, Queryable, RefBatch, Sample,
     SampleError, Series, SeriesSamples, Timestamp,
 };
 
@@ -210,10 +210,11 @@ impl Db {
         }
     }
 
-    fn plan(&self, head: &Head, batch: &[SeriesSamples]) -> Plan {
+    fn plan(&self, head: &Head, grouped: Grouped) -> Plan {
         let mut plan = Plan::default();
         let mut next_id = head.next_id();
-        for (labels, existing, mut samples) in group_by_series(head, batch) {
+        for (labels, existing, mut samples) in grouped {
+            let labels = &labels;
             let id = match existing {
                 Some(id) => id,
                 None => {
@@ -268,28 +269,58 @@ impl Db {
 
 /// A batch's entries grouped by series (a series may appear more than once), each with its head id
 /// if it exists. Label sets are hashed once: existing series are grouped by id.
-fn group_by_series<'b>(head: &Head, batch: &'b [SeriesSamples]) -> Vec<(&'b Labels, Option<SeriesId>, Vec<Sample>)> {
-    let mut order: Vec<(&Labels, Option<SeriesId>, Vec<Sample>)> = Vec::with_capacity(batch.len());
-    let mut by_id: HashMap<SeriesId, usize, foldhash::fast::RandomState> =
-        HashMap::with_capacity_and_hasher(batch.len(), Default::default());
-    let mut new_series: HashMap<&Labels, usize> = HashMap::new();
-    for entry in batch {
-        let id = head.lookup(&entry.labels);
+/// A batch's samples per series, in first-seen order: the series' labels, its id if it exists, its samples.
+type Grouped = Vec<(Labels, Option<SeriesId>, Vec<Sample>)>;
+
+/// Merges the entries of one series (the same labels given twice in a batch) into one.
+#[derive(Default)]
+struct Grouper {
+    order: Grouped,
+    by_id: HashMap<SeriesId, usize, foldhash::fast::RandomState>,
+    new_series: HashMap<Labels, usize, foldhash::fast::RandomState>,
+}
+
+impl Grouper {
+    fn add(&mut self, labels: &Labels, id: Option<SeriesId>, samples: &[Sample]) {
         let slot = match id {
-            Some(id) => by_id.get(&id).copied(),
-            None => new_series.get(&entry.labels).copied(),
+            Some(id) => self.by_id.get(&id).copied(),
+            None => self.new_series.get(labels).copied(),
         };
         if let Some(position) = slot {
-            order[position].2.extend_from_slice(&entry.samples);
-            continue;
+            self.order[position].2.extend_from_slice(samples);
+            return;
         }
         match id {
-            Some(id) => by_id.insert(id, order.len()),
-            None => new_series.insert(&entry.labels, order.len()),
+            Some(id) => self.by_id.insert(id, self.order.len()),
+            None => self.new_series.insert(labels.clone(), self.order.len()),
         };
-        order.push((&entry.labels, id, entry.samples.clone()));
+        self.order.push((labels.clone(), id, samples.to_vec()));
     }
-    order
+}
+
+fn group_by_series(head: &Head, batch: &[SeriesSamples]) -> Grouped {
+    let mut grouper = Grouper::default();
+    for entry in batch {
+        grouper.add(&entry.labels, head.lookup(&entry.labels), &entry.samples);
+    }
+    grouper.order
+}
+
+/// Like [`group_by_series`] for borrowed labels: known series are found without building their labels;
+/// only new ones are built (and checked).
+fn group_refs(head: &Head, batch: &RefBatch<'_>) -> Result<Grouped, Error> {
+    let mut grouper = Grouper::default();
+    for (labels, samples) in batch.iter() {
+        match head.lookup_refs(labels) {
+            Some((id, stored)) => grouper.add(stored, Some(id), samples),
+            None => {
+                let owned = Labels::new(labels.0.iter().copied())?;
+                let id = head.lookup(&owned);
+                grouper.add(&owned, id, samples);
+            }
+        }
+    }
+    Ok(grouper.order)
 }
 
 fn reject_all(summary: &mut AppendSummary, labels: &Labels, samples: &[Sample], error: SampleError) {
@@ -689,9 +720,22 @@ impl Appender for Db {
 
     /// Blocking (it may fsync): call it from `spawn_blocking` in async code.
     fn append(&self, batch: &[SeriesSamples]) -> Result<AppendSummary, Error> {
+        self.append_grouped(|head| Ok(group_by_series(head, batch)))
+    }
+
+    /// Blocking, as [`Appender::append`]; known series are found from the borrowed labels.
+    fn append_refs(&self, batch: &RefBatch<'_>) -> Result<AppendSummary, Error> {
+        self.append_grouped(|head| group_refs(head, batch))
+    }
+}
+
+impl Db {
+    /// Plans the grouped batch under the head lock, writes it to the WAL, applies it, then waits for the
+    /// WAL commit.
+    fn append_grouped(&self, group: impl FnOnce(&Head) -> Result<Grouped, Error>) -> Result<AppendSummary, Error> {
         let (summary, sequence) = {
             let mut head = self.head.write();
-            let plan = self.plan(&head, batch);
+            let plan = self.plan(&head, group(&head)?);
             // The WAL is written under the head lock so record order matches apply order.
             let sequence = match &self.wal {
                 Some(wal) if !plan.new_series.is_empty() || !plan.samples.is_empty() => {

@@ -1,11 +1,11 @@
 //! The head: series in memory with compressed chunks, indexed by postings.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use crate::chunk::{self, SAMPLES_PER_CHUNK, XorAppender};
 use crate::postings::{Postings, SeriesId};
-use crate::{Label, Labels, Matcher, Sample, SampleError, Timestamp};
+use crate::{Label, LabelRefs, Labels, Matcher, Sample, SampleError, Timestamp};
 
 /// Limits on what the head accepts; each rejection is counted and explained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,7 +243,7 @@ fn decode_into(bytes: &[u8], mint: Timestamp, maxt: Timestamp, out: &mut Vec<Sam
 pub(crate) struct Head {
     series: Vec<MemSeries>,
     /// Seeded per process (foldhash's random state), so ingested label sets cannot aim for collisions.
-    by_labels: HashMap<Labels, SeriesId, foldhash::fast::RandomState>,
+    by_labels: hashbrown::HashMap<Labels, SeriesId, foldhash::fast::RandomState>,
     /// The symbol table: one copy of each label name and value, shared by every series and the index.
     symbols: HashSet<Arc<str>, foldhash::fast::RandomState>,
     postings: Postings,
@@ -257,7 +257,7 @@ impl Default for Head {
     fn default() -> Self {
         Head {
             series: Vec::new(),
-            by_labels: HashMap::default(),
+            by_labels: hashbrown::HashMap::default(),
             symbols: HashSet::default(),
             postings: Postings::default(),
             append_floor: Timestamp::MIN,
@@ -350,6 +350,12 @@ impl Head {
 
     pub(crate) fn lookup(&self, labels: &Labels) -> Option<SeriesId> {
         self.by_labels.get(labels).copied()
+    }
+
+    /// The id and stored labels of the series a borrowed label set names, if it exists.
+    pub(crate) fn lookup_refs(&self, labels: LabelRefs<'_>) -> Option<(SeriesId, &Labels)> {
+        let (stored, id) = self.by_labels.get_key_value(&labels)?;
+        Some((*id, stored))
     }
 
     /// The id the next created series will get.

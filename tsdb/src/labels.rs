@@ -1,6 +1,7 @@
 //! Label sets: a series' identity.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::Error;
@@ -21,8 +22,46 @@ pub struct Label {
 ///
 /// Shared behind an `Arc`: cloning is a reference-count increment, which query evaluation does per
 /// series per step. Equality compares contents (short-cutting on the same allocation).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Labels(Arc<[Label]>);
+
+/// Hashes a label set's pairs; [`Labels`] and [`LabelRefs`] both hash this way, so a borrowed set finds
+/// the stored one in a map.
+fn hash_pairs<'a, H: Hasher>(len: usize, pairs: impl Iterator<Item = (&'a str, &'a str)>, state: &mut H) {
+    state.write_usize(len);
+    for (name, value) in pairs {
+        name.hash(state);
+        value.hash(state);
+    }
+}
+
+impl Hash for Labels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_pairs(self.0.len(), self.0.iter().map(|l| (&*l.name, &*l.value)), state);
+    }
+}
+
+/// A label set borrowed from a request being decoded, sorted by name with no empty values, so a stored
+/// [`Labels`] can be looked up without building one (hash and equality agree with it).
+#[derive(Debug, Clone, Copy)]
+pub struct LabelRefs<'a>(pub &'a [(&'a str, &'a str)]);
+
+impl Hash for LabelRefs<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_pairs(self.0.len(), self.0.iter().copied(), state);
+    }
+}
+
+impl hashbrown::Equivalent<Labels> for LabelRefs<'_> {
+    fn equivalent(&self, key: &Labels) -> bool {
+        key.0.len() == self.0.len()
+            && key
+                .0
+                .iter()
+                .zip(self.0)
+                .all(|(stored, (name, value))| *stored.name == **name && *stored.value == **value)
+    }
+}
 
 impl Default for Labels {
     fn default() -> Self {
@@ -136,6 +175,21 @@ mod tests {
         assert_eq!(labels.get("job"), Some("node"));
         assert_eq!(labels.get("zone"), None);
         assert_eq!(labels.to_string(), r#"up{job="node"}"#);
+    }
+
+    #[test]
+    fn a_borrowed_set_finds_its_stored_twin() {
+        let stored = Labels::new([("__name__", "up"), ("job", "node")]).unwrap();
+        let mut map: hashbrown::HashMap<Labels, u32, foldhash::fast::RandomState> = hashbrown::HashMap::default();
+        map.insert(stored.clone(), 7);
+        assert_eq!(map.get(&LabelRefs(&[("__name__", "up"), ("job", "node")])), Some(&7));
+        assert_eq!(map.get(&LabelRefs(&[("__name__", "up"), ("job", "nod")])), None);
+        assert_eq!(map.get(&LabelRefs(&[("__name__", "up")])), None);
+        // Pairs that concatenate alike are different sets.
+        let split = Labels::new([("a", "bc")]).unwrap();
+        map.insert(split, 8);
+        assert_eq!(map.get(&LabelRefs(&[("ab", "c")])), None);
+        assert_eq!(map.get(&LabelRefs(&[("a", "bc")])), Some(&8));
     }
 
     #[test]

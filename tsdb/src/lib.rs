@@ -24,7 +24,7 @@ pub use block::BlockMeta;
 pub use db::{AppendSummary, Db, DbOptions, MaintenanceReport, OpenReport, RejectedSample};
 pub use error::{Error, SampleError};
 pub use head::{HeadLimits, Series};
-pub use labels::{Label, Labels, METRIC_NAME};
+pub use labels::{Label, LabelRefs, Labels, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher};
 pub use wal::WalSync;
 
@@ -55,6 +55,37 @@ pub struct SeriesSamples {
     pub labels: Labels,
     /// Samples in any order; the store sorts them out per its out-of-order rules.
     pub samples: Vec<Sample>,
+}
+
+/// A batch whose label strings are borrowed from the request being decoded, laid out flat: each entry
+/// of `series` is a range of `pairs` (sorted by name, no empty values) and a range of `samples`. The
+/// store looks known series up without building their [`Labels`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RefBatch<'a> {
+    /// Every series' label pairs, one after another.
+    pub pairs: Vec<(&'a str, &'a str)>,
+    /// Every series' samples, one after another.
+    pub samples: Vec<Sample>,
+    /// Per series: its pairs and its samples.
+    pub series: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+impl<'a> RefBatch<'a> {
+    /// Each series' labels and samples.
+    pub fn iter(&self) -> impl Iterator<Item = (LabelRefs<'_>, &[Sample])> {
+        self.series
+            .iter()
+            .map(|(pairs, samples)| (LabelRefs(&self.pairs[pairs.clone()]), &self.samples[samples.clone()]))
+    }
+
+    /// The same batch with owned label sets (what [`Appender::append`] takes).
+    pub fn to_owned_batch(&self) -> Result<Vec<SeriesSamples>, Error> {
+        self.iter()
+            .map(|(labels, samples)| {
+                Ok(SeriesSamples { labels: Labels::new(labels.0.iter().copied())?, samples: samples.to_vec() })
+            })
+            .collect()
+    }
 }
 
 /// Type, help and unit of a metric family, as its exporter declared them.
@@ -91,6 +122,12 @@ pub struct CardinalityStats {
 pub trait Appender: Send + Sync {
     /// Appends a batch; individual samples may be rejected (reported in the summary) while the rest land.
     fn append(&self, batch: &[SeriesSamples]) -> Result<AppendSummary, Error>;
+
+    /// Like [`Appender::append`] for a batch with borrowed labels; an invalid label set of a new series
+    /// refuses the whole batch. The default builds owned label sets first.
+    fn append_refs(&self, batch: &RefBatch<'_>) -> Result<AppendSummary, Error> {
+        self.append(&batch.to_owned_batch()?)
+    }
 
     /// Records metric families' metadata (latest wins).
     fn set_metadata(&self, entries: &[(String, MetricMetadata)]) -> Result<(), Error>;

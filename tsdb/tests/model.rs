@@ -4,14 +4,17 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use vigil_tsdb::{Appender, Db, DbOptions, Labels, MatchOp, Matcher, Queryable, Sample, SeriesSamples, WalSync};
+use vigil_tsdb::{
+    Appender, Db, DbOptions, Labels, MatchOp, Matcher, Queryable, RefBatch, Sample, SeriesSamples, WalSync,
+};
 
 const WINDOW_MS: i64 = 50;
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Samples for series `series` at the given times (relative to that series' newest time) and values.
-    Append { series: u8, samples: Vec<(i64, u8)> },
+    /// Samples for series `series` at the given times (relative to that series' newest time) and values;
+    /// `borrowed` sends them as a [`RefBatch`] (labels borrowed, as remote write does), split in two entries.
+    Append { series: u8, samples: Vec<(i64, u8)>, borrowed: bool },
     /// Drop the database without flushing and open it again; optionally leave a half-written block behind.
     Crash { partial_block: bool },
     /// Move head samples at or before this time into a block.
@@ -54,8 +57,8 @@ fn model_append(model: &mut Model, labels: &Labels, samples: &[Sample], floor: i
 
 fn arb_op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => (0u8..6, prop::collection::vec((-80i64..40, 0u8..4), 1..12))
-            .prop_map(|(series, samples)| Op::Append { series, samples }),
+        8 => (0u8..6, prop::collection::vec((-80i64..40, 0u8..4), 1..12), any::<bool>())
+            .prop_map(|(series, samples, borrowed)| Op::Append { series, samples, borrowed }),
         1 => any::<bool>().prop_map(|partial_block| Op::Crash { partial_block }),
         1 => (0i64..400).prop_map(Op::Cut),
         1 => Just(Op::Compact),
@@ -83,6 +86,18 @@ fn check_equal(db: &Db, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A borrowed batch holding `samples` of `labels` as two entries of the same series (merged by the store).
+fn ref_batch<'a>(labels: &'a Labels, samples: &[Sample]) -> RefBatch<'a> {
+    let pairs: Vec<(&str, &str)> = labels.iter().map(|l| (&*l.name, &*l.value)).collect();
+    let n = pairs.len();
+    let half = samples.len() / 2;
+    RefBatch {
+        pairs: pairs.iter().chain(&pairs).copied().collect(),
+        samples: samples.to_vec(),
+        series: vec![(0..n, 0..half), (n..2 * n, half..samples.len())],
+    }
+}
+
 fn options() -> DbOptions {
     DbOptions { out_of_order_window_ms: WINDOW_MS, wal_sync: WalSync::Never, ..DbOptions::default() }
 }
@@ -100,7 +115,7 @@ proptest! {
         let mut floor = i64::MIN;
         for op in ops {
             match op {
-                Op::Append { series, samples } => {
+                Op::Append { series, samples, borrowed } => {
                     let base = newest.get(&series).copied().unwrap_or(100);
                     let samples: Vec<Sample> =
                         samples.iter().map(|(dt, v)| Sample { t: base + dt, v: f64::from(*v) }).collect();
@@ -109,7 +124,11 @@ proptest! {
                     if let Some(t) = model[&labels].keys().next_back() {
                         newest.insert(series, *t);
                     }
-                    let summary = db.append(&[SeriesSamples { labels, samples }]).unwrap();
+                    let summary = if borrowed {
+                        db.append_refs(&ref_batch(&labels, &samples)).unwrap()
+                    } else {
+                        db.append(&[SeriesSamples { labels, samples }]).unwrap()
+                    };
                     prop_assert_eq!(summary.accepted, want_accepted);
                 }
                 Op::Crash { partial_block } => {
