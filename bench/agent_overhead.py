@@ -49,9 +49,11 @@ def main():
                                    "--otlp-http-addr", "127.0.0.1:0", "--otlp-grpc-addr", "127.0.0.1:0"],
                                   stdout=subprocess.PIPE, text=True)
         grpc = ready(server, "vigil is ready")["otlp_grpc_addr"]
+        # The allocator settings deploy/kubernetes/agent-daemonset.yaml gives the agent.
+        agent_env = {**os.environ, "MIMALLOC_PURGE_DELAY": "0", "MIMALLOC_ARENA_EAGER_COMMIT": "0"}
         agent = subprocess.Popen([VIGIL, *log, "agent", "--server", f"http://{grpc}", "--root", fixture,
                                   "--state-dir", f"{work}/state", "--http-addr", "127.0.0.1:0", "--interval", "10s"],
-                                 stdout=subprocess.PIPE, text=True)
+                                 stdout=subprocess.PIPE, text=True, env=agent_env)
         try:
             ready(agent, "vigil agent is ready")
             time.sleep(2)

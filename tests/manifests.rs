@@ -75,6 +75,12 @@ fn server_has_probes_storage_and_ports_that_match_its_service() {
 #[test]
 fn agent_mounts_the_host_read_only_under_its_root() {
     let daemonset = workload("agent-daemonset.yaml", "DaemonSet");
+    // The allocator settings that keep the agent's resident memory low (bench/agent_overhead.py).
+    let env = &daemonset["spec"]["template"]["spec"]["containers"][0]["env"];
+    for name in ["MIMALLOC_PURGE_DELAY", "MIMALLOC_ARENA_EAGER_COMMIT"] {
+        let value = env.as_sequence().unwrap().iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+        assert_eq!(value, Some(Value::String("0".into())), "{name} in the agent's env");
+    }
     let pod = &daemonset["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     let args = container["args"].as_sequence().unwrap();
