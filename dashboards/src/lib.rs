@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use rust_embed::RustEmbed;
@@ -105,28 +105,38 @@ fn all_dashboards(dir: Option<&Path>) -> Vec<(Listing, Dashboard)> {
 
 type Dir = Arc<Option<PathBuf>>;
 
+/// Every dashboard, read off the async threads (the user's files are read on each call).
+async fn dashboards(dir: Dir) -> Vec<(Listing, Dashboard)> {
+    tokio::task::spawn_blocking(move || all_dashboards(dir.as_deref())).await.unwrap_or_default()
+}
+
 async fn list(State(dir): State<Dir>) -> Response {
-    let listings: Vec<Listing> = all_dashboards(dir.as_deref()).into_iter().map(|(l, _)| l).collect();
+    let listings: Vec<Listing> = dashboards(dir).await.into_iter().map(|(l, _)| l).collect();
     axum::Json(listings).into_response()
 }
 
 async fn one(State(dir): State<Dir>, UrlPath(id): UrlPath<String>) -> Response {
-    match all_dashboards(dir.as_deref()).into_iter().find(|(l, _)| l.id == id) {
+    match dashboards(dir).await.into_iter().find(|(l, _)| l.id == id) {
         Some((_, dashboard)) => axum::Json(dashboard).into_response(),
         None => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": format!("no dashboard {id:?}")})))
             .into_response(),
     }
 }
 
-/// An embedded UI file with its content type; assets are cached (their names change only on rebuild, so
-/// a day is safe), `index.html` is revalidated.
-fn asset(path: &str) -> Response {
+/// An embedded UI file with its content type. Asset names stay the same across builds, so browsers
+/// revalidate every file: the ETag is the file's SHA-256, and a match answers 304 without a body.
+fn asset(path: &str, headers: &HeaderMap) -> Response {
     let Some(file) = Ui::get(path) else {
         return (StatusCode::NOT_FOUND, "no such UI asset\n").into_response();
     };
-    let cache = if path == "index.html" { "no-cache" } else { "public, max-age=86400" };
+    let etag = format!("\"{}\"", file.metadata.sha256_hash().iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let cached = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes());
+    let common = [(header::ETAG, etag), (header::CACHE_CONTROL, "no-cache".to_owned())];
+    if cached {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
     let mime = file.metadata.mimetype().to_owned();
-    ([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, cache.to_owned())], file.data.into_owned()).into_response()
+    (common, [(header::CONTENT_TYPE, mime)], file.data.into_owned()).into_response()
 }
 
 /// UI routes: `/` redirects to `/ui/`, pages under `/ui/...`, assets under `/ui/assets/`, dashboards under
@@ -136,14 +146,16 @@ pub fn routes(user_dir: Option<PathBuf>) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
-        .route("/ui/", get(|| async { asset("index.html") }))
+        .route("/ui/", get(|headers: HeaderMap| async move { asset("index.html", &headers) }))
         .route(
             "/ui/assets/{*file}",
-            get(|UrlPath(file): UrlPath<String>| async move { asset(&format!("assets/{file}")) }),
+            get(|UrlPath(file): UrlPath<String>, headers: HeaderMap| async move {
+                asset(&format!("assets/{file}"), &headers)
+            }),
         )
         .route("/ui/api/dashboards", get(list))
         .route("/ui/api/dashboards/{id}", get(one))
-        .route("/ui/{*page}", get(|| async { asset("index.html") }))
+        .route("/ui/{*page}", get(|headers: HeaderMap| async move { asset("index.html", &headers) }))
         .with_state(Arc::new(user_dir))
 }
 
@@ -183,6 +195,20 @@ mod tests {
         let vigil = all.iter().find(|(l, _)| l.id == "vigil").unwrap();
         assert_eq!(vigil.1.title, "Mine");
         assert_eq!(all.len(), bundled().len() + 1);
+    }
+
+    #[test]
+    fn assets_are_revalidated_by_their_hash() {
+        let first = asset("assets/app.js", &HeaderMap::new());
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(first.headers()[header::CONTENT_TYPE], "text/javascript");
+        let etag = first.headers()[header::ETAG].clone();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_NONE_MATCH, etag);
+        assert_eq!(asset("assets/app.js", &headers).status(), StatusCode::NOT_MODIFIED);
+        headers.insert(header::IF_NONE_MATCH, "\"stale\"".parse().unwrap());
+        assert_eq!(asset("assets/app.js", &headers).status(), StatusCode::OK);
+        assert_eq!(asset("assets/missing.js", &HeaderMap::new()).status(), StatusCode::NOT_FOUND);
     }
 
     #[test]
