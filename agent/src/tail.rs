@@ -29,6 +29,9 @@ struct Position {
     head: u64,
     #[serde(default)]
     head_len: u64,
+    /// The file's modification time when read (ns), so an unchanged file is passed over without opening it.
+    #[serde(default)]
+    mtime_ns: i64,
 }
 
 impl Position {
@@ -99,8 +102,14 @@ impl Tailer {
         let mut out = Vec::new();
         paths.sort();
         for path in paths {
-            let (Ok(meta), Ok(head)) = (std::fs::metadata(&path), read_head(&path)) else { continue };
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
             let previous = self.pending.get(&path).copied();
+            let unchanged = |p: &Position| p.inode == meta.ino() && p.offset == meta.len() && p.mtime_ns == mtime_ns;
+            if previous.as_ref().is_some_and(unchanged) {
+                continue;
+            }
+            let Ok(head) = read_head(&path) else { continue };
             let same = previous.filter(|p| p.same_file(meta.ino(), &head) && p.offset <= meta.len());
             // Another file at the path now: the rest of the old one is read first, wherever it went.
             if let Some(old) = previous.filter(|_| same.is_none()) {
@@ -112,7 +121,7 @@ impl Tailer {
             let Ok((lines, consumed)) = read_lines(&path, offset) else { continue };
             offset += consumed;
             let position =
-                Position { inode: meta.ino(), offset, head: fingerprint(&head), head_len: head.len() as u64 };
+                Position { inode: meta.ino(), offset, head: fingerprint(&head), head_len: head.len() as u64, mtime_ns };
             self.pending.insert(path.clone(), position);
             if !lines.is_empty() {
                 out.push(FileLines { path, lines });
