@@ -318,23 +318,27 @@ enum Sent {
 
 /// An OTLP export request the shipper can send: metrics or logs.
 pub trait OtlpRequest: Message + Default + Send + 'static {
-    /// Exports `call` over `channel` (gzip-compressed).
+    /// Exports `call` over `channel` (zstd-compressed).
     fn export(
         channel: tonic::transport::Channel,
         call: tonic::Request<Self>,
     ) -> impl std::future::Future<Output = Result<(), tonic::Status>> + Send;
 }
 
+/// How batches are compressed on the wire: zstd, which Vigil's and the OpenTelemetry Collector's OTLP/gRPC
+/// receivers accept, costs the agent far less CPU than gzip (deflate was an eighth of its CPU).
+const WIRE_COMPRESSION: tonic::codec::CompressionEncoding = tonic::codec::CompressionEncoding::Zstd;
+
 impl OtlpRequest for ExportMetricsServiceRequest {
     async fn export(channel: tonic::transport::Channel, call: tonic::Request<Self>) -> Result<(), tonic::Status> {
-        let mut client = MetricsServiceClient::new(channel).send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let mut client = MetricsServiceClient::new(channel).send_compressed(WIRE_COMPRESSION);
         client.export(call).await.map(|_| ())
     }
 }
 
 impl OtlpRequest for ExportLogsServiceRequest {
     async fn export(channel: tonic::transport::Channel, call: tonic::Request<Self>) -> Result<(), tonic::Status> {
-        let mut client = LogsServiceClient::new(channel).send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let mut client = LogsServiceClient::new(channel).send_compressed(WIRE_COMPRESSION);
         client.export(call).await.map(|_| ())
     }
 }
