@@ -99,7 +99,6 @@ async fn render_metrics(State(exposed): State<Exposed>) -> impl axum::response::
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
-/// Scrapes one target every interval until `stop`, buffering its points as its own job and instance.
 /// A running scrape loop: its handle, and the sender that retires it when its target goes away.
 type Running = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
 

@@ -238,7 +238,8 @@ pub struct ScrapeConfigSection {
     pub sample_limit: usize,
     /// e.g. `10MiB` [default: unlimited, 256MiB in practice].
     pub body_size_limit: Option<String>,
-    pub static_configs: Vec<ScrapeStaticConfig>,
+    /// Target groups written out (the same shape as a discovery file's).
+    pub static_configs: Vec<vigil_agent::discovery::TargetGroup>,
     /// Files of target groups (JSON or YAML), read again every `refresh_interval`.
     pub file_sd_configs: Vec<FileSdSection>,
     /// Applied to each target's labels (`__address__`, `__scheme__`, `__metrics_path__`, `job`, static labels).
@@ -255,14 +256,6 @@ pub struct FileSdSection {
     pub files: Vec<String>,
     /// [default: 5m]
     pub refresh_interval: Option<String>,
-}
-
-/// `static_configs:` entry of a scrape config.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScrapeStaticConfig {
-    pub targets: Vec<String>,
-    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl FileConfig {
@@ -537,7 +530,7 @@ fn scrape_jobs(
     configs: &[ScrapeConfigSection],
     agent_interval: Duration,
 ) -> anyhow::Result<Vec<vigil_agent::discovery::ScrapeJob>> {
-    use vigil_agent::discovery::{DEFAULT_FILE_REFRESH, FileSd, ScrapeJob, TargetGroup};
+    use vigil_agent::discovery::{DEFAULT_FILE_REFRESH, FileSd, ScrapeJob};
     let mut jobs = Vec::new();
     for config in configs {
         anyhow::ensure!(!config.job_name.is_empty(), "agent.scrape_configs: every entry needs a job_name");
@@ -574,11 +567,7 @@ fn scrape_jobs(
             body_limit: config.body_size_limit.as_deref().map(parse_size).transpose()?.unwrap_or(256 << 20) as u64,
             relabel: compile(&config.relabel_configs)?,
             metric_relabel: compile(&config.metric_relabel_configs)?,
-            static_groups: config
-                .static_configs
-                .iter()
-                .map(|g| TargetGroup { targets: g.targets.clone(), labels: g.labels.clone() })
-                .collect(),
+            static_groups: config.static_configs.clone(),
             file_sd,
         });
     }

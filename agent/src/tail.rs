@@ -35,11 +35,14 @@ struct Position {
 }
 
 impl Position {
-    /// Whether `head` (the first bytes of the file now at the path, with `inode`) is the file read so far.
+    /// Whether the file now at the path (its `inode` and first bytes `head`) is the file read so far.
     fn same_file(&self, inode: u64, head: &[u8]) -> bool {
-        if self.inode != inode {
-            return false;
-        }
+        self.inode == inode && self.same_start(head)
+    }
+
+    /// Whether content beginning with `head` begins as the file read so far did (always, when no
+    /// fingerprint was kept).
+    fn same_start(&self, head: &[u8]) -> bool {
         let Ok(len) = usize::try_from(self.head_len) else { return false };
         self.head_len == 0 || head.get(..len).is_some_and(|prefix| fingerprint(prefix) == self.head)
     }
@@ -156,7 +159,7 @@ fn rest_of_moved(path: &Path, old: Position) -> Option<Vec<String>> {
     let siblings: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p != path).collect();
     let renamed = siblings.iter().find(|p| {
         let same_inode = std::fs::metadata(p).is_ok_and(|m| m.ino() == old.inode);
-        same_inode && read_head(p).is_ok_and(|head| old.same_file(old.inode, &head))
+        same_inode && read_head(p).is_ok_and(|head| old.same_start(&head))
     });
     if let Some(renamed) = renamed {
         return read_lines(renamed, old.offset).ok().map(|(lines, _)| lines);
@@ -165,20 +168,23 @@ fn rest_of_moved(path: &Path, old: Position) -> Option<Vec<String>> {
         return None;
     }
     siblings.iter().filter(|p| p.extension().is_some_and(|e| e == "gz")).find_map(|gz| {
-        let content = gunzip(gz)?;
-        let head = &content[..content.len().min(FINGERPRINT_BYTES)];
-        if !old.same_file(old.inode, head) {
-            return None;
-        }
+        let content = gunzip_if(gz, |head| old.same_start(head))?;
         Some(complete_lines(content.get(usize::try_from(old.offset).ok()?..)?).0)
     })
 }
 
-/// The decompressed content of a gzip file, at most 1 GiB; `None` if it is not gzip.
-fn gunzip(path: &Path) -> Option<Vec<u8>> {
+/// The decompressed content (at most 1 GiB) of a gzip file whose first [`FINGERPRINT_BYTES`] satisfy
+/// `wanted`; only those are decompressed for a file that is not the one sought. `None` if it is not
+/// gzip or not wanted.
+fn gunzip_if(path: &Path, wanted: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
     let file = std::fs::File::open(path).ok()?;
-    let mut content = Vec::new();
-    flate2::read::MultiGzDecoder::new(file).take(1 << 30).read_to_end(&mut content).ok()?;
+    let mut decoder = flate2::read::MultiGzDecoder::new(file).take(1 << 30);
+    let mut content = Vec::with_capacity(FINGERPRINT_BYTES);
+    decoder.by_ref().take(FINGERPRINT_BYTES as u64).read_to_end(&mut content).ok()?;
+    if !wanted(&content) {
+        return None;
+    }
+    decoder.read_to_end(&mut content).ok()?;
     Some(content)
 }
 
@@ -266,6 +272,10 @@ mod tests {
         let mut tailer = Tailer::new(dir.path(), &state.path().join("offsets.json"));
         assert_eq!(lines(tailer.poll()), ["first", "second"]);
         tailer.commit().unwrap();
+        // An older rotation, already compressed: other content, so it is passed over.
+        let mut older = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        older.write_all(b"from an earlier file\n").unwrap();
+        std::fs::write(dir.path().join("0.log.20251231-000000.gz"), older.finish().unwrap()).unwrap();
         // The kubelet renames, then compresses the renamed file and removes it.
         append(&file, "written before the rotation\n");
         let rotated = dir.path().join("0.log.20260101-000000");

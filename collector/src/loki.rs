@@ -175,7 +175,7 @@ fn record(
     labels: &BTreeMap<String, String>,
     ts_ns: i64,
     line: String,
-    metadata: BTreeMap<String, String>,
+    mut metadata: BTreeMap<String, String>,
 ) -> Result<LogRecord, IngestError> {
     if labels.is_empty() {
         return Err(IngestError::Malformed("a stream needs at least one label".into()));
@@ -189,7 +189,6 @@ fn record(
             line.len()
         )));
     }
-    let mut metadata = metadata;
     crate::log_level::annotate(labels, &mut metadata, &line);
     Ok(LogRecord { ts_ns, labels: labels.clone(), line, metadata })
 }

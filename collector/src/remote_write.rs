@@ -335,7 +335,7 @@ async fn ingest_body(ingest: &Ingest, headers: &HeaderMap, body: Bytes) -> Resul
         };
         let raw = unsnappy(&body, max_bytes)?;
         // 1.0 is read in place (labels borrowed from `raw`); 2.0 resolves symbols into owned labels.
-        let (summary, total, decoded) = match version {
+        let (summary, total, histograms, exemplars) = match version {
             Version::V1 => {
                 let request = borrowed::decode(&raw)?;
                 if !request.metadata.is_empty() {
@@ -343,7 +343,7 @@ async fn ingest_body(ingest: &Ingest, headers: &HeaderMap, body: Bytes) -> Resul
                 }
                 let total = request.batch.samples.len();
                 let summary = sink.append_refs(&request.batch).map_err(storage_error)?;
-                (summary, total, Decoded { histograms: request.histograms, exemplars: request.exemplars, ..Decoded::default() })
+                (summary, total, request.histograms, request.exemplars)
             }
             Version::V2 => {
                 let decoded = decode_v2(&raw)?;
@@ -351,7 +351,8 @@ async fn ingest_body(ingest: &Ingest, headers: &HeaderMap, body: Bytes) -> Resul
                     sink.set_metadata(&decoded.metadata).map_err(storage_error)?;
                 }
                 let total: usize = decoded.series.iter().map(|series| series.samples.len()).sum();
-                (sink.append(&decoded.series).map_err(storage_error)?, total, decoded)
+                let summary = sink.append(&decoded.series).map_err(storage_error)?;
+                (summary, total, decoded.histograms, decoded.exemplars)
             }
         };
         metrics::counter!("vigil_ingest_samples_accepted_total", "receiver" => "remote_write")
@@ -365,19 +366,19 @@ async fn ingest_body(ingest: &Ingest, headers: &HeaderMap, body: Bytes) -> Resul
                 total,
                 first: format!("{} for series {} at {}", first.error, first.labels, first.sample.t),
             }),
-            None if decoded.histograms > 0 => {
+            None if histograms > 0 => {
                 metrics::counter!("vigil_ingest_points_unsupported_total", "receiver" => "remote_write", "kind" => "native_histogram")
-                    .increment(decoded.histograms as u64);
+                    .increment(histograms as u64);
                 Some(IngestError::Malformed(format!(
                     "{} native histogram samples were not stored: native histograms are not supported yet",
-                    decoded.histograms
+                    histograms
                 )))
             }
             None => None,
         };
-        if decoded.exemplars > 0 {
+        if exemplars > 0 {
             metrics::counter!("vigil_ingest_points_unsupported_total", "receiver" => "remote_write", "kind" => "exemplar")
-                .increment(decoded.exemplars as u64);
+                .increment(exemplars as u64);
         }
         Ok(Written { samples: summary.accepted, refused })
     })

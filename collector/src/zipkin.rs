@@ -126,10 +126,6 @@ pub struct ProtoAnnotation {
     pub value: String,
 }
 
-fn hex_bytes(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn endpoint(proto: ProtoEndpoint) -> Endpoint {
     let ipv4 = <[u8; 4]>::try_from(proto.ipv4.as_slice()).ok().map(|a| std::net::Ipv4Addr::from(a).to_string());
     let ipv6 = <[u8; 16]>::try_from(proto.ipv6.as_slice()).ok().map(|a| std::net::Ipv6Addr::from(a).to_string());
@@ -153,7 +149,7 @@ fn from_proto(span: ProtoSpan) -> Result<ZipkinSpan, String> {
     };
     let id_bytes = |bytes: &[u8], what: &str, sizes: &[usize]| {
         if sizes.contains(&bytes.len()) {
-            Ok(hex_bytes(bytes))
+            Ok(vigil_tsdb::traces::hex(bytes))
         } else {
             Err(format!("{what} has {} bytes", bytes.len()))
         }

@@ -80,25 +80,21 @@ fn user_dashboards(dir: &Path) -> Vec<(String, Dashboard, PathBuf)> {
 
 /// Every dashboard: the user's first, so a user file with a bundled id replaces the bundled one.
 fn all_dashboards(dir: Option<&Path>) -> Vec<(Listing, Dashboard)> {
-    let mut out: Vec<(Listing, Dashboard)> = Vec::new();
-    for (id, dashboard, path) in dir.map(user_dashboards).unwrap_or_default() {
-        let source = path.display().to_string();
-        out.push((
-            Listing { id, title: dashboard.title.clone(), description: dashboard.description.clone(), source },
-            dashboard,
-        ));
-    }
+    let listed = |id: String, dashboard: Dashboard, source: String| {
+        let listing =
+            Listing { id, title: dashboard.title.clone(), description: dashboard.description.clone(), source };
+        (listing, dashboard)
+    };
+    let mut out: Vec<(Listing, Dashboard)> = dir
+        .map(user_dashboards)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, dashboard, path)| listed(id, dashboard, path.display().to_string()))
+        .collect();
     for (id, dashboard) in bundled() {
-        if out.iter().any(|(l, _)| l.id == id) {
-            continue;
+        if !out.iter().any(|(l, _)| l.id == id) {
+            out.push(listed(id, dashboard, "bundled".into()));
         }
-        let listing = Listing {
-            id,
-            title: dashboard.title.clone(),
-            description: dashboard.description.clone(),
-            source: "bundled".into(),
-        };
-        out.push((listing, dashboard));
     }
     out
 }

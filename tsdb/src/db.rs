@@ -267,8 +267,6 @@ impl Db {
     }
 }
 
-/// A batch's entries grouped by series (a series may appear more than once), each with its head id
-/// if it exists. Label sets are hashed once: existing series are grouped by id.
 /// A batch's samples per series, in first-seen order: the series' labels, its id if it exists, its samples.
 type Grouped = Vec<(Labels, Option<SeriesId>, Vec<Sample>)>;
 
@@ -298,6 +296,8 @@ impl Grouper {
     }
 }
 
+/// A batch's entries grouped by series (a series may appear more than once), each with its head id
+/// if it exists. Label sets are hashed once: existing series are grouped by id.
 fn group_by_series(head: &Head, batch: &[SeriesSamples]) -> Grouped {
     let mut grouper = Grouper::default();
     for entry in batch {
@@ -315,6 +315,7 @@ fn group_refs(head: &Head, batch: &RefBatch<'_>) -> Result<Grouped, Error> {
             Some((id, stored)) => grouper.add(stored, Some(id), samples),
             None => {
                 let owned = Labels::new(labels.0.iter().copied())?;
+                // Pairs out of the documented order miss the borrowed lookup but not this one.
                 let id = head.lookup(&owned);
                 grouper.add(&owned, id, samples);
             }

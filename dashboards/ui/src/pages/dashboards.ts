@@ -62,7 +62,8 @@ async function renderPanel(el: HTMLElement, panel: Panel, query: string, rangeSe
     return replace(el, lines.length ? h("div", { class: "log-list compact" }, lines.map(([ns, line]) => h("div", { class: "mono" }, `${formatTime(Number(BigInt(ns) / 1_000_000n))}  ${line}`))) : noData());
   }
   if (panel.type === "stat") {
-    const samples = loki ? [] : await promInstant(query, end);
+    // Stat panels take PromQL (the dashboard format refuses Loki ones).
+    const samples = await promInstant(query, end);
     const value = samples.length ? Number(samples[0].value[1]) : NaN;
     return replace(el, h("div", { class: "stat" }, Number.isNaN(value) ? "–" : formatUnit(value, panel.unit)));
   }
