@@ -208,7 +208,9 @@ async fn scrape_loop(
 const POD_LOG_POLL: Duration = Duration::from_secs(1);
 
 /// Follows the kubelet's pod log files under the root into the logs buffer until `stop`. Offsets are
-/// checkpointed (`pod-log-offsets.json` in the state directory) once the lines are in the disk buffer.
+/// checkpointed (`pod-log-offsets.json` in the state directory) once the lines are in the disk buffer, and
+/// never past an entry still being assembled; records carry their positions, so what a crash makes the
+/// agent read and send again is dropped by the server.
 async fn follow_pod_logs(
     config: AgentConfig,
     buffer: Arc<Mutex<DiskBuffer<podlogs::LogsRequest>>>,
@@ -216,23 +218,29 @@ async fn follow_pod_logs(
 ) {
     let checkpoint = config.state_dir.join("pod-log-offsets.json");
     let pods_dir = config.root.join("var/log/pods");
-    let state = Arc::new(Mutex::new((Tailer::new(&pods_dir, &checkpoint), BTreeMap::new())));
+    let assembler = podlogs::Assembler::new(config.multiline_start.clone());
+    let state = Arc::new(Mutex::new((Tailer::new(&pods_dir, &checkpoint), assembler)));
     let mut tick = ticker(POD_LOG_POLL);
     while next_tick(&mut tick, &mut stop).await {
         let (config, buffer, state) = (config.clone(), buffer.clone(), state.clone());
         let task = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+            if buffer.lock().expect("buffer lock").is_full() {
+                // The server is away and the buffer is at its limit: reading pauses, nothing is dropped.
+                return Ok(0);
+            }
             let mut state = state.lock().expect("tailer lock");
-            let (tailer, partials) = &mut *state;
-            let found = podlogs::entries(tailer.poll_files(podlogs::files(&config.root)), partials);
+            let (tailer, assembler) = &mut *state;
+            let found = assembler.entries(tailer.poll_files(podlogs::files(&config.root)));
             let count: usize = found.values().map(Vec::len).sum();
             if count > 0 {
                 let request = podlogs::encode(&found, &config.node_name);
                 if let Err(error) = buffer.lock().expect("buffer lock").push(&request) {
                     tailer.rewind();
+                    assembler.reset();
                     return Err(error.into());
                 }
             }
-            tailer.commit()?;
+            tailer.commit_holding(&assembler.holds())?;
             Ok(count)
         });
         match task.await {

@@ -169,6 +169,10 @@ pub struct AgentArgs {
     /// PEM CA certificate trusted for an `https://` --server, beside the public roots.
     #[arg(long, env = "VIGIL_TLS_CA_FILE")]
     pub tls_ca_file: Option<PathBuf>,
+    /// Multiline grouping of pod logs: a line that does not match this regex joins the entry before it
+    /// (e.g. `^\S` groups indented stack-trace lines) [default: no grouping]
+    #[arg(long, env = "VIGIL_LOG_MULTILINE_START")]
+    pub log_multiline_start: Option<String>,
 }
 
 /// Flags of `top`, as `kubectl top` takes them.

@@ -216,6 +216,8 @@ pub struct AgentSection {
     pub ingest_token: Option<String>,
     /// CA certificate (PEM) trusted for an `https://` server.
     pub tls_ca_file: Option<PathBuf>,
+    /// Multiline grouping: a pod log line not matching this regex joins the entry before it.
+    pub log_multiline_start: Option<String>,
     /// Prometheus's `scrape_configs` (static targets).
     pub scrape_configs: Vec<ScrapeConfigSection>,
 }
@@ -358,6 +360,8 @@ pub struct AgentConfig {
     pub tls_ca_file: Option<PathBuf>,
     /// Targets scraped.
     pub scrape_jobs: Vec<vigil_agent::discovery::ScrapeJob>,
+    /// Multiline grouping of pod logs: where an entry starts.
+    pub multiline_start: Option<regex::Regex>,
 }
 
 /// Parses `32MiB`, `512KiB`, `1GB`, `1048576`.
@@ -601,6 +605,14 @@ pub fn agent_config(args: &AgentArgs, file: &FileConfig) -> anyhow::Result<Agent
         ingest_token: args.ingest_token.clone().or_else(|| section.ingest_token.clone()),
         tls_ca_file: args.tls_ca_file.clone().or_else(|| section.tls_ca_file.clone()),
         scrape_jobs: scrape_jobs(&section.scrape_configs, interval)?,
+        multiline_start: args
+            .log_multiline_start
+            .as_deref()
+            .or(section.log_multiline_start.as_deref())
+            .map(|pattern| {
+                regex::Regex::new(pattern).with_context(|| format!("invalid --log-multiline-start {pattern:?}"))
+            })
+            .transpose()?,
     })
 }
 

@@ -106,11 +106,13 @@ pub async fn follow_log_dir(
                         ("job".to_owned(), "logs".to_owned()),
                         ("filename".to_owned(), file.path.display().to_string()),
                     ]);
-                    file.lines.into_iter().map(move |line| vigil_tsdb::logs::LogRecord {
+                    let source = file.source;
+                    file.lines.into_iter().zip(file.offsets).map(move |(line, offset)| vigil_tsdb::logs::LogRecord {
                         ts_ns: now,
                         labels: labels.clone(),
                         line,
                         metadata: Default::default(),
+                        position: Some(vigil_tsdb::logs::SourcePosition { source, offset }),
                     })
                 })
                 .collect();

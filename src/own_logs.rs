@@ -73,6 +73,7 @@ impl<S: Subscriber> Layer<S> for OwnLogsLayer {
             labels: BTreeMap::from([("job".into(), "vigil".into()), ("service_name".into(), "vigil".into())]),
             line: text,
             metadata: BTreeMap::new(),
+            position: None,
         };
         if let Err(TrySendError::Full(_)) = sink.try_send(record) {
             metrics::counter!("vigil_own_log_events_dropped_total").increment(1);

@@ -1,7 +1,10 @@
 //! Pod logs: the kubelet's `/var/log/pods/<namespace>_<pod>_<uid>/<container>/<n>.log` files, in CRI format
 //! (`<RFC 3339 time> <stdout|stderr> <F|P> <text>`, `P` lines joined until an `F`) or Docker's JSON format
 //! (`{"log": "...\n", "stream": "stdout", "time": "..."}`), followed with [`crate::tail::Tailer`] and
-//! encoded as OTLP logs with Kubernetes resource attributes.
+//! encoded as OTLP logs with Kubernetes resource attributes. Optionally, lines that do not match a start
+//! pattern join the entry before them (multiline grouping, for stack traces). Each record carries its
+//! position (`vigil.log.position`: the file's source key and the entry's first byte offset), by which the
+//! server drops a record it already has.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +14,9 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use crate::tail::FileLines;
+use regex::Regex;
+
+use crate::tail::{FileLines, Hold};
 
 /// The OTLP request pod logs ship as.
 pub type LogsRequest = ExportLogsServiceRequest;
@@ -25,6 +30,20 @@ pub struct Entry {
     pub stream: String,
     /// The text, partial lines joined.
     pub text: String,
+    /// The source key of the file it was read from.
+    pub source: u64,
+    /// The byte offset of its first line in that file.
+    pub offset: u64,
+}
+
+/// The OTLP log attribute holding a record's position: `<source key, 16 hex digits>:<offset>`.
+pub const POSITION_ATTRIBUTE: &str = "vigil.log.position";
+
+impl Entry {
+    /// The value of [`POSITION_ATTRIBUTE`].
+    pub fn position(&self) -> String {
+        format!("{:016x}:{}", self.source, self.offset)
+    }
 }
 
 /// Who wrote a pod log file, from its path.
@@ -67,32 +86,111 @@ pub fn origin(path: &Path) -> Option<Origin> {
     })
 }
 
-/// Parses one file's new lines. `partial` carries a CRI line cut into `P` pieces across polls.
-pub fn parse(lines: &[String], partial: &mut Option<Entry>) -> Vec<Entry> {
-    let mut out = Vec::new();
-    for line in lines {
-        if line.starts_with('{') {
-            if let Some(entry) = docker_entry(line) {
-                out.push(entry);
-            }
-            continue;
-        }
-        let mut fields = line.splitn(4, ' ');
-        let (Some(time), Some(stream), Some(tag)) = (fields.next(), fields.next(), fields.next()) else { continue };
-        let text = fields.next().unwrap_or("");
-        let Some(ts_ns) = chrono::DateTime::parse_from_rfc3339(time).ok().and_then(|t| t.timestamp_nanos_opt()) else {
-            continue;
-        };
-        let entry = partial.get_or_insert_with(|| Entry { ts_ns, stream: stream.to_owned(), text: String::new() });
-        entry.text.push_str(text);
-        if tag != "P" {
-            out.extend(partial.take());
-        }
-    }
-    out
+/// Entries begun in one file and not yet complete.
+#[derive(Debug, Default)]
+struct Open {
+    /// A CRI line cut into `P` pieces, waiting for its `F` piece.
+    cri_partial: Option<Entry>,
+    /// With multiline grouping, the entry that later continuation lines would join.
+    group: Option<Entry>,
 }
 
-fn docker_entry(line: &str) -> Option<Entry> {
+impl Open {
+    /// Where the earliest unfinished entry starts.
+    fn hold(&self) -> Option<Hold> {
+        let earliest = [&self.group, &self.cri_partial].into_iter().flatten().min_by_key(|e| e.offset)?;
+        Some(Hold { source: earliest.source, offset: earliest.offset })
+    }
+}
+
+/// Turns tailed lines into entries: decodes CRI and Docker lines, joins CRI partial lines and, with a
+/// start pattern, groups continuation lines into the entry before them. State for unfinished entries is
+/// kept per file between polls.
+#[derive(Debug, Default)]
+pub struct Assembler {
+    multiline_start: Option<Regex>,
+    open: BTreeMap<PathBuf, Open>,
+}
+
+impl Assembler {
+    /// An assembler; with `multiline_start`, an entry whose text does not match it joins the entry before
+    /// it (with a newline between) instead of starting a record.
+    pub fn new(multiline_start: Option<Regex>) -> Self {
+        Assembler { multiline_start, open: BTreeMap::new() }
+    }
+
+    /// The complete entries of newly tailed lines, grouped by container. A multiline group is complete
+    /// when its next start line arrives, or when its file had no new line for a whole poll.
+    pub fn entries(&mut self, batches: Vec<FileLines>) -> BTreeMap<Origin, Vec<Entry>> {
+        let mut out: BTreeMap<Origin, Vec<Entry>> = BTreeMap::new();
+        let mut idle: Vec<PathBuf> = self.open.keys().cloned().collect();
+        for batch in batches {
+            let Some(origin) = origin(&batch.path) else { continue };
+            idle.retain(|path| *path != batch.path);
+            let open = self.open.entry(batch.path.clone()).or_default();
+            let sink = out.entry(origin).or_default();
+            for (line, offset) in batch.lines.iter().zip(&batch.offsets) {
+                let Some(entry) = decode(line, batch.source, *offset, &mut open.cri_partial) else { continue };
+                match &self.multiline_start {
+                    None => sink.push(entry),
+                    Some(start) => group(start, &mut open.group, entry, sink),
+                }
+            }
+        }
+        for path in idle {
+            let Some(origin) = origin(&path) else { continue };
+            if let Some(group) = self.open.get_mut(&path).and_then(|open| open.group.take()) {
+                out.entry(origin).or_default().push(group);
+            }
+        }
+        self.open.retain(|_, open| open.cri_partial.is_some() || open.group.is_some());
+        out.retain(|_, entries| !entries.is_empty());
+        out
+    }
+
+    /// Where each file's earliest unfinished entry starts: what the tailer may checkpoint up to.
+    pub fn holds(&self) -> BTreeMap<PathBuf, Hold> {
+        self.open.iter().filter_map(|(path, open)| Some((path.clone(), open.hold()?))).collect()
+    }
+
+    /// Forgets unfinished entries (the tailer was rewound to before them).
+    pub fn reset(&mut self) {
+        self.open.clear();
+    }
+}
+
+/// Adds `entry` to the open multiline group, or completes that group into `sink` and opens a new one
+/// when `entry` matches the start pattern.
+fn group(start: &Regex, open: &mut Option<Entry>, entry: Entry, sink: &mut Vec<Entry>) {
+    match open {
+        Some(current) if !start.is_match(&entry.text) => {
+            current.text.push('\n');
+            current.text.push_str(&entry.text);
+        }
+        _ => sink.extend(open.replace(entry)),
+    }
+}
+
+/// Decodes one CRI or Docker line at `offset`; `None` for a line that is malformed or that only begins a
+/// CRI entry (kept in `partial` until its `F` piece).
+fn decode(line: &str, source: u64, offset: u64, partial: &mut Option<Entry>) -> Option<Entry> {
+    if line.starts_with('{') {
+        return docker_entry(line, source, offset);
+    }
+    let mut fields = line.splitn(4, ' ');
+    let (Some(time), Some(stream), Some(tag)) = (fields.next(), fields.next(), fields.next()) else { return None };
+    let text = fields.next().unwrap_or("");
+    let ts_ns = chrono::DateTime::parse_from_rfc3339(time).ok()?.timestamp_nanos_opt()?;
+    let entry =
+        partial.get_or_insert_with(|| Entry { ts_ns, stream: stream.to_owned(), text: String::new(), source, offset });
+    entry.text.push_str(text);
+    if tag == "P" {
+        return None;
+    }
+    partial.take()
+}
+
+fn docker_entry(line: &str, source: u64, offset: u64) -> Option<Entry> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     let text = value.get("log")?.as_str()?;
     let time = value.get("time")?.as_str()?;
@@ -100,6 +198,8 @@ fn docker_entry(line: &str) -> Option<Entry> {
         ts_ns: chrono::DateTime::parse_from_rfc3339(time).ok()?.timestamp_nanos_opt()?,
         stream: value.get("stream").and_then(|s| s.as_str()).unwrap_or("stdout").to_owned(),
         text: text.strip_suffix('\n').unwrap_or(text).to_owned(),
+        source,
+        offset,
     })
 }
 
@@ -109,7 +209,7 @@ fn string(key: &str, value: &str) -> KeyValue {
 
 /// One OTLP request for the entries of many containers: a resource per container with
 /// `k8s.namespace.name`, `k8s.pod.name`, `k8s.container.name`, `k8s.node.name` and `service.name` (the
-/// container), and `log.iostream` on each record.
+/// container), and `log.iostream` and [`POSITION_ATTRIBUTE`] on each record.
 pub fn encode(entries: &BTreeMap<Origin, Vec<Entry>>, node: &str) -> ExportLogsServiceRequest {
     let resource_logs = entries
         .iter()
@@ -131,7 +231,10 @@ pub fn encode(entries: &BTreeMap<Origin, Vec<Entry>>, node: &str) -> ExportLogsS
                     .map(|entry| LogRecord {
                         time_unix_nano: entry.ts_ns.max(0) as u64,
                         body: Some(AnyValue { value: Some(any_value::Value::StringValue(entry.text.clone())) }),
-                        attributes: vec![string("log.iostream", &entry.stream)],
+                        attributes: vec![
+                            string("log.iostream", &entry.stream),
+                            string(POSITION_ATTRIBUTE, &entry.position()),
+                        ],
                         ..Default::default()
                     })
                     .collect(),
@@ -143,49 +246,68 @@ pub fn encode(entries: &BTreeMap<Origin, Vec<Entry>>, node: &str) -> ExportLogsS
     ExportLogsServiceRequest { resource_logs }
 }
 
-/// Groups tailed files' lines by container and parses them; `partials` holds cut CRI lines per file.
-pub fn entries(batches: Vec<FileLines>, partials: &mut BTreeMap<PathBuf, Entry>) -> BTreeMap<Origin, Vec<Entry>> {
-    let mut out: BTreeMap<Origin, Vec<Entry>> = BTreeMap::new();
-    for batch in batches {
-        let Some(origin) = origin(&batch.path) else { continue };
-        let mut partial = partials.remove(&batch.path);
-        let parsed = parse(&batch.lines, &mut partial);
-        if let Some(partial) = partial {
-            partials.insert(batch.path.clone(), partial);
-        }
-        out.entry(origin).or_default().extend(parsed);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn lines(text: &[&str]) -> Vec<String> {
-        text.iter().map(|s| (*s).to_owned()).collect()
+    const FILE: &str = "/host/var/log/pods/shop_web-0_1234-abcd/nginx/0.log";
+
+    /// One poll's lines of [`FILE`], at offsets as the tailer gives them.
+    fn batch(start: u64, text: &[&str]) -> Vec<FileLines> {
+        let mut offsets = Vec::new();
+        let mut offset = start;
+        for line in text {
+            offsets.push(offset);
+            offset += line.len() as u64 + 1;
+        }
+        let lines = text.iter().map(|s| (*s).to_owned()).collect();
+        vec![FileLines { path: FILE.into(), source: 7, lines, offsets }]
+    }
+
+    fn texts(entries: &BTreeMap<Origin, Vec<Entry>>) -> Vec<(String, u64)> {
+        entries.values().flatten().map(|e| (e.text.clone(), e.offset)).collect()
     }
 
     #[test]
     fn cri_and_docker_lines_parse_and_partials_join() {
-        let mut partial = None;
-        let parsed = parse(
-            &lines(&[
-                "2024-05-01T10:00:00.123456789Z stdout F GET /healthz 200",
-                "2024-05-01T10:00:01Z stderr P first half, ",
-            ]),
-            &mut partial,
+        let mut assembler = Assembler::new(None);
+        let first = "2024-05-01T10:00:00.123456789Z stdout F GET /healthz 200";
+        let parsed = assembler.entries(batch(0, &[first, "2024-05-01T10:00:01Z stderr P first half, "]));
+        let entry = &parsed.values().next().unwrap()[0];
+        assert_eq!((entry.ts_ns, entry.text.as_str()), (1_714_557_600_123_456_789, "GET /healthz 200"));
+        assert_eq!(entry.position(), "0000000000000007:0");
+        let partial_at = first.len() as u64 + 1;
+        assert_eq!(
+            assembler.holds()[Path::new(FILE)],
+            Hold { source: 7, offset: partial_at },
+            "a P line waits for its F, and the checkpoint waits for it"
         );
-        assert_eq!(parsed.len(), 1);
-        assert_eq!(parsed[0].ts_ns, 1_714_557_600_123_456_789);
-        assert_eq!(parsed[0].text, "GET /healthz 200");
-        assert!(partial.is_some(), "a P line waits for its F");
-        let parsed = parse(&lines(&["2024-05-01T10:00:01Z stderr F second half"]), &mut partial);
-        assert_eq!((parsed[0].stream.as_str(), parsed[0].text.as_str()), ("stderr", "first half, second half"));
-        let docker =
-            parse(&lines(&[r#"{"log":"started\n","stream":"stdout","time":"2024-05-01T10:00:02Z"}"#]), &mut partial);
-        assert_eq!(docker[0].text, "started");
-        assert!(parse(&lines(&["garbage"]), &mut partial).is_empty());
+        let parsed = assembler.entries(batch(200, &["2024-05-01T10:00:01Z stderr F second half"]));
+        let entry = &parsed.values().next().unwrap()[0];
+        assert_eq!((entry.stream.as_str(), entry.text.as_str()), ("stderr", "first half, second half"));
+        assert_eq!(entry.offset, partial_at, "a joined line is known by its first piece");
+        assert!(assembler.holds().is_empty());
+        let docker = assembler.entries(batch(
+            300,
+            &[r#"{"log":"started\n","stream":"stdout","time":"2024-05-01T10:00:02Z"}"#, "garbage"],
+        ));
+        assert_eq!(texts(&docker), [("started".to_owned(), 300)], "malformed lines are skipped");
+    }
+
+    #[test]
+    fn continuation_lines_join_the_entry_they_follow() {
+        let mut assembler = Assembler::new(Some(Regex::new(r"^\S").unwrap()));
+        let line = |text: &str| format!("2024-05-01T10:00:00Z stderr F {text}");
+        let poll = [line("Exception in main"), line("\tat a.b(C.java:1)"), line("\tat d.e(F.java:2)"), line("next")];
+        let first = assembler.entries(batch(0, &poll.iter().map(String::as_str).collect::<Vec<_>>()));
+        assert_eq!(texts(&first), [("Exception in main\n\tat a.b(C.java:1)\n\tat d.e(F.java:2)".to_owned(), 0)]);
+        let next_at: u64 = poll[..3].iter().map(|l| l.len() as u64 + 1).sum();
+        assert_eq!(assembler.holds()[Path::new(FILE)].offset, next_at, "the open group holds the checkpoint");
+        let more = assembler.entries(batch(500, &[&line("  continued")]));
+        assert!(more.is_empty(), "the group stays open while its file grows");
+        let flushed = assembler.entries(Vec::new());
+        assert_eq!(texts(&flushed)[0].0, "next\n  continued", "a poll without new lines completes it");
+        assert!(assembler.holds().is_empty());
     }
 
     #[test]

@@ -207,6 +207,12 @@ impl<T: Message + Default> DiskBuffer<T> {
         metrics::gauge!("vigil_agent_buffer_bytes").set(self.total_bytes as f64);
     }
 
+    /// True when the waiting batches take the whole size limit: a producer that must not lose data (log
+    /// tailing) waits instead of pushing, since a push would drop the oldest batch.
+    pub fn is_full(&self) -> bool {
+        self.total_bytes >= self.max_bytes
+    }
+
     /// Number of batches waiting.
     pub fn len(&self) -> usize {
         self.batches.len()

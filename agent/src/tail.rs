@@ -2,8 +2,10 @@
 //! and truncation. A file is known by its inode and a fingerprint of its first bytes, so a path that now
 //! holds other content (rotated by rename, truncated by copytruncate and written again, or a new file
 //! that reused the inode) is read from its start. Before that, the rest of the old file is read: from the
-//! sibling that has its inode (renamed), or from a sibling `.gz` whose content starts with its
-//! fingerprint (renamed, then compressed). Offsets are checkpointed to a JSON file only after the caller
+//! sibling that has its inode (renamed), from a sibling that starts with its fingerprint (copied, then
+//! truncated), or from a sibling `.gz` whose content starts with it (renamed, then compressed). Every line
+//! comes with its position: the file's source key (from its directory and first line, which all those
+//! moves keep) and its byte offset, which the server uses to drop lines it already has. Offsets are checkpointed to a JSON file only after the caller
 //! has stored what it read, so a restart neither loses nor repeats lines that were stored.
 
 use std::collections::BTreeMap;
@@ -32,6 +34,9 @@ struct Position {
     /// The file's modification time when read (ns), so an unchanged file is passed over without opening it.
     #[serde(default)]
     mtime_ns: i64,
+    /// The file's source key (0 until it has a complete line).
+    #[serde(default)]
+    source: u64,
 }
 
 impl Position {
@@ -61,13 +66,37 @@ fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
+/// What a file's lines are known by across rotations: a hash of its directory and of its first line (at
+/// most [`FINGERPRINT_BYTES`] of it). Renaming, copying and compressing keep both.
+fn source_key(dir: &Path, head: &[u8]) -> u64 {
+    let first_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut context = md5::Context::new();
+    context.consume(dir.as_os_str().as_encoded_bytes());
+    context.consume([0]);
+    context.consume(first_line);
+    u64::from_le_bytes(context.compute().0[..8].try_into().expect("an MD5 digest has 16 bytes"))
+}
+
+/// Where a record the caller has begun, and not yet stored, starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// The source key of the file it is in.
+    pub source: u64,
+    /// The offset of its first line.
+    pub offset: u64,
+}
+
 /// New lines of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileLines {
     /// The file.
     pub path: PathBuf,
+    /// The file's source key (see [`Tailer`]): the same for the file wherever rotation moved it.
+    pub source: u64,
     /// Complete lines, without their newline.
     pub lines: Vec<String>,
+    /// The byte offset in the file where each line starts.
+    pub offsets: Vec<u64>,
 }
 
 /// A tailer over one directory.
@@ -116,18 +145,24 @@ impl Tailer {
             let same = previous.filter(|p| p.same_file(meta.ino(), &head) && p.offset <= meta.len());
             // Another file at the path now: the rest of the old one is read first, wherever it went.
             if let Some(old) = previous.filter(|_| same.is_none()) {
-                if let Some(lines) = rest_of_moved(&path, old).filter(|lines| !lines.is_empty()) {
-                    out.push(FileLines { path: path.clone(), lines });
+                if let Some(rest) = rest_of_moved(&path, old).filter(|rest| !rest.lines.is_empty()) {
+                    out.push(rest);
                 }
             }
-            let mut offset = same.map_or(0, |p| p.offset);
-            let Ok((lines, consumed)) = read_lines(&path, offset) else { continue };
-            offset += consumed;
-            let position =
-                Position { inode: meta.ino(), offset, head: fingerprint(&head), head_len: head.len() as u64, mtime_ns };
+            let offset = same.map_or(0, |p| p.offset);
+            let Ok(mut lines) = read_lines(&path, offset, MAX_READ) else { continue };
+            lines.source = source_key(path.parent().unwrap_or(Path::new("")), &head);
+            let position = Position {
+                inode: meta.ino(),
+                offset: offset + lines.consumed,
+                head: fingerprint(&head),
+                head_len: head.len() as u64,
+                mtime_ns,
+                source: lines.source,
+            };
             self.pending.insert(path.clone(), position);
-            if !lines.is_empty() {
-                out.push(FileLines { path, lines });
+            if !lines.lines.is_empty() {
+                out.push(lines.into_file_lines(path));
             }
         }
         out
@@ -135,13 +170,27 @@ impl Tailer {
 
     /// Records that what [`Tailer::poll`] returned is stored: the offsets are checkpointed.
     pub fn commit(&mut self) -> std::io::Result<()> {
-        if self.pending == self.committed {
+        self.commit_holding(&BTreeMap::new())
+    }
+
+    /// Like [`Tailer::commit`], but a file in `holds` is checkpointed no further than the offset held for
+    /// it (when the file still has that source key): the start of a record the caller has begun and not
+    /// yet stored, such as a CRI line whose last part has not been written.
+    pub fn commit_holding(&mut self, holds: &BTreeMap<PathBuf, Hold>) -> std::io::Result<()> {
+        let mut checkpoint = self.pending.clone();
+        for (path, hold) in holds {
+            if let Some(position) = checkpoint.get_mut(path).filter(|p| p.source == hold.source) {
+                position.offset = position.offset.min(hold.offset);
+                position.mtime_ns = 0;
+            }
+        }
+        if checkpoint == self.committed {
             return Ok(());
         }
         let temporary = self.checkpoint.with_extension("tmp");
-        std::fs::write(&temporary, serde_json::to_vec(&self.pending).expect("offsets serialize"))?;
+        std::fs::write(&temporary, serde_json::to_vec(&checkpoint).expect("offsets serialize"))?;
         std::fs::rename(&temporary, &self.checkpoint)?;
-        self.committed = self.pending.clone();
+        self.committed = checkpoint;
         Ok(())
     }
 
@@ -152,24 +201,38 @@ impl Tailer {
 }
 
 /// The lines of the file once at `path` after `old.offset`: from the sibling with its inode (renamed and
-/// still there, same content), else from a sibling `.gz` whose content starts as it did (compressed after
-/// the rename). `None` when it is gone (truncated in place, or deleted).
-fn rest_of_moved(path: &Path, old: Position) -> Option<Vec<String>> {
-    let entries = std::fs::read_dir(path.parent()?).ok()?;
+/// still there, same content), else from a sibling that starts as it did and is at least as long (copied
+/// before a copytruncate), else from a sibling `.gz` whose content starts as it did (compressed after the
+/// rename). `None` when it is gone (truncated in place, or deleted).
+fn rest_of_moved(path: &Path, old: Position) -> Option<FileLines> {
+    let dir = path.parent()?;
+    let entries = std::fs::read_dir(dir).ok()?;
     let siblings: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p != path).collect();
-    let renamed = siblings.iter().find(|p| {
-        let same_inode = std::fs::metadata(p).is_ok_and(|m| m.ino() == old.inode);
-        same_inode && read_head(p).is_ok_and(|head| old.same_start(&head))
-    });
-    if let Some(renamed) = renamed {
-        return read_lines(renamed, old.offset).ok().map(|(lines, _)| lines);
+    let is_gz = |p: &Path| p.extension().is_some_and(|e| e == "gz");
+    let renamed = siblings.iter().find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == old.inode));
+    let copied = || {
+        siblings.iter().find(|p| {
+            let long_enough = std::fs::metadata(p).is_ok_and(|m| m.len() >= old.offset);
+            old.head_len > 0 && !is_gz(p) && long_enough
+        })
+    };
+    for candidate in renamed.into_iter().chain(copied()) {
+        let Ok(head) = read_head(candidate) else { continue };
+        if !old.same_start(&head) {
+            continue;
+        }
+        let mut lines = read_lines(candidate, old.offset, u64::MAX).ok()?;
+        lines.source = source_key(dir, &head);
+        return Some(lines.into_file_lines(path.to_owned()));
     }
     if old.head_len == 0 {
         return None;
     }
-    siblings.iter().filter(|p| p.extension().is_some_and(|e| e == "gz")).find_map(|gz| {
+    siblings.iter().filter(|p| is_gz(p)).find_map(|gz| {
         let content = gunzip_if(gz, |head| old.same_start(head))?;
-        Some(complete_lines(content.get(usize::try_from(old.offset).ok()?..)?).0)
+        let mut lines = complete_lines(content.get(usize::try_from(old.offset).ok()?..)?, old.offset);
+        lines.source = source_key(dir, &content[..content.len().min(FINGERPRINT_BYTES)]);
+        Some(lines.into_file_lines(path.to_owned()))
     })
 }
 
@@ -188,24 +251,42 @@ fn gunzip_if(path: &Path, wanted: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
     Some(content)
 }
 
-/// Complete lines from `offset` (at most [`MAX_READ`] bytes), and the bytes they took.
-fn read_lines(path: &Path, offset: u64) -> std::io::Result<(Vec<String>, u64)> {
+/// Complete lines read from one place of a file.
+struct ReadLines {
+    source: u64,
+    lines: Vec<String>,
+    offsets: Vec<u64>,
+    /// The bytes the lines took, newlines included.
+    consumed: u64,
+}
+
+impl ReadLines {
+    fn into_file_lines(self, path: PathBuf) -> FileLines {
+        FileLines { path, source: self.source, lines: self.lines, offsets: self.offsets }
+    }
+}
+
+/// Complete lines from `offset`, of at most `limit` bytes.
+fn read_lines(path: &Path, offset: u64, limit: u64) -> std::io::Result<ReadLines> {
     let mut file = std::fs::File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;
     let mut bytes = Vec::new();
-    file.take(MAX_READ).read_to_end(&mut bytes)?;
-    Ok(complete_lines(&bytes))
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok(complete_lines(&bytes, offset))
 }
 
-/// The complete lines in `bytes` (a trailing partial line is left), and the bytes they took.
-fn complete_lines(bytes: &[u8]) -> (Vec<String>, u64) {
-    let Some(last_newline) = bytes.iter().rposition(|b| *b == b'\n') else { return (Vec::new(), 0) };
-    let complete = &bytes[..last_newline];
-    let lines = complete
-        .split(|b| *b == b'\n')
-        .map(|line| String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned())
-        .collect();
-    (lines, last_newline as u64 + 1)
+/// The complete lines in `bytes`, which start at `offset` of their file (a trailing partial line is left).
+fn complete_lines(bytes: &[u8], offset: u64) -> ReadLines {
+    let mut read = ReadLines { source: 0, lines: Vec::new(), offsets: Vec::new(), consumed: 0 };
+    let Some(last_newline) = bytes.iter().rposition(|b| *b == b'\n') else { return read };
+    let mut start = 0;
+    for line in bytes[..last_newline].split(|b| *b == b'\n') {
+        read.offsets.push(offset + start as u64);
+        start += line.len() + 1;
+        read.lines.push(String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned());
+    }
+    read.consumed = last_newline as u64 + 1;
+    read
 }
 
 #[cfg(test)]
@@ -261,6 +342,42 @@ mod tests {
         assert_eq!(lines(restarted.poll()), ["x"]);
         restarted.rewind();
         assert_eq!(lines(restarted.poll()), ["x"], "rewind returns uncommitted lines again");
+    }
+
+    #[test]
+    fn copytruncate_is_read_from_the_copy_and_positions_outlive_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let checkpoint = state.path().join("offsets.json");
+        let file = dir.path().join("0.log");
+        append(&file, "first\nsecond\n");
+        let mut tailer = Tailer::new(dir.path(), &checkpoint);
+        let read = tailer.poll();
+        assert_eq!((read[0].lines.len(), read[0].offsets.as_slice()), (2, [0, 6].as_slice()));
+        let source = read[0].source;
+        tailer.commit().unwrap();
+        // Written after the last poll, then copied and truncated: the rest comes from the copy, known by
+        // the same source key and its offsets in the original.
+        append(&file, "third\n");
+        std::fs::copy(&file, dir.path().join("0.log.1")).unwrap();
+        std::fs::write(&file, "").unwrap();
+        append(&file, "fourth\n");
+        let read = tailer.poll();
+        let summary: Vec<(u64, Vec<String>, Vec<u64>)> =
+            read.iter().map(|b| (b.source, b.lines.clone(), b.offsets.clone())).collect();
+        assert_eq!(summary[0], (source, vec!["third".to_owned()], vec![13]));
+        assert_eq!((&summary[1].1, &summary[1].2), (&vec!["fourth".to_owned()], &vec![0]));
+        assert_ne!(summary[1].0, source, "the file now at the path is another source");
+
+        // A hold keeps the checkpoint at the start of an entry still being assembled.
+        append(&file, "fifth\n");
+        let read = tailer.poll();
+        assert_eq!(read[0].offsets, [7]);
+        let holds = BTreeMap::from([(file.clone(), Hold { source: read[0].source, offset: 7 })]);
+        tailer.commit_holding(&holds).unwrap();
+        assert!(tailer.poll().is_empty(), "the tailer itself reads on");
+        let mut restarted = Tailer::new(dir.path(), &checkpoint);
+        assert_eq!(lines(restarted.poll()), ["fifth"], "a restart reads the held entry again");
     }
 
     #[test]

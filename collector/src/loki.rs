@@ -190,7 +190,7 @@ fn record(
         )));
     }
     crate::log_level::annotate(labels, &mut metadata, &line);
-    Ok(LogRecord { ts_ns, labels: labels.clone(), line, metadata })
+    Ok(LogRecord { ts_ns, labels: labels.clone(), line, metadata, position: None })
 }
 
 fn valid_label_name(name: &str) -> bool {

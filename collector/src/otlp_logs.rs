@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsS
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use tonic::Status;
-use vigil_tsdb::logs::LogRecord;
+use vigil_tsdb::logs::{LogRecord, SourcePosition};
 
 use crate::otlp::{body_format, decode_body, reply, value_text};
 use crate::{Ingest, IngestError};
@@ -81,10 +81,20 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn add_attributes(metadata: &mut BTreeMap<String, String>, attributes: &[KeyValue]) {
+fn add_attributes<'a>(metadata: &mut BTreeMap<String, String>, attributes: impl IntoIterator<Item = &'a KeyValue>) {
     for kv in attributes {
         metadata.insert(label_name(&kv.key), value_text(&kv.value));
     }
+}
+
+/// The record attribute in which the node agent sends where it read a record:
+/// `<source key, 16 hex digits>:<byte offset>` (see `vigil_agent::podlogs::POSITION_ATTRIBUTE`).
+pub const POSITION_ATTRIBUTE: &str = "vigil.log.position";
+
+/// The position in a [`POSITION_ATTRIBUTE`] value; `None` if it is not one.
+fn source_position(text: &str) -> Option<SourcePosition> {
+    let (source, offset) = text.split_once(':')?;
+    Some(SourcePosition { source: u64::from_str_radix(source, 16).ok()?, offset: offset.parse().ok()? })
 }
 
 /// Log records of an export request.
@@ -108,7 +118,10 @@ pub fn records(request: ExportLogsServiceRequest) -> Vec<LogRecord> {
             let scope_name = scope_logs.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
             for log in scope_logs.log_records {
                 let mut metadata = resource_metadata.clone();
-                add_attributes(&mut metadata, &log.attributes);
+                let (positions, attributes): (Vec<&KeyValue>, Vec<&KeyValue>) =
+                    log.attributes.iter().partition(|kv| kv.key == POSITION_ATTRIBUTE);
+                let position = positions.first().and_then(|kv| source_position(&value_text(&kv.value)));
+                add_attributes(&mut metadata, attributes);
                 if !scope_name.is_empty() {
                     metadata.insert("scope_name".into(), scope_name.clone());
                 }
@@ -130,7 +143,7 @@ pub fn records(request: ExportLogsServiceRequest) -> Vec<LogRecord> {
                     .map_or(now, |t| t as i64);
                 let line = body_text(&log.body);
                 crate::log_level::annotate(&labels, &mut metadata, &line);
-                out.push(LogRecord { ts_ns, labels: labels.clone(), line, metadata });
+                out.push(LogRecord { ts_ns, labels: labels.clone(), line, metadata, position });
             }
         }
     }

@@ -122,7 +122,7 @@ fn main() {
                 ("namespace".to_owned(), "shop".to_owned()),
                 ("pod".to_owned(), format!("pod-{stream}")),
             ]);
-            batch.push(LogRecord { ts_ns, labels, line: text, metadata: BTreeMap::new() });
+            batch.push(LogRecord { ts_ns, labels, line: text, metadata: BTreeMap::new(), position: None });
         }
         store.append(&batch).expect("append");
         if records % (BATCH as u64 * 25) == 0 {

@@ -72,6 +72,7 @@ fn golden_cases() {
             } else {
                 BTreeMap::new()
             },
+            position: None,
         })
         .collect();
     store.append(&records).unwrap();

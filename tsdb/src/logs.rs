@@ -3,10 +3,13 @@
 //! ([`tokenizer`]), time as a fast field. Appends go to a write-ahead log first (fsynced before they are
 //! acknowledged); a background commit makes them searchable within a second and empties the log. A crash
 //! loses nothing acknowledged: the log is replayed into the indexes on open. Retention drops whole
-//! partitions, by age and by total size.
+//! partitions, by age and by total size. Records that carry a [`SourcePosition`] and that the store
+//! already has are dropped ([`replays`]).
 
+mod replays;
 mod tokenizer;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::ops::Bound;
@@ -40,6 +43,20 @@ pub struct LogRecord {
     /// Structured metadata (trace_id, span_id, level, attributes).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Where a shipper that may send it again read it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<SourcePosition>,
+}
+
+/// Where a record was read from: its source file (a key that stays the same across rotations) and its
+/// byte offset there. Per stream and source, a record below the offset past the last one stored is a
+/// replay, and is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// The source file's key.
+    pub source: u64,
+    /// The record's byte offset in it.
+    pub offset: u64,
 }
 
 impl LogRecord {
@@ -124,6 +141,7 @@ struct State {
     /// Every stream with the time span of its records: what the label APIs read.
     streams: BTreeMap<BTreeMap<String, String>, (i64, i64)>,
     streams_changed: bool,
+    replays: replays::Replays,
 }
 
 /// One entry of `streams.json`.
@@ -188,6 +206,7 @@ impl Partition {
 
 const WAL_FILE: &str = "wal.jsonl";
 const STREAMS_FILE: &str = "streams.json";
+const REPLAYS_FILE: &str = "positions.json";
 const TOKENIZER: &str = "vigil_log";
 /// Memory one partition's tantivy writer may use before it flushes a segment.
 const WRITER_MEMORY: usize = 32 * 1024 * 1024;
@@ -223,11 +242,18 @@ impl LogIndex {
             .open(&wal_path)
             .map_err(|e| Error::io(&wal_path, e))?;
         let streams = read_streams(&dir.join(STREAMS_FILE));
-        let state = State { partitions, wal, pending: 0, streams, streams_changed: false };
+        let replays = replays::Replays::read(&dir.join(REPLAYS_FILE));
+        let state = State { partitions, wal, pending: 0, streams, streams_changed: false, replays };
         let store = LogIndex { dir: dir.to_owned(), fields, options, state: Mutex::new(state) };
         if !replayed.is_empty() {
             let (records, jsons): (Vec<LogRecord>, Vec<String>) = replayed.into_iter().unzip();
-            store.index(&mut store.state.lock(), &records, &jsons)?;
+            let mut state = store.state.lock();
+            // Positions saved by a commit that stopped before emptying the log mark records it indexed.
+            let (keep, advance) = state.replays.sift(&records);
+            let (records, jsons) = (kept(&records, &keep), kept(&jsons, &keep));
+            state.replays.apply(advance);
+            store.index(&mut state, &records, &jsons)?;
+            drop(state);
             store.commit()?;
             tracing::info!(records = jsons.len(), "log write-ahead log replayed");
         }
@@ -282,8 +308,10 @@ impl LogIndex {
         for partition in state.partitions.values_mut() {
             partition.commit()?;
         }
-        // The registry is saved before the WAL is emptied: a crash in between replays into it again.
+        // The registry and the replay marks are saved before the WAL is emptied: a crash in between
+        // replays into them again.
         self.save_streams(&mut state)?;
+        state.replays.save(&self.dir.join(REPLAYS_FILE))?;
         let wal_path = self.dir.join(WAL_FILE);
         state.wal.set_len(0).map_err(|e| Error::io(&wal_path, e))?;
         state.wal.sync_data().map_err(|e| Error::io(&wal_path, e))?;
@@ -345,6 +373,7 @@ impl LogIndex {
         // than the oldest partition left.
         if !dropped.is_empty() {
             let oldest = state.partitions.keys().copied().find(|start| !dropped.contains(start)).unwrap_or(i64::MAX);
+            state.replays.forget_before(oldest);
             state.streams.retain(|_, span| span.1 >= oldest);
             for span in state.streams.values_mut() {
                 span.0 = span.0.max(oldest);
@@ -523,6 +552,11 @@ fn read_streams(path: &Path) -> BTreeMap<BTreeMap<String, String>, (i64, i64)> {
     }
 }
 
+/// The items whose `keep` flag is set.
+fn kept<T: Clone>(items: &[T], keep: &[bool]) -> Vec<T> {
+    items.iter().zip(keep).filter(|(_, keep)| **keep).map(|(item, _)| item.clone()).collect()
+}
+
 /// Reads the write-ahead log: one JSON record per line, kept with its text; a torn last line (a crash
 /// mid-write) is dropped.
 fn replay(path: &Path) -> Result<Vec<(LogRecord, String)>, Error> {
@@ -549,13 +583,26 @@ impl LogStore for LogIndex {
         }
         // Serialized once: the same text goes to the WAL and to the index's doc store.
         let jsons: Vec<String> = records.iter().map(|r| serde_json::to_string(r).expect("records serialize")).collect();
+        let mut state = self.state.lock();
+        let (keep, advance) = state.replays.sift(records);
+        let replayed = keep.iter().filter(|keep| !**keep).count();
+        let (records, jsons): (Cow<'_, [LogRecord]>, _) = if replayed == 0 {
+            (Cow::Borrowed(records), jsons)
+        } else {
+            metrics::counter!("vigil_logs_replayed_records_dropped_total").increment(replayed as u64);
+            (Cow::Owned(kept(records, &keep)), kept(&jsons, &keep))
+        };
+        if records.is_empty() {
+            return Ok(());
+        }
         let mut batch = jsons.join("\n");
         batch.push('\n');
-        let mut state = self.state.lock();
         let wal_path = self.dir.join(WAL_FILE);
         state.wal.write_all(batch.as_bytes()).map_err(|e| Error::io(&wal_path, e))?;
         state.wal.sync_data().map_err(|e| Error::io(&wal_path, e))?;
-        self.index(&mut state, records, &jsons)
+        self.index(&mut state, &records, &jsons)?;
+        state.replays.apply(advance);
+        Ok(())
     }
 
     fn select(&self, query: &LogQuery) -> Result<Vec<LogRecord>, Error> {

@@ -6,6 +6,7 @@ fn record(ts_ns: i64, app: &str, line: &str) -> LogRecord {
         labels: BTreeMap::from([("app".to_owned(), app.to_owned()), ("env".to_owned(), "prod".to_owned())]),
         line: line.to_owned(),
         metadata: BTreeMap::new(),
+        position: None,
     }
 }
 
@@ -140,4 +141,26 @@ fn the_stream_registry_answers_label_calls_survives_reopen_and_follows_retention
     store.apply_retention(3 * hour).unwrap();
     assert_eq!(store.label_values("app", 0, 3 * hour).unwrap(), ["new"]);
     assert_eq!(store.streams(&[Matcher::equal("app", "new")], 0, 3 * hour).unwrap().len(), 1);
+}
+
+#[test]
+fn positioned_records_the_store_has_are_dropped_across_commits_and_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |offset: u64| LogRecord {
+        position: Some(SourcePosition { source: 9, offset }),
+        ..record(offset as i64 + 1, "api", &format!("line {offset}"))
+    };
+    let store = LogIndex::open(dir.path()).unwrap();
+    store.append(&[at(0), at(10)]).unwrap();
+    store.commit().unwrap();
+    drop(store);
+    let store = LogIndex::open(dir.path()).unwrap();
+    store.append(&[at(10), at(20)]).unwrap();
+    // Not committed: only in the write-ahead log when the store goes away.
+    drop(store);
+    let store = LogIndex::open(dir.path()).unwrap();
+    store.append(&[at(20), at(30)]).unwrap();
+    store.append(&[record(50, "api", "no position"), record(50, "api", "no position")]).unwrap();
+    store.commit().unwrap();
+    assert_eq!(lines(&store, &all(&[])), ["line 0", "line 10", "line 20", "line 30", "no position", "no position"]);
 }
