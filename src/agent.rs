@@ -151,7 +151,7 @@ fn discover(jobs: &[ScrapeJob]) -> Vec<Target> {
     for job in jobs {
         let (groups, errors) = job.groups();
         for error in errors {
-            tracing::warn!(job = %job.job, %error, "file discovery skipped a file");
+            tracing::warn!(job = %job.job, %error, "target discovery failed for a source");
         }
         targets.extend(job.targets(&groups));
     }

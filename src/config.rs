@@ -244,10 +244,92 @@ pub struct ScrapeConfigSection {
     pub static_configs: Vec<vigil_agent::discovery::TargetGroup>,
     /// Files of target groups (JSON or YAML), read again every `refresh_interval`.
     pub file_sd_configs: Vec<FileSdSection>,
+    /// The pods of the agent's node, from the Kubernetes API (`role: pod`).
+    pub kubernetes_sd_configs: Vec<KubernetesSdSection>,
     /// Applied to each target's labels (`__address__`, `__scheme__`, `__metrics_path__`, `job`, static labels).
     pub relabel_configs: Vec<vigil_agent::relabel::RelabelConfig>,
     /// Applied to each scraped sample.
     pub metric_relabel_configs: Vec<vigil_agent::relabel::RelabelConfig>,
+}
+
+/// `kubernetes_sd_configs:` entry of a scrape config: Prometheus's keys, `role: pod` only. The agent
+/// lists only the pods of its own node.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesSdSection {
+    /// Must be `pod`.
+    pub role: String,
+    /// [default: in cluster: `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`, with the
+    /// service account's token and CA]
+    pub api_server: Option<String>,
+    /// [default: all namespaces]
+    pub namespaces: NamespacesSection,
+    pub bearer_token_file: Option<PathBuf>,
+    pub tls_config: TlsConfigSection,
+    /// How often the pods are listed (a Vigil key) [default: 30s]
+    pub refresh_interval: Option<String>,
+}
+
+/// `namespaces:` of a `kubernetes_sd_configs` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespacesSection {
+    pub names: Vec<String>,
+}
+
+/// `tls_config:` of a `kubernetes_sd_configs` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfigSection {
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+/// Where a pod's service account token and CA are mounted.
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The Kubernetes discovery of one `kubernetes_sd_configs` entry, for the pods of `node`.
+fn kubernetes_sd(
+    section: &KubernetesSdSection,
+    node: &str,
+    job: &str,
+) -> anyhow::Result<vigil_agent::kubernetes::KubernetesSd> {
+    use vigil_agent::kubernetes::{DEFAULT_REFRESH, KubernetesSd};
+    anyhow::ensure!(
+        section.role == "pod",
+        "agent.scrape_configs {job:?}: kubernetes_sd_configs role {:?} is not supported (only \"pod\")",
+        section.role
+    );
+    let in_cluster = section.api_server.is_none();
+    let api_server = match &section.api_server {
+        Some(url) => url.clone(),
+        None => {
+            let host = std::env::var("KUBERNETES_SERVICE_HOST").with_context(|| {
+                format!(
+                    "agent.scrape_configs {job:?}: no api_server, and not in a cluster (no KUBERNETES_SERVICE_HOST)"
+                )
+            })?;
+            let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            format!("https://{host}:{port}")
+        }
+    };
+    let mounted = |name: &str| Some(Path::new(SERVICE_ACCOUNT_DIR).join(name)).filter(|_| in_cluster);
+    Ok(KubernetesSd {
+        api_server,
+        namespaces: section.namespaces.names.clone(),
+        node: Some(node.to_owned()),
+        bearer_token_file: section.bearer_token_file.clone().or_else(|| mounted("token")),
+        ca_file: section.tls_config.ca_file.clone().or_else(|| mounted("ca.crt")),
+        insecure_skip_verify: section.tls_config.insecure_skip_verify,
+        refresh_interval: section
+            .refresh_interval
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?
+            .unwrap_or(DEFAULT_REFRESH),
+        last_known: Default::default(),
+    })
 }
 
 /// `file_sd_configs:` entry of a scrape config.
@@ -533,6 +615,7 @@ pub fn local_agent_config(args: &UpArgs, file: &FileConfig) -> anyhow::Result<Lo
 fn scrape_jobs(
     configs: &[ScrapeConfigSection],
     agent_interval: Duration,
+    node: &str,
 ) -> anyhow::Result<Vec<vigil_agent::discovery::ScrapeJob>> {
     use vigil_agent::discovery::{DEFAULT_FILE_REFRESH, FileSd, ScrapeJob};
     let mut jobs = Vec::new();
@@ -573,6 +656,11 @@ fn scrape_jobs(
             metric_relabel: compile(&config.metric_relabel_configs)?,
             static_groups: config.static_configs.clone(),
             file_sd,
+            kubernetes_sd: config
+                .kubernetes_sd_configs
+                .iter()
+                .map(|section| kubernetes_sd(section, node, &config.job_name))
+                .collect::<anyhow::Result<_>>()?,
         });
     }
     Ok(jobs)
@@ -590,6 +678,7 @@ pub fn agent_config(args: &AgentArgs, file: &FileConfig) -> anyhow::Result<Agent
         bail!("--server must be an http:// or https:// URL of the OTLP/gRPC listener, got {server:?}");
     }
     let buffer = section.buffer_max_size.as_deref().unwrap_or("256MiB");
+    let scrape_jobs = scrape_jobs(&section.scrape_configs, interval, &node_name)?;
     Ok(AgentConfig {
         node_name,
         root,
@@ -604,7 +693,7 @@ pub fn agent_config(args: &AgentArgs, file: &FileConfig) -> anyhow::Result<Agent
         buffer_max_bytes: parse_size(buffer)? as u64,
         ingest_token: args.ingest_token.clone().or_else(|| section.ingest_token.clone()),
         tls_ca_file: args.tls_ca_file.clone().or_else(|| section.tls_ca_file.clone()),
-        scrape_jobs: scrape_jobs(&section.scrape_configs, interval)?,
+        scrape_jobs,
         multiline_start: args
             .log_multiline_start
             .as_deref()
@@ -729,7 +818,7 @@ agent:
         - {source_labels: [__name__], regex: 'go_.*', action: drop}
 "#;
         let file = FileConfig::parse(yaml).unwrap();
-        let jobs = scrape_jobs(&file.agent.scrape_configs, Duration::from_secs(10)).unwrap();
+        let jobs = scrape_jobs(&file.agent.scrape_configs, Duration::from_secs(10), "node-a").unwrap();
         let targets = jobs[0].targets(&jobs[0].groups().0);
         let urls: Vec<&str> = targets.iter().map(|t| t.url.as_str()).collect();
         assert_eq!(urls, ["http://10.0.0.1:9102/metrics", "http://10.0.0.2:9102/metrics"]);
@@ -739,8 +828,24 @@ agent:
         assert!(targets.iter().all(|t| t.labels == owner), "team relabeled to owner, then dropped");
         assert_eq!((targets[0].interval, targets[0].metric_relabel.len()), (Duration::from_secs(5), 1));
         let bad = "agent:\n  scrape_configs:\n    - job_name: x\n      relabel_configs: [{action: explode}]\n";
-        let error = scrape_jobs(&FileConfig::parse(bad).unwrap().agent.scrape_configs, Duration::from_secs(1));
+        let error =
+            scrape_jobs(&FileConfig::parse(bad).unwrap().agent.scrape_configs, Duration::from_secs(1), "node-a");
         assert!(error.unwrap_err().to_string().contains("explode"));
+    }
+
+    #[test]
+    fn kubernetes_discovery_lists_the_agents_node_and_only_pods() {
+        let yaml = "agent:\n  scrape_configs:\n    - job_name: pods\n      kubernetes_sd_configs:\n        - {role: pod, api_server: 'https://10.0.0.1:6443', namespaces: {names: [shop]}}\n";
+        let jobs =
+            scrape_jobs(&FileConfig::parse(yaml).unwrap().agent.scrape_configs, Duration::from_secs(10), "node-a")
+                .unwrap();
+        let sd = &jobs[0].kubernetes_sd[0];
+        assert_eq!((sd.node.as_deref(), sd.namespaces.as_slice()), (Some("node-a"), ["shop".to_owned()].as_slice()));
+        assert_eq!((sd.bearer_token_file.as_ref(), jobs[0].refresh_interval()), (None, Some(Duration::from_secs(30))));
+        let node_role = yaml.replace("role: pod", "role: node");
+        let error =
+            scrape_jobs(&FileConfig::parse(&node_role).unwrap().agent.scrape_configs, Duration::from_secs(1), "n");
+        assert!(error.unwrap_err().to_string().contains("only \"pod\""));
     }
 
     #[test]

@@ -523,3 +523,124 @@ fn every_line_arrives_exactly_once_through_rotations_agent_kills_and_a_server_ou
     println!("{replayed} records re-sent after the checkpoint was lost were dropped");
     drop(agent);
 }
+
+/// A stand-in for the Kubernetes API server's pod list: serves `pods` (replaceable while it runs) as a
+/// `PodList` at `/api/v1/pods`, and records each request's target and `Authorization` header. No API server
+/// can run on this machine, so this is the one stand-in of the suite; the pod list follows the API's shape.
+struct PodApi {
+    url: String,
+    pods: std::sync::Arc<std::sync::Mutex<Value>>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl PodApi {
+    fn start(pods: Value) -> PodApi {
+        use std::io::{BufRead, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let pods = std::sync::Arc::new(std::sync::Mutex::new(pods));
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (served, recorded) = (pods.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                let _ = reader.read_line(&mut request_line);
+                let mut authorization = String::new();
+                for line in reader.by_ref().lines().map_while(Result::ok).take_while(|l| !l.is_empty()) {
+                    if let Some(value) = line.strip_prefix("Authorization: ").or(line.strip_prefix("authorization: ")) {
+                        authorization = value.to_owned();
+                    }
+                }
+                let target = request_line.split(' ').nth(1).unwrap_or_default().to_owned();
+                recorded.lock().unwrap().push((target.clone(), authorization));
+                let list =
+                    serde_json::json!({"kind": "PodList", "apiVersion": "v1", "items": served.lock().unwrap().clone()});
+                let (status, body) = if target.starts_with("/api/v1/pods") {
+                    ("200 OK", list.to_string())
+                } else {
+                    ("404 Not Found", String::new())
+                };
+                let mut stream = stream;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        PodApi { url, pods, requests }
+    }
+}
+
+/// A running pod of node `node-k` in namespace `shop` at 127.0.0.1.
+fn pod(name: &str, annotations: Value, ports: Value) -> Value {
+    serde_json::json!({
+        "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                     "labels": {"app": name}, "annotations": annotations},
+        "spec": {"nodeName": "node-k", "containers": [{"name": "main", "image": "app:1", "ports": ports}]},
+        "status": {"phase": "Running", "podIP": "127.0.0.1", "hostIP": "127.0.0.1",
+                   "conditions": [{"type": "Ready", "status": "True"}]}
+    })
+}
+
+#[test]
+fn annotated_pods_of_the_node_are_discovered_and_scraped_with_the_daemonsets_rules() {
+    let (data, state, root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), scratch());
+    let server = Vigil::server(data.path(), &[]);
+    let port = server.addr.port().to_string();
+    let scraped = pod(
+        "scraped-0",
+        serde_json::json!({"prometheus.io/scrape": "true", "prometheus.io/port": port, "prometheus.io/path": "/metrics"}),
+        serde_json::json!([{"name": "http", "containerPort": 1}, {"name": "admin", "containerPort": 2}]),
+    );
+    let ignored = pod("ignored-0", serde_json::json!({}), serde_json::json!([{"containerPort": server.addr.port()}]));
+    let mut pending = pod("pending-0", serde_json::json!({"prometheus.io/scrape": "true"}), serde_json::json!([]));
+    pending["status"] = serde_json::json!({"phase": "Pending"});
+    let api = PodApi::start(serde_json::json!([scraped, ignored, pending]));
+
+    // The DaemonSet's own configuration, pointed at this API and asking again every second.
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes/agent-daemonset.yaml"))
+            .unwrap();
+    let config_map: serde_yaml::Value = serde_yaml::from_str(manifest.split("\n---\n").next().unwrap()).unwrap();
+    let mut config: serde_yaml::Value =
+        serde_yaml::from_str(config_map["data"]["agent.yaml"].as_str().unwrap()).unwrap();
+    let token = state.path().join("token");
+    std::fs::write(&token, "pod-reader-token\n").unwrap();
+    let job = &mut config["agent"]["scrape_configs"][0];
+    job["metrics_path"] = "/not-the-annotated-path".into();
+    let sd = &mut job["kubernetes_sd_configs"][0];
+    sd["api_server"] = api.url.clone().into();
+    sd["bearer_token_file"] = token.display().to_string().into();
+    sd["refresh_interval"] = "1s".into();
+    let config_path = state.path().join("agent.yaml");
+    std::fs::write(&config_path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let args = ["--node-name", "node-k", "--interval", "1s", "--config", config_path.to_str().unwrap()];
+    let agent = Vigil::agent(&server, root.path(), state.path(), &args);
+
+    let up = wait_for_series(&server, r#"up{job="kubernetes-pods"} == 1"#, 1, Duration::from_secs(20));
+    assert_eq!(up.len(), 1, "one target for the annotated pod's two ports: {up:?}");
+    let metric = &up[0]["metric"];
+    assert_eq!(metric["instance"], format!("127.0.0.1:{port}"), "the annotated port");
+    assert_eq!(
+        (&metric["namespace"], &metric["pod"], &metric["app"]),
+        (&"shop".into(), &"scraped-0".into(), &"scraped-0".into())
+    );
+    let scraped_series =
+        instant_query(&server, r#"count({job="kubernetes-pods",pod="scraped-0",__name__!~"up|scrape_.*"})"#);
+    assert!(scraped_series[0]["value"][1].as_str().unwrap().parse::<usize>().unwrap() > 5, "{scraped_series:?}");
+    let requests = api.requests.lock().unwrap().clone();
+    assert!(
+        requests.iter().all(|(target, auth)| {
+            target == "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-k" && auth == "Bearer pod-reader-token"
+        }),
+        "{requests:?}"
+    );
+
+    // The pod goes away: its target is retired, and its series end with staleness markers.
+    api.pods.lock().unwrap().as_array_mut().unwrap().remove(0);
+    let gone = wait_for_series(&server, r#"up{job="kubernetes-pods"}"#, 0, Duration::from_secs(15));
+    assert!(gone.is_empty(), "{gone:?}");
+    drop(agent);
+}

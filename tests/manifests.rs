@@ -95,6 +95,24 @@ fn agent_mounts_the_host_read_only_under_its_root() {
     assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
 }
 
+#[test]
+fn the_agent_reads_its_config_map_and_may_use_its_token() {
+    let docs = kustomized();
+    let agent = find(&docs, "DaemonSet", "vigil-agent");
+    let pod = &agent["spec"]["template"]["spec"];
+    assert_ne!(pod["automountServiceAccountToken"], false, "pod discovery needs the service account token");
+    let config = arg_value(agent, "--config");
+    let (dir, file) = config.rsplit_once('/').unwrap();
+    let mount = pod["containers"][0]["volumeMounts"].as_sequence().unwrap().iter().find(|m| m["mountPath"] == dir);
+    let volume_name = mount.expect("the config directory is mounted")["name"].as_str().unwrap();
+    let volume = pod["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == volume_name).unwrap();
+    let map = find(&docs, "ConfigMap", volume["configMap"]["name"].as_str().unwrap());
+    assert_eq!(map["metadata"]["namespace"], agent["metadata"]["namespace"]);
+    let text = map["data"][file].as_str().expect("the config file is in the ConfigMap");
+    let parsed: Value = serde_yaml::from_str(text).unwrap();
+    assert_eq!(parsed["agent"]["scrape_configs"][0]["kubernetes_sd_configs"][0]["role"], "pod");
+}
+
 /// Every document of the kustomization, as real `kubectl kustomize` builds it.
 fn kustomized() -> Vec<Value> {
     let output = Command::new("kubectl")
@@ -186,7 +204,7 @@ fn service_accounts_and_role_bindings_resolve() {
             assert_eq!(account["metadata"]["namespace"], subject["namespace"]);
         }
     }
-    // The server reads nodes and pods; viewers may read their metrics.
+    // The server reads nodes and pods; viewers may read their metrics; the agent lists pods.
     let grants = |role: &str, group: &str| -> Vec<(String, Vec<String>)> {
         let rules = find(&docs, "ClusterRole", role)["rules"].as_sequence().unwrap().clone();
         rules
@@ -200,9 +218,14 @@ fn service_accounts_and_role_bindings_resolve() {
             })
             .collect()
     };
-    for (role, group) in [("vigil:server", ""), ("vigil:aggregated-metrics-reader", "metrics.k8s.io")] {
+    let roles = [
+        ("vigil:server", "", &["nodes", "pods"][..]),
+        ("vigil:aggregated-metrics-reader", "metrics.k8s.io", &["nodes", "pods"][..]),
+        ("vigil:agent", "", &["pods"][..]),
+    ];
+    for (role, group, resources) in roles {
         let granted = grants(role, group);
-        for resource in ["nodes", "pods"] {
+        for resource in resources {
             let verbs = &granted.iter().find(|(r, _)| r == resource).unwrap_or_else(|| panic!("{role}: {resource}")).1;
             assert!(verbs.contains(&"get".to_owned()) && verbs.contains(&"list".to_owned()), "{role}: {resource}");
         }

@@ -1,6 +1,7 @@
-//! Scrape target discovery: a scrape job's targets from its `static_configs` and `file_sd_configs`
+//! Scrape target discovery: a scrape job's targets from its `static_configs`, `file_sd_configs`
 //! (Prometheus's file format: a JSON or YAML list of `{targets: [...], labels: {...}}` groups, each
-//! target labelled `__meta_filepath`), run through `relabel_configs` as Prometheus runs them.
+//! target labelled `__meta_filepath`) and `kubernetes_sd_configs` ([`crate::kubernetes`]), run through
+//! `relabel_configs` as Prometheus runs them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,8 @@ pub struct ScrapeJob {
     pub static_groups: Vec<TargetGroup>,
     /// `file_sd_configs`.
     pub file_sd: Vec<FileSd>,
+    /// `kubernetes_sd_configs` (`role: pod`).
+    pub kubernetes_sd: Vec<crate::kubernetes::KubernetesSd>,
 }
 
 /// Reads one discovery file: JSON, or YAML when its name ends in `.yml` or `.yaml`.
@@ -95,14 +98,16 @@ fn expand(patterns: &[String]) -> Vec<PathBuf> {
 }
 
 impl ScrapeJob {
-    /// The shortest refresh interval of its file discovery, if it has any.
+    /// The shortest refresh interval of its file and Kubernetes discovery, if it has any.
     pub fn refresh_interval(&self) -> Option<Duration> {
-        self.file_sd.iter().map(|f| f.refresh_interval).min()
+        let files = self.file_sd.iter().map(|f| f.refresh_interval);
+        files.chain(self.kubernetes_sd.iter().map(|k| k.refresh_interval)).min()
     }
 
-    /// Every target group now: the static ones, then each discovery file's (labelled `__meta_filepath`).
-    /// A file that cannot be read or parsed is skipped and reported in the errors; its targets are
-    /// dropped until it is fixed, as Prometheus keeps no stale view of a broken file either.
+    /// Every target group now: the static ones, then each discovery file's (labelled `__meta_filepath`),
+    /// then the pods'. A file that cannot be read or parsed is skipped and reported in the errors; its
+    /// targets are dropped until it is fixed, as Prometheus keeps no stale view of a broken file either.
+    /// When the API server cannot be asked, the pods listed last are kept (and the error reported).
     pub fn groups(&self) -> (Vec<TargetGroup>, Vec<AgentError>) {
         let mut groups = self.static_groups.clone();
         let mut errors = Vec::new();
@@ -114,6 +119,11 @@ impl ScrapeJob {
                 })),
                 Err(error) => errors.push(error),
             }
+        }
+        for kubernetes in &self.kubernetes_sd {
+            let (found, error) = kubernetes.groups();
+            groups.extend(found);
+            errors.extend(error);
         }
         (groups, errors)
     }
@@ -178,6 +188,7 @@ mod tests {
             metric_relabel: Vec::new(),
             static_groups: vec![TargetGroup { targets: vec!["10.0.0.9:80".into()], labels: BTreeMap::new() }],
             file_sd,
+            kubernetes_sd: Vec::new(),
         }
     }
 

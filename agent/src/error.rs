@@ -11,6 +11,14 @@ pub enum AgentError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The Kubernetes API server could not be asked, or did not answer with what was asked for.
+    #[error("Kubernetes API request {url} failed: {reason}")]
+    Api {
+        /// The request.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A node file did not have the expected format.
     #[error("unexpected format in {path}: {reason}")]
     Format {

@@ -10,6 +10,7 @@ pub mod exposition;
 pub mod filesystem;
 pub mod fixture;
 pub mod host;
+pub mod kubernetes;
 pub mod podlogs;
 pub mod relabel;
 pub mod runtime;
