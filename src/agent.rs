@@ -204,8 +204,11 @@ async fn scrape_loop(
     }
 }
 
-/// How often pod log files are read.
+/// How often pod log files are read (at once again while a file has more than one read takes).
 const POD_LOG_POLL: Duration = Duration::from_secs(1);
+
+/// Most text in one shipped logs request, well under the server's default body limit (32 MiB).
+const MAX_LOGS_REQUEST_TEXT: usize = 1 << 20;
 
 /// Follows the kubelet's pod log files under the root into the logs buffer until `stop`. Offsets are
 /// checkpointed (`pod-log-offsets.json` in the state directory) once the lines are in the disk buffer, and
@@ -221,30 +224,35 @@ async fn follow_pod_logs(
     let assembler = podlogs::Assembler::new(config.multiline_start.clone());
     let state = Arc::new(Mutex::new((Tailer::new(&pods_dir, &checkpoint), assembler)));
     let mut tick = ticker(POD_LOG_POLL);
-    while next_tick(&mut tick, &mut stop).await {
+    let mut backlog = false;
+    while if backlog { !*stop.borrow() } else { next_tick(&mut tick, &mut stop).await } {
         let (config, buffer, state) = (config.clone(), buffer.clone(), state.clone());
-        let task = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+        let task = tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, bool)> {
             if buffer.lock().expect("buffer lock").is_full() {
                 // The server is away and the buffer is at its limit: reading pauses, nothing is dropped.
-                return Ok(0);
+                return Ok((0, false));
             }
             let mut state = state.lock().expect("tailer lock");
             let (tailer, assembler) = &mut *state;
             let found = assembler.entries(tailer.poll_files(podlogs::files(&config.root)));
             let count: usize = found.values().map(Vec::len).sum();
-            if count > 0 {
-                let request = podlogs::encode(&found, &config.node_name);
-                if let Err(error) = buffer.lock().expect("buffer lock").push(&request) {
+            for request in podlogs::encode_batches(found, &config.node_name, MAX_LOGS_REQUEST_TEXT) {
+                if let Err(error) = buffer.lock().expect("buffer lock").push_keeping(&request) {
+                    // Requests of this poll already buffered are read and sent again; the server drops them.
                     tailer.rewind();
                     assembler.reset();
                     return Err(error.into());
                 }
             }
             tailer.commit_holding(&assembler.holds())?;
-            Ok(count)
+            Ok((count, tailer.backlog()))
         });
+        backlog = false;
         match task.await {
-            Ok(Ok(lines)) => metrics::counter!("vigil_agent_log_lines_total").increment(lines as u64),
+            Ok(Ok((lines, more))) => {
+                metrics::counter!("vigil_agent_log_lines_total").increment(lines as u64);
+                backlog = more;
+            }
             Ok(Err(error)) => tracing::error!(%error, "following pod logs failed; will retry"),
             Err(error) => tracing::error!(%error, "pod log task failed"),
         }

@@ -107,7 +107,9 @@ pub async fn follow_log_dir(
                         ("filename".to_owned(), file.path.display().to_string()),
                     ]);
                     let source = file.source;
-                    file.lines.into_iter().zip(file.offsets).map(move |(line, offset)| vigil_tsdb::logs::LogRecord {
+                    let lines: Vec<(u64, String)> =
+                        file.lines().map(|(offset, line)| (offset, line.to_owned())).collect();
+                    lines.into_iter().map(move |(offset, line)| vigil_tsdb::logs::LogRecord {
                         ts_ns: now,
                         labels: labels.clone(),
                         line,

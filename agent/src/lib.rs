@@ -17,6 +17,7 @@ pub mod runtime;
 pub mod scrape;
 pub mod ship;
 pub mod tail;
+mod wire;
 
 pub use error::AgentError;
 

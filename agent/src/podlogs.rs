@@ -129,8 +129,8 @@ impl Assembler {
             idle.retain(|path| *path != batch.path);
             let open = self.open.entry(batch.path.clone()).or_default();
             let sink = out.entry(origin).or_default();
-            for (line, offset) in batch.lines.iter().zip(&batch.offsets) {
-                let Some(entry) = decode(line, batch.source, *offset, &mut open.cri_partial) else { continue };
+            for (offset, line) in batch.lines() {
+                let Some(entry) = decode(line, batch.source, offset, &mut open.cri_partial) else { continue };
                 match &self.multiline_start {
                     None => sink.push(entry),
                     Some(start) => group(start, &mut open.group, entry, sink),
@@ -181,13 +181,18 @@ fn decode(line: &str, source: u64, offset: u64, partial: &mut Option<Entry>) -> 
     let (Some(time), Some(stream), Some(tag)) = (fields.next(), fields.next(), fields.next()) else { return None };
     let text = fields.next().unwrap_or("");
     let ts_ns = chrono::DateTime::parse_from_rfc3339(time).ok()?.timestamp_nanos_opt()?;
-    let entry =
-        partial.get_or_insert_with(|| Entry { ts_ns, stream: stream.to_owned(), text: String::new(), source, offset });
-    entry.text.push_str(text);
-    if tag == "P" {
-        return None;
+    match partial {
+        // A whole line: the common case, one allocation of the right size.
+        None if tag != "P" => Some(Entry { ts_ns, stream: stream.to_owned(), text: text.to_owned(), source, offset }),
+        None => {
+            *partial = Some(Entry { ts_ns, stream: stream.to_owned(), text: text.to_owned(), source, offset });
+            None
+        }
+        Some(entry) => {
+            entry.text.push_str(text);
+            if tag == "P" { None } else { partial.take() }
+        }
     }
-    partial.take()
 }
 
 fn docker_entry(line: &str, source: u64, offset: u64) -> Option<Entry> {
@@ -207,12 +212,41 @@ fn string(key: &str, value: &str) -> KeyValue {
     KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }) }
 }
 
+/// Requests for the entries of many containers, each holding at most about `max_text_bytes` of text (an
+/// entry is never split), so that no request reaches the server's size limit.
+pub fn encode_batches(
+    entries: BTreeMap<Origin, Vec<Entry>>,
+    node: &str,
+    max_text_bytes: usize,
+) -> Vec<ExportLogsServiceRequest> {
+    let mut requests = Vec::new();
+    let mut batch: BTreeMap<Origin, Vec<Entry>> = BTreeMap::new();
+    let mut size = 0;
+    for (origin, container_entries) in entries {
+        for entry in container_entries {
+            if size > 0 && size + entry.text.len() > max_text_bytes {
+                requests.push(encode(std::mem::take(&mut batch), node));
+                size = 0;
+            }
+            size += entry.text.len() + ENTRY_OVERHEAD;
+            batch.entry(origin.clone()).or_default().push(entry);
+        }
+    }
+    if size > 0 {
+        requests.push(encode(batch, node));
+    }
+    requests
+}
+
+/// Bytes an encoded entry takes besides its text (time, stream, position), about.
+const ENTRY_OVERHEAD: usize = 64;
+
 /// One OTLP request for the entries of many containers: a resource per container with
 /// `k8s.namespace.name`, `k8s.pod.name`, `k8s.container.name`, `k8s.node.name` and `service.name` (the
 /// container), and `log.iostream` and [`POSITION_ATTRIBUTE`] on each record.
-pub fn encode(entries: &BTreeMap<Origin, Vec<Entry>>, node: &str) -> ExportLogsServiceRequest {
+pub fn encode(entries: BTreeMap<Origin, Vec<Entry>>, node: &str) -> ExportLogsServiceRequest {
     let resource_logs = entries
-        .iter()
+        .into_iter()
         .filter(|(_, entries)| !entries.is_empty())
         .map(|(origin, entries)| ResourceLogs {
             resource: Some(Resource {
@@ -227,14 +261,14 @@ pub fn encode(entries: &BTreeMap<Origin, Vec<Entry>>, node: &str) -> ExportLogsS
             }),
             scope_logs: vec![ScopeLogs {
                 log_records: entries
-                    .iter()
+                    .into_iter()
                     .map(|entry| LogRecord {
                         time_unix_nano: entry.ts_ns.max(0) as u64,
-                        body: Some(AnyValue { value: Some(any_value::Value::StringValue(entry.text.clone())) }),
                         attributes: vec![
                             string("log.iostream", &entry.stream),
                             string(POSITION_ATTRIBUTE, &entry.position()),
                         ],
+                        body: Some(AnyValue { value: Some(any_value::Value::StringValue(entry.text)) }),
                         ..Default::default()
                     })
                     .collect(),
@@ -252,16 +286,10 @@ mod tests {
 
     const FILE: &str = "/host/var/log/pods/shop_web-0_1234-abcd/nginx/0.log";
 
-    /// One poll's lines of [`FILE`], at offsets as the tailer gives them.
+    /// One poll's lines of [`FILE`], read at `start`.
     fn batch(start: u64, text: &[&str]) -> Vec<FileLines> {
-        let mut offsets = Vec::new();
-        let mut offset = start;
-        for line in text {
-            offsets.push(offset);
-            offset += line.len() as u64 + 1;
-        }
-        let lines = text.iter().map(|s| (*s).to_owned()).collect();
-        vec![FileLines { path: FILE.into(), source: 7, lines, offsets }]
+        let bytes = text.iter().flat_map(|line| format!("{line}\n").into_bytes()).collect();
+        vec![FileLines::new(FILE.into(), 7, start, bytes)]
     }
 
     fn texts(entries: &BTreeMap<Origin, Vec<Entry>>) -> Vec<(String, u64)> {
@@ -308,6 +336,34 @@ mod tests {
         let flushed = assembler.entries(Vec::new());
         assert_eq!(texts(&flushed)[0].0, "next\n  continued", "a poll without new lines completes it");
         assert!(assembler.holds().is_empty());
+    }
+
+    #[test]
+    fn large_polls_ship_as_several_requests_in_order() {
+        let origin = origin(Path::new(FILE)).unwrap();
+        let entries: Vec<Entry> = (0..100)
+            .map(|n| Entry {
+                ts_ns: n,
+                stream: "stdout".into(),
+                text: format!("{n:0100}"),
+                source: 1,
+                offset: n as u64,
+            })
+            .collect();
+        let requests = encode_batches(BTreeMap::from([(origin, entries)]), "node-a", 1000);
+        assert!(requests.len() >= 10, "{} requests", requests.len());
+        let offsets: Vec<u64> = requests
+            .iter()
+            .flat_map(|r| &r.resource_logs[0].scope_logs[0].log_records)
+            .map(|record| {
+                let position = record.attributes.iter().find(|kv| kv.key == POSITION_ATTRIBUTE).unwrap();
+                let Some(any_value::Value::StringValue(text)) = position.value.as_ref().unwrap().value.as_ref() else {
+                    panic!("a string")
+                };
+                text.rsplit(':').next().unwrap().parse().unwrap()
+            })
+            .collect();
+        assert_eq!(offsets, (0..100).collect::<Vec<u64>>());
     }
 
     #[test]

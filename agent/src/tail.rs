@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Most bytes read from one file per poll, so one busy file cannot starve the others.
-const MAX_READ: u64 = 4 * 1024 * 1024;
+const MAX_READ: u64 = 1024 * 1024;
 
 /// How many leading bytes identify a file.
 const FINGERPRINT_BYTES: usize = 256;
@@ -86,17 +86,60 @@ pub struct Hold {
     pub offset: u64,
 }
 
-/// New lines of one file.
+/// New lines of one file, read in one piece.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileLines {
     /// The file.
     pub path: PathBuf,
     /// The file's source key (see [`Tailer`]): the same for the file wherever rotation moved it.
     pub source: u64,
-    /// Complete lines, without their newline.
-    pub lines: Vec<String>,
-    /// The byte offset in the file where each line starts.
-    pub offsets: Vec<u64>,
+    /// The complete lines (invalid UTF-8 replaced).
+    text: String,
+    /// Per line: the byte offset in the file where it starts, and its place in `text` (without its newline).
+    spans: Vec<(u64, std::ops::Range<usize>)>,
+    /// The file bytes the lines took, newlines included.
+    consumed: u64,
+}
+
+impl FileLines {
+    /// The complete lines of `bytes`, read from `path` at `offset` (a trailing partial line is left).
+    pub fn new(path: PathBuf, source: u64, offset: u64, mut bytes: Vec<u8>) -> Self {
+        let mut lines = FileLines { path, source, text: String::new(), spans: Vec::new(), consumed: 0 };
+        let Some(last_newline) = memchr::memrchr(b'\n', &bytes) else { return lines };
+        bytes.truncate(last_newline + 1);
+        lines.consumed = bytes.len() as u64;
+        match String::from_utf8(bytes) {
+            Ok(text) => {
+                lines.spans =
+                    line_bounds(text.as_bytes()).map(|(start, end)| (offset + start as u64, start..end)).collect();
+                lines.text = text;
+            }
+            Err(invalid) => {
+                let raw = invalid.into_bytes();
+                for (start, end) in line_bounds(&raw) {
+                    let at = lines.text.len();
+                    lines.text.push_str(&String::from_utf8_lossy(&raw[start..end]));
+                    lines.spans.push((offset + start as u64, at..lines.text.len()));
+                }
+            }
+        }
+        lines
+    }
+
+    /// Each line with the byte offset in the file where it starts.
+    pub fn lines(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.spans.iter().map(|(offset, range)| (*offset, &self.text[range.clone()]))
+    }
+
+    /// The number of lines.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when there is no complete line.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
 }
 
 /// A tailer over one directory.
@@ -106,6 +149,8 @@ pub struct Tailer {
     checkpoint: PathBuf,
     committed: BTreeMap<PathBuf, Position>,
     pending: BTreeMap<PathBuf, Position>,
+    /// Whether the last poll left unread bytes in a file (it read as much as one poll may).
+    backlog: bool,
 }
 
 impl Tailer {
@@ -115,7 +160,13 @@ impl Tailer {
             .ok()
             .and_then(|bytes| serde_json::from_slice::<BTreeMap<PathBuf, Position>>(&bytes).ok())
             .unwrap_or_default();
-        Tailer { dir: dir.to_owned(), checkpoint: checkpoint.to_owned(), pending: committed.clone(), committed }
+        Tailer {
+            dir: dir.to_owned(),
+            checkpoint: checkpoint.to_owned(),
+            pending: committed.clone(),
+            committed,
+            backlog: false,
+        }
     }
 
     /// Complete lines written since the last [`Tailer::commit`]ted read. Unreadable files are skipped.
@@ -132,6 +183,7 @@ impl Tailer {
     /// Like [`Tailer::poll`], over files the caller found (pod logs live two directories deep).
     pub fn poll_files(&mut self, mut paths: Vec<PathBuf>) -> Vec<FileLines> {
         let mut out = Vec::new();
+        self.backlog = false;
         paths.sort();
         for path in paths {
             let Ok(meta) = std::fs::metadata(&path) else { continue };
@@ -145,27 +197,34 @@ impl Tailer {
             let same = previous.filter(|p| p.same_file(meta.ino(), &head) && p.offset <= meta.len());
             // Another file at the path now: the rest of the old one is read first, wherever it went.
             if let Some(old) = previous.filter(|_| same.is_none()) {
-                if let Some(rest) = rest_of_moved(&path, old).filter(|rest| !rest.lines.is_empty()) {
+                if let Some(rest) = rest_of_moved(&path, old).filter(|rest| !rest.is_empty()) {
                     out.push(rest);
                 }
             }
             let offset = same.map_or(0, |p| p.offset);
-            let Ok(mut lines) = read_lines(&path, offset, MAX_READ) else { continue };
-            lines.source = source_key(path.parent().unwrap_or(Path::new("")), &head);
+            let source = source_key(path.parent().unwrap_or(Path::new("")), &head);
+            let Ok((lines, read)) = read_lines(&path, source, offset, MAX_READ) else { continue };
+            self.backlog |= read == MAX_READ;
             let position = Position {
                 inode: meta.ino(),
                 offset: offset + lines.consumed,
                 head: fingerprint(&head),
                 head_len: head.len() as u64,
                 mtime_ns,
-                source: lines.source,
+                source,
             };
-            self.pending.insert(path.clone(), position);
-            if !lines.lines.is_empty() {
-                out.push(lines.into_file_lines(path));
+            self.pending.insert(path, position);
+            if !lines.is_empty() {
+                out.push(lines);
             }
         }
         out
+    }
+
+    /// Whether the last poll read as much as one poll may from some file, which has more: the caller polls
+    /// again at once rather than after its interval.
+    pub fn backlog(&self) -> bool {
+        self.backlog
     }
 
     /// Records that what [`Tailer::poll`] returned is stored: the offsets are checkpointed.
@@ -221,18 +280,18 @@ fn rest_of_moved(path: &Path, old: Position) -> Option<FileLines> {
         if !old.same_start(&head) {
             continue;
         }
-        let mut lines = read_lines(candidate, old.offset, u64::MAX).ok()?;
-        lines.source = source_key(dir, &head);
-        return Some(lines.into_file_lines(path.to_owned()));
+        let (mut lines, _) = read_lines(candidate, source_key(dir, &head), old.offset, u64::MAX).ok()?;
+        lines.path = path.to_owned();
+        return Some(lines);
     }
     if old.head_len == 0 {
         return None;
     }
     siblings.iter().filter(|p| is_gz(p)).find_map(|gz| {
         let content = gunzip_if(gz, |head| old.same_start(head))?;
-        let mut lines = complete_lines(content.get(usize::try_from(old.offset).ok()?..)?, old.offset);
-        lines.source = source_key(dir, &content[..content.len().min(FINGERPRINT_BYTES)]);
-        Some(lines.into_file_lines(path.to_owned()))
+        let source = source_key(dir, &content[..content.len().min(FINGERPRINT_BYTES)]);
+        let rest = content.get(usize::try_from(old.offset).ok()?..)?.to_vec();
+        Some(FileLines::new(path.to_owned(), source, old.offset, rest))
     })
 }
 
@@ -251,42 +310,26 @@ fn gunzip_if(path: &Path, wanted: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
     Some(content)
 }
 
-/// Complete lines read from one place of a file.
-struct ReadLines {
-    source: u64,
-    lines: Vec<String>,
-    offsets: Vec<u64>,
-    /// The bytes the lines took, newlines included.
-    consumed: u64,
-}
-
-impl ReadLines {
-    fn into_file_lines(self, path: PathBuf) -> FileLines {
-        FileLines { path, source: self.source, lines: self.lines, offsets: self.offsets }
-    }
-}
-
-/// Complete lines from `offset`, of at most `limit` bytes.
-fn read_lines(path: &Path, offset: u64, limit: u64) -> std::io::Result<ReadLines> {
-    let mut file = std::fs::File::open(path)?;
-    file.seek(SeekFrom::Start(offset))?;
-    let mut bytes = Vec::new();
-    file.take(limit).read_to_end(&mut bytes)?;
-    Ok(complete_lines(&bytes, offset))
-}
-
-/// The complete lines in `bytes`, which start at `offset` of their file (a trailing partial line is left).
-fn complete_lines(bytes: &[u8], offset: u64) -> ReadLines {
-    let mut read = ReadLines { source: 0, lines: Vec::new(), offsets: Vec::new(), consumed: 0 };
-    let Some(last_newline) = bytes.iter().rposition(|b| *b == b'\n') else { return read };
+/// Where each newline-terminated line of `bytes` starts and ends (without its newline and a CR before it).
+fn line_bounds(bytes: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
     let mut start = 0;
-    for line in bytes[..last_newline].split(|b| *b == b'\n') {
-        read.offsets.push(offset + start as u64);
-        start += line.len() + 1;
-        read.lines.push(String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned());
-    }
-    read.consumed = last_newline as u64 + 1;
-    read
+    memchr::memchr_iter(b'\n', bytes).map(move |end| {
+        let line = (start, end - usize::from(end > start && bytes[end - 1] == b'\r'));
+        start = end + 1;
+        line
+    })
+}
+
+/// The complete lines of `path` from `offset`, of at most `limit` bytes, and how many bytes were read (a
+/// trailing partial line included).
+fn read_lines(path: &Path, source: u64, offset: u64, limit: u64) -> std::io::Result<(FileLines, u64)> {
+    let mut file = std::fs::File::open(path)?;
+    let available = file.metadata()?.len().saturating_sub(offset).min(limit);
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(available).unwrap_or(0));
+    file.take(limit).read_to_end(&mut bytes)?;
+    let read = bytes.len() as u64;
+    Ok((FileLines::new(path.to_owned(), source, offset, bytes), read))
 }
 
 #[cfg(test)]
@@ -300,7 +343,19 @@ mod tests {
     }
 
     fn lines(batches: Vec<FileLines>) -> Vec<String> {
-        batches.into_iter().flat_map(|b| b.lines).collect()
+        batches.iter().flat_map(|b| b.lines().map(|(_, line)| line.to_owned())).collect()
+    }
+
+    fn offsets(batch: &FileLines) -> Vec<u64> {
+        batch.lines().map(|(offset, _)| offset).collect()
+    }
+
+    #[test]
+    fn lines_keep_their_file_offsets_through_crlf_and_invalid_utf8() {
+        let lines = FileLines::new("f".into(), 1, 100, b"ok\r\nbad \xff byte\n\nlast partial".to_vec());
+        let read: Vec<(u64, &str)> = lines.lines().collect();
+        assert_eq!(read, [(100, "ok"), (104, "bad \u{fffd} byte"), (115, "")]);
+        assert_eq!(lines.consumed, 16);
     }
 
     #[test]
@@ -353,7 +408,7 @@ mod tests {
         append(&file, "first\nsecond\n");
         let mut tailer = Tailer::new(dir.path(), &checkpoint);
         let read = tailer.poll();
-        assert_eq!((read[0].lines.len(), read[0].offsets.as_slice()), (2, [0, 6].as_slice()));
+        assert_eq!(offsets(&read[0]), [0, 6]);
         let source = read[0].source;
         tailer.commit().unwrap();
         // Written after the last poll, then copied and truncated: the rest comes from the copy, known by
@@ -364,7 +419,7 @@ mod tests {
         append(&file, "fourth\n");
         let read = tailer.poll();
         let summary: Vec<(u64, Vec<String>, Vec<u64>)> =
-            read.iter().map(|b| (b.source, b.lines.clone(), b.offsets.clone())).collect();
+            read.iter().map(|b| (b.source, lines(vec![b.clone()]), offsets(b))).collect();
         assert_eq!(summary[0], (source, vec!["third".to_owned()], vec![13]));
         assert_eq!((&summary[1].1, &summary[1].2), (&vec!["fourth".to_owned()], &vec![0]));
         assert_ne!(summary[1].0, source, "the file now at the path is another source");
@@ -372,7 +427,7 @@ mod tests {
         // A hold keeps the checkpoint at the start of an entry still being assembled.
         append(&file, "fifth\n");
         let read = tailer.poll();
-        assert_eq!(read[0].offsets, [7]);
+        assert_eq!(offsets(&read[0]), [7]);
         let holds = BTreeMap::from([(file.clone(), Hold { source: read[0].source, offset: 7 })]);
         tailer.commit_holding(&holds).unwrap();
         assert!(tailer.poll().is_empty(), "the tailer itself reads on");
