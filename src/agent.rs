@@ -234,10 +234,11 @@ async fn follow_pod_logs(
             }
             let mut state = state.lock().expect("tailer lock");
             let (tailer, assembler) = &mut *state;
-            let found = assembler.entries(tailer.poll_files(podlogs::files(&config.root)));
+            let read = tailer.poll_files(podlogs::files(&config.root));
+            let found = assembler.entries(&read);
             let count: usize = found.values().map(Vec::len).sum();
-            for request in podlogs::encode_batches(found, &config.node_name, MAX_LOGS_REQUEST_TEXT) {
-                if let Err(error) = buffer.lock().expect("buffer lock").push_keeping(&request) {
+            for request in podlogs::encode_batches(&found, &config.node_name, MAX_LOGS_REQUEST_TEXT) {
+                if let Err(error) = buffer.lock().expect("buffer lock").push_encoded_keeping(&request) {
                     // Requests of this poll already buffered are read and sent again; the server drops them.
                     tailer.rewind();
                     assembler.reset();

@@ -169,10 +169,15 @@ impl<T: Message + Default> DiskBuffer<T> {
     /// Appends a batch and drops nothing, even over the size limit: for a producer that checks
     /// [`DiskBuffer::is_full`] before reading more, and must not lose what it read (log tailing).
     pub fn push_keeping(&mut self, request: &T) -> Result<(), AgentError> {
+        self.push_encoded_keeping(&request.encode_to_vec())
+    }
+
+    /// Like [`DiskBuffer::push_keeping`], for a request already encoded (a `T` in protobuf).
+    pub fn push_encoded_keeping(&mut self, request: &[u8]) -> Result<(), AgentError> {
         let path = self.dir.join(format!("{:020}.otlp", self.next_sequence));
         let temporary = path.with_extension("tmp");
         let write_error = |source| AgentError::Read { path: temporary.clone(), source };
-        let bytes = self.compressor.compress(&request.encode_to_vec()).map_err(write_error)?;
+        let bytes = self.compressor.compress(request).map_err(write_error)?;
         std::fs::write(&temporary, &bytes).map_err(write_error)?;
         std::fs::rename(&temporary, &path).map_err(write_error)?;
         self.next_sequence += 1;
