@@ -24,12 +24,16 @@ use crate::config::AgentConfig;
 use crate::server::{StopSignals, next_tick, serve, ticker};
 use crate::telemetry;
 
-/// What `/metrics` serves: the last collection, rendered, and the agent's own telemetry.
+/// What `/metrics` serves: the last collection (container points, then host points), rendered when
+/// asked for, and the agent's own telemetry.
 #[derive(Clone)]
 struct Exposed {
-    last_collection: Arc<RwLock<String>>,
+    last_collection: Arc<RwLock<LastCollection>>,
     telemetry: PrometheusHandle,
 }
+
+/// The container points and the host points of the last collection.
+type LastCollection = [Vec<vigil_agent::Point>; 2];
 
 /// Runs until SIGTERM/SIGINT. Batches not yet shipped stay in the buffer for the next run.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
@@ -94,7 +98,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 }
 
 async fn render_metrics(State(exposed): State<Exposed>) -> impl axum::response::IntoResponse {
-    let mut text = exposed.last_collection.read().map(|t| t.clone()).unwrap_or_default();
+    let mut text = match exposed.last_collection.read() {
+        Ok(points) => points.iter().map(|points| exposition::render(points, &[])).collect(),
+        Err(_) => String::new(),
+    };
     text.push_str(&exposed.telemetry.render());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
@@ -282,12 +289,12 @@ async fn collect_loop(
 }
 
 /// One collection: container metrics as job `cadvisor`, host metrics as job `node`; buffered for shipping
-/// and rendered for `/metrics`. Returns the number of points.
+/// and kept for `/metrics`. Returns the number of points.
 fn collect_once(
     config: &AgentConfig,
     buffer: &Mutex<DiskBuffer>,
     containers: &Mutex<ContainerCollector>,
-    exposed: &RwLock<String>,
+    exposed: &RwLock<LastCollection>,
 ) -> anyhow::Result<usize> {
     let collected_at = chrono::Utc::now();
     let (container_points, container_errors) = containers.lock().expect("collector lock").collect();
@@ -295,9 +302,6 @@ fn collect_once(
     for error in container_errors.iter().chain(&host_errors) {
         tracing::warn!(%error, "metric source failed");
     }
-    let mut text = exposition::render(&container_points, &[]);
-    text.push_str(&exposition::render(&host_points, &[]));
-    *exposed.write().expect("exposition lock") = text;
     let points = container_points.len() + host_points.len();
     let jobs = [
         JobPoints { job: "cadvisor".into(), instance: None, points: container_points },
@@ -305,6 +309,8 @@ fn collect_once(
     ];
     let time = collected_at.timestamp_nanos_opt().unwrap_or_default() as u64;
     let request = ship::encode(&jobs, &config.node_name, time);
+    let [containers, host] = jobs.map(|job| job.points);
+    *exposed.write().expect("exposition lock") = [containers, host];
     let dropped = buffer.lock().expect("buffer lock").push(&request)?;
     if dropped > 0 {
         tracing::warn!(dropped, "disk buffer full; dropped the oldest batches");

@@ -72,17 +72,16 @@ pub struct Origin {
     pub container: String,
 }
 
-/// Every pod log file under `root`.
-pub fn files(root: &Path) -> Vec<PathBuf> {
+/// Every pod log file under `root`, with its metadata.
+pub fn files(root: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
     let mut out = Vec::new();
     let Ok(pods) = std::fs::read_dir(root.join("var/log/pods")) else { return out };
     for pod in pods.filter_map(Result::ok) {
         let Ok(containers) = std::fs::read_dir(pod.path()) else { continue };
         for container in containers.filter_map(Result::ok) {
             let Ok(logs) = std::fs::read_dir(container.path()) else { continue };
-            out.extend(
-                logs.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "log")),
-            );
+            let logs = logs.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|e| e == "log"));
+            out.extend(logs.filter_map(|e| crate::tail::entry_file(&e)));
         }
     }
     out

@@ -107,6 +107,8 @@ fn metrics_by_name(points: &[Point], node: &str, time_unix_nano: u64) -> Vec<Met
 pub struct DiskBuffer<T = ExportMetricsServiceRequest> {
     /// Kept across batches: a compression context is costly to set up.
     compressor: zstd::bulk::Compressor<'static>,
+    /// Woken at every push, so the shipper waits for batches instead of polling.
+    pushed: Arc<tokio::sync::Notify>,
     dir: PathBuf,
     max_bytes: u64,
     next_sequence: u64,
@@ -141,6 +143,7 @@ impl<T: Message + Default> DiskBuffer<T> {
         let compressor = zstd::bulk::Compressor::new(COMPRESSION_LEVEL).map_err(read_error)?;
         Ok(DiskBuffer {
             compressor,
+            pushed: Arc::default(),
             dir: dir.to_owned(),
             max_bytes,
             next_sequence,
@@ -184,6 +187,7 @@ impl<T: Message + Default> DiskBuffer<T> {
         self.batches.push_back((path, bytes.len() as u64));
         self.total_bytes += bytes.len() as u64;
         metrics::gauge!("vigil_agent_buffer_bytes").set(self.total_bytes as f64);
+        self.pushed.notify_one();
         Ok(())
     }
 
@@ -275,6 +279,7 @@ pub async fn run_shipper<T: OtlpRequest>(
 ) {
     let mut client: Option<tonic::transport::Channel> = None;
     let mut backoff = FIRST_BACKOFF;
+    let pushed = buffer.lock().map(|b| b.pushed.clone()).unwrap_or_default();
     loop {
         if *stop.borrow() {
             return;
@@ -284,7 +289,12 @@ pub async fn run_shipper<T: OtlpRequest>(
         let (path, request) = match next {
             Ok(Some(Ok(Some(batch)))) => batch,
             Ok(Some(Ok(None))) => {
-                let _ = tokio::time::timeout(Duration::from_millis(200), stop.changed()).await;
+                // Empty: wait for a push (a push since the check left a permit, so none is missed).
+                tokio::select! {
+                    _ = pushed.notified() => {}
+                    _ = stop.changed() => {}
+                    _ = tokio::time::sleep(MAX_BACKOFF) => {}
+                }
                 continue;
             }
             Ok(Some(Err(error))) => {

@@ -66,6 +66,16 @@ fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
+/// A directory entry that is a file (or a link to one), with the file's metadata. An entry's own metadata
+/// is read relative to its directory, which costs less than a stat by path.
+pub fn entry_file(entry: &std::fs::DirEntry) -> Option<(PathBuf, std::fs::Metadata)> {
+    let mut meta = entry.metadata().ok()?;
+    if meta.file_type().is_symlink() {
+        meta = std::fs::metadata(entry.path()).ok()?;
+    }
+    meta.is_file().then(|| (entry.path(), meta))
+}
+
 /// What a file's lines are known by across rotations: a hash of its directory and of its first line (at
 /// most [`FINGERPRINT_BYTES`] of it). Renaming, copying and compressing keep both.
 fn source_key(dir: &Path, head: &[u8]) -> u64 {
@@ -172,21 +182,21 @@ impl Tailer {
     /// Complete lines written since the last [`Tailer::commit`]ted read. Unreadable files are skipped.
     pub fn poll(&mut self) -> Vec<FileLines> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        let paths: Vec<PathBuf> = entries
+        let files = entries
             .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log") && p.is_file())
+            .filter(|e| e.path().extension().is_some_and(|e| e == "log"))
+            .filter_map(|e| entry_file(&e))
             .collect();
-        self.poll_files(paths)
+        self.poll_files(files)
     }
 
-    /// Like [`Tailer::poll`], over files the caller found (pod logs live two directories deep).
-    pub fn poll_files(&mut self, mut paths: Vec<PathBuf>) -> Vec<FileLines> {
+    /// Like [`Tailer::poll`], over files the caller found, with their metadata (pod logs live two
+    /// directories deep).
+    pub fn poll_files(&mut self, mut files: Vec<(PathBuf, std::fs::Metadata)>) -> Vec<FileLines> {
         let mut out = Vec::new();
         self.backlog = false;
-        paths.sort();
-        for path in paths {
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        for (path, meta) in files {
             let mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
             let previous = self.pending.get(&path).copied();
             let unchanged = |p: &Position| p.inode == meta.ino() && p.offset == meta.len() && p.mtime_ns == mtime_ns;
