@@ -142,6 +142,9 @@ fn main() {
         mb / cpu
     );
     println!("storage: {:.0} MB on disk = {:.3} of raw", stored as f64 / 1e6, stored as f64 / raw_bytes as f64);
+    let parts: Vec<String> =
+        bytes_by_extension(&dir).iter().map(|(ext, bytes)| format!("{ext} {:.0} MB", *bytes as f64 / 1e6)).collect();
+    println!("  by file kind: {}", parts.join(", "));
 
     let engine = LogqlEngine::new(store.clone() as Arc<dyn LogStore>);
     let end_ns = ts_ns + 1;
@@ -176,6 +179,24 @@ fn main() {
         median(times).as_secs_f64() * 1000.0
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Bytes on disk under `dir` per file extension (tantivy's `store`, `idx`, `term`, `fast`, ...).
+fn bytes_by_extension(dir: &std::path::Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let ext = path.extension().map_or("other".into(), |e| e.to_string_lossy().into_owned());
+            *out.entry(ext).or_default() += entry.metadata().map_or(0, |m| m.len());
+        }
+    }
+    out
 }
 
 /// CPU time of this process (user + system), from /proc.
