@@ -342,7 +342,7 @@ async fn ingest_body(ingest: &Ingest, headers: &HeaderMap, body: Bytes) -> Resul
                     sink.set_metadata(&request.metadata).map_err(storage_error)?;
                 }
                 let total = request.batch.samples.len();
-                let summary = sink.append_refs(&request.batch).map_err(storage_error)?;
+                let summary = sink.append_refs(&request.batch, &borrowed::read_labels).map_err(storage_error)?;
                 (summary, total, request.histograms, request.exemplars)
             }
             Version::V2 => {

@@ -5,6 +5,7 @@
 //! and the WAL checkpointed only after that; on open, partial (`.tmp`) blocks are deleted, blocks already
 //! merged into a complete one are deleted, and WAL samples at or before the newest block time are skipped.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use crate::postings::SeriesId;
 use crate::varint::{put_uvarint, put_varint, uvarint, varint};
 use crate::wal::{self, Wal, WalSync};
 use crate::{
-    Appender, CardinalityStats, Error, HeadLimits, Label, Labels, Matcher, MetricMetadata, Queryable, RefBatch, Sample,
-    SampleError, Series, SeriesSamples, Timestamp,
+    Appender, CardinalityStats, Error, HeadLimits, Label, LabelReader, Labels, Matcher, MetricMetadata, Queryable,
+    RefBatch, Sample, SampleError, Series, SeriesSamples, Timestamp,
 };
 
 const METADATA_FILE: &str = "metadata.json";
@@ -210,28 +211,31 @@ impl Db {
         }
     }
 
-    fn plan(&self, head: &Head, grouped: Grouped) -> Plan {
+    fn plan(&self, head: &Head, grouped: Grouped<'_>) -> Plan {
         let mut plan = Plan::default();
+        plan.samples.reserve(grouped.iter().map(|g| g.samples.len()).sum());
         let mut next_id = head.next_id();
-        for (labels, existing, mut samples) in grouped {
-            let labels = &labels;
-            let id = match existing {
-                Some(id) => id,
-                None => {
-                    if let Err(reason) = self.admit_series(head, labels, plan.new_series.len()) {
-                        reject_all(&mut plan.summary, labels, &samples, SampleError::SeriesRejected(reason));
+        for Group { series, mut samples } in grouped {
+            let (id, existing, new_labels) = match series {
+                GroupSeries::Known(id) => (id, Some(id), None),
+                GroupSeries::New(labels) => {
+                    if let Err(reason) = self.admit_series(head, &labels, plan.new_series.len()) {
+                        reject_all(&mut plan.summary, &labels, &samples, SampleError::SeriesRejected(reason));
                         continue;
                     }
                     let id = next_id;
                     next_id += 1;
                     plan.new_series.push((id, labels.clone()));
                     plan.summary.series_created += 1;
-                    id
+                    (id, None, Some(labels))
                 }
             };
-            samples.sort_by_key(|sample| sample.t);
+            let labels = || new_labels.clone().unwrap_or_else(|| head.labels(id).clone());
+            if !samples.is_sorted_by_key(|sample| sample.t) {
+                samples.to_mut().sort_by_key(|sample| sample.t);
+            }
             let mut pending: Option<Sample> = None;
-            for sample in samples {
+            for &sample in samples.iter() {
                 let verdict = match pending {
                     Some(previous) if previous.t == sample.t => {
                         if previous.v.to_bits() == sample.v.to_bits() {
@@ -250,7 +254,7 @@ impl Db {
                             pending = Some(sample);
                         }
                     }
-                    Err(error) => plan.summary.rejected.push(RejectedSample { labels: labels.clone(), sample, error }),
+                    Err(error) => plan.summary.rejected.push(RejectedSample { labels: labels(), sample, error }),
                 }
             }
         }
@@ -267,59 +271,87 @@ impl Db {
     }
 }
 
-/// A batch's samples per series, in first-seen order: the series' labels, its id if it exists, its samples.
-type Grouped = Vec<(Labels, Option<SeriesId>, Vec<Sample>)>;
+/// Which series a group's samples go to.
+enum GroupSeries {
+    /// One in the head.
+    Known(SeriesId),
+    /// One the batch creates.
+    New(Labels),
+}
+
+/// One series' samples in a batch: borrowed from the batch, copied only when the series came twice.
+struct Group<'a> {
+    series: GroupSeries,
+    samples: Cow<'a, [Sample]>,
+}
+
+/// A batch's samples per series, in first-seen order.
+type Grouped<'a> = Vec<Group<'a>>;
 
 /// Merges the entries of one series (the same labels given twice in a batch) into one.
-#[derive(Default)]
-struct Grouper {
-    order: Grouped,
+struct Grouper<'a> {
+    order: Grouped<'a>,
     by_id: HashMap<SeriesId, usize, foldhash::fast::RandomState>,
     new_series: HashMap<Labels, usize, foldhash::fast::RandomState>,
 }
 
-impl Grouper {
-    fn add(&mut self, labels: &Labels, id: Option<SeriesId>, samples: &[Sample]) {
-        let slot = match id {
-            Some(id) => self.by_id.get(&id).copied(),
-            None => self.new_series.get(labels).copied(),
+impl<'a> Grouper<'a> {
+    fn with_capacity(entries: usize) -> Self {
+        Grouper {
+            order: Vec::with_capacity(entries),
+            by_id: HashMap::with_capacity_and_hasher(entries, Default::default()),
+            new_series: HashMap::default(),
+        }
+    }
+
+    fn add(&mut self, series: GroupSeries, samples: &'a [Sample]) {
+        let slot = match &series {
+            GroupSeries::Known(id) => self.by_id.get(id),
+            GroupSeries::New(labels) => self.new_series.get(labels),
         };
-        if let Some(position) = slot {
-            self.order[position].2.extend_from_slice(samples);
+        if let Some(&position) = slot {
+            self.order[position].samples.to_mut().extend_from_slice(samples);
             return;
         }
-        match id {
-            Some(id) => self.by_id.insert(id, self.order.len()),
-            None => self.new_series.insert(labels.clone(), self.order.len()),
+        match &series {
+            GroupSeries::Known(id) => self.by_id.insert(*id, self.order.len()),
+            GroupSeries::New(labels) => self.new_series.insert(labels.clone(), self.order.len()),
         };
-        self.order.push((labels.clone(), id, samples.to_vec()));
+        self.order.push(Group { series, samples: Cow::Borrowed(samples) });
     }
 }
 
 /// A batch's entries grouped by series (a series may appear more than once), each with its head id
 /// if it exists. Label sets are hashed once: existing series are grouped by id.
-fn group_by_series(head: &Head, batch: &[SeriesSamples]) -> Grouped {
-    let mut grouper = Grouper::default();
+fn group_by_series<'a>(head: &Head, batch: &'a [SeriesSamples]) -> Grouped<'a> {
+    let mut grouper = Grouper::with_capacity(batch.len());
     for entry in batch {
-        grouper.add(&entry.labels, head.lookup(&entry.labels), &entry.samples);
+        let series = match head.lookup(&entry.labels) {
+            Some(id) => GroupSeries::Known(id),
+            None => GroupSeries::New(entry.labels.clone()),
+        };
+        grouper.add(series, &entry.samples);
     }
     grouper.order
 }
 
-/// Like [`group_by_series`] for borrowed labels: known series are found without building their labels;
-/// only new ones are built (and checked).
-fn group_refs(head: &Head, batch: &RefBatch<'_>) -> Result<Grouped, Error> {
-    let mut grouper = Grouper::default();
-    for (labels, samples) in batch.iter() {
-        match head.lookup_refs(labels) {
-            Some((id, stored)) => grouper.add(stored, Some(id), samples),
+/// Like [`group_by_series`] for series given by label bytes: known series are found by their key without
+/// decoding it; only unknown ones are read (with `read`) into labels, and checked.
+fn group_refs<'a>(head: &Head, batch: &'a RefBatch<'_>, read: LabelReader<'_>) -> Result<Grouped<'a>, Error> {
+    let mut grouper = Grouper::with_capacity(batch.series.len());
+    for (key, samples) in batch.iter() {
+        let series = match head.lookup_key(key) {
+            Some(id) => GroupSeries::Known(id),
             None => {
-                let owned = Labels::new(labels.0.iter().copied())?;
-                // Pairs out of the documented order miss the borrowed lookup but not this one.
-                let id = head.lookup(&owned);
-                grouper.add(&owned, id, samples);
+                let labels = Labels::new(read(key).map_err(Error::InvalidSeries)?)?;
+                // Bytes laid out otherwise (unsorted, empty values, other field order) miss the key lookup.
+                match head.lookup(&labels) {
+                    Some(id) => GroupSeries::Known(id),
+                    None => GroupSeries::New(labels),
+                }
             }
-        }
+        };
+        grouper.add(series, samples);
     }
     Ok(grouper.order)
 }
@@ -725,15 +757,18 @@ impl Appender for Db {
     }
 
     /// Blocking, as [`Appender::append`]; known series are found from the borrowed labels.
-    fn append_refs(&self, batch: &RefBatch<'_>) -> Result<AppendSummary, Error> {
-        self.append_grouped(|head| group_refs(head, batch))
+    fn append_refs(&self, batch: &RefBatch<'_>, read: LabelReader<'_>) -> Result<AppendSummary, Error> {
+        self.append_grouped(|head| group_refs(head, batch, read))
     }
 }
 
 impl Db {
     /// Plans the grouped batch under the head lock, writes it to the WAL, applies it, then waits for the
     /// WAL commit.
-    fn append_grouped(&self, group: impl FnOnce(&Head) -> Result<Grouped, Error>) -> Result<AppendSummary, Error> {
+    fn append_grouped<'a>(
+        &self,
+        group: impl FnOnce(&Head) -> Result<Grouped<'a>, Error>,
+    ) -> Result<AppendSummary, Error> {
         let (summary, sequence) = {
             let mut head = self.head.write();
             let plan = self.plan(&head, group(&head)?);

@@ -1,11 +1,12 @@
 //! The head: series in memory with compressed chunks, indexed by postings.
 
 use std::collections::{BTreeMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use crate::chunk::{self, SAMPLES_PER_CHUNK, XorAppender};
 use crate::postings::{Postings, SeriesId};
-use crate::{Label, LabelRefs, Labels, Matcher, Sample, SampleError, Timestamp};
+use crate::{Label, Labels, Matcher, Sample, SampleError, Timestamp, series_key};
 
 /// Limits on what the head accepts; each rejection is counted and explained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,10 +241,51 @@ fn decode_into(bytes: &[u8], mint: Timestamp, maxt: Timestamp, out: &mut Vec<Sam
 
 /// In-memory series and their index.
 #[derive(Debug)]
+/// Finds series by their labels. The table holds each series' hash and id; a candidate is compared with
+/// the series' key (its labels as [`series_key`] lays them out), so a lookup reads the table slot and one
+/// contiguous key, not a chain of shared strings. Remote write carries label bytes in that layout: under
+/// its load nearly every sample looks a known series up from bytes it never decodes.
+#[derive(Default)]
+struct SeriesIndex {
+    /// Seeded per process (foldhash's random state), so ingested label sets cannot aim for collisions.
+    hasher: foldhash::fast::RandomState,
+    table: hashbrown::HashTable<(u64, SeriesId)>,
+    /// Each series' key, by id.
+    keys: Vec<Box<[u8]>>,
+}
+
+/// The key of `labels`.
+fn key_of(labels: &Labels) -> Vec<u8> {
+    let mut key = Vec::with_capacity(labels.iter().map(|l| l.name.len() + l.value.len() + 6).sum());
+    series_key(labels.iter().map(|l| (&*l.name, &*l.value)), &mut key);
+    key
+}
+
+impl SeriesIndex {
+    fn get_key(&self, key: &[u8]) -> Option<SeriesId> {
+        let hash = self.hasher.hash_one(key);
+        let keys = &self.keys;
+        let found = self.table.find(hash, |(h, id)| *h == hash && *keys[*id as usize] == *key);
+        found.map(|(_, id)| *id)
+    }
+
+    fn get(&self, labels: &Labels) -> Option<SeriesId> {
+        self.get_key(&key_of(labels))
+    }
+
+    /// Adds series `id` (the next one) with `labels`, which it must not hold yet.
+    fn insert(&mut self, id: SeriesId, labels: &Labels) {
+        debug_assert_eq!(id as usize, self.keys.len());
+        let key = key_of(labels);
+        let hash = self.hasher.hash_one(&*key);
+        self.keys.push(key.into_boxed_slice());
+        self.table.insert_unique(hash, (hash, id), |(h, _)| *h);
+    }
+}
+
 pub(crate) struct Head {
     series: Vec<MemSeries>,
-    /// Seeded per process (foldhash's random state), so ingested label sets cannot aim for collisions.
-    by_labels: hashbrown::HashMap<Labels, SeriesId, foldhash::fast::RandomState>,
+    by_labels: SeriesIndex,
     /// The symbol table: one copy of each label name and value, shared by every series and the index.
     symbols: HashSet<Arc<str>, foldhash::fast::RandomState>,
     postings: Postings,
@@ -257,7 +299,7 @@ impl Default for Head {
     fn default() -> Self {
         Head {
             series: Vec::new(),
-            by_labels: hashbrown::HashMap::default(),
+            by_labels: SeriesIndex::default(),
             symbols: HashSet::default(),
             postings: Postings::default(),
             append_floor: Timestamp::MIN,
@@ -349,13 +391,17 @@ impl Head {
     }
 
     pub(crate) fn lookup(&self, labels: &Labels) -> Option<SeriesId> {
-        self.by_labels.get(labels).copied()
+        self.by_labels.get(labels)
     }
 
-    /// The id and stored labels of the series a borrowed label set names, if it exists.
-    pub(crate) fn lookup_refs(&self, labels: LabelRefs<'_>) -> Option<(SeriesId, &Labels)> {
-        let (stored, id) = self.by_labels.get_key_value(&labels)?;
-        Some((*id, stored))
+    /// The id of the series whose key is `key`, if it exists.
+    pub(crate) fn lookup_key(&self, key: &[u8]) -> Option<SeriesId> {
+        self.by_labels.get_key(key)
+    }
+
+    /// The labels of series `id` (which exists).
+    pub(crate) fn labels(&self, id: SeriesId) -> &Labels {
+        &self.series[id as usize].labels
     }
 
     /// The id the next created series will get.
@@ -375,14 +421,14 @@ impl Head {
     /// Creates a series with the next id, which must be `id` (WAL replay checks that ids line up).
     /// Its label strings come from the symbol table.
     pub(crate) fn create(&mut self, id: SeriesId, labels: Labels) -> bool {
-        if id != self.next_id() || self.by_labels.contains_key(&labels) {
+        if id != self.next_id() || self.by_labels.get(&labels).is_some() {
             return false;
         }
         let shared: Vec<Label> =
             labels.iter().map(|l| Label { name: self.symbol(&l.name), value: self.symbol(&l.value) }).collect();
         let labels = Labels::from_sorted_unchecked(shared);
         self.postings.add(id, &labels);
-        self.by_labels.insert(labels.clone(), id);
+        self.by_labels.insert(id, &labels);
         self.series.push(MemSeries::new(labels));
         true
     }

@@ -1,7 +1,6 @@
 //! Label sets: a series' identity.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::Error;
@@ -22,45 +21,70 @@ pub struct Label {
 ///
 /// Shared behind an `Arc`: cloning is a reference-count increment, which query evaluation does per
 /// series per step. Equality compares contents (short-cutting on the same allocation).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Labels(Arc<[Label]>);
 
-/// Hashes a label set's pairs; [`Labels`] and [`LabelRefs`] both hash this way, so a borrowed set finds
-/// the stored one in a map.
-fn hash_pairs<'a, H: Hasher>(len: usize, pairs: impl Iterator<Item = (&'a str, &'a str)>, state: &mut H) {
-    state.write_usize(len);
+/// Appends the series key of `pairs` (sorted by name, no empty values) to `out`: each pair as a protobuf
+/// `Label` message (`0x0a <len> name 0x12 <len> value`) in field 1 (`0x0a <len> ...`). These are the bytes
+/// remote write 1.0 carries for a series' labels, so a request's label bytes find a stored series
+/// without being decoded (see [`crate::RefBatch`]).
+pub fn series_key<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>, out: &mut Vec<u8>) {
     for (name, value) in pairs {
-        name.hash(state);
-        value.hash(state);
+        let message = 2 + varint_len(name.len()) + name.len() + varint_len(value.len()) + value.len();
+        out.push(0x0a);
+        put_varint(message, out);
+        for (tag, text) in [(0x0a, name), (0x12, value)] {
+            out.push(tag);
+            put_varint(text.len(), out);
+            out.extend_from_slice(text.as_bytes());
+        }
     }
 }
 
-impl Hash for Labels {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_pairs(self.0.len(), self.0.iter().map(|l| (&*l.name, &*l.value)), state);
+/// The pairs of a key [`series_key`] wrote; an error for anything else (another layout, bad UTF-8).
+pub fn parse_series_key(mut key: &[u8]) -> Result<Vec<(&str, &str)>, String> {
+    let mut pairs = Vec::new();
+    while !key.is_empty() {
+        let message;
+        (message, key) = field(key, 0x0a)?;
+        let (name, rest) = field(message, 0x0a)?;
+        let (value, rest) = field(rest, 0x12)?;
+        if !rest.is_empty() {
+            return Err("a label has more than a name and a value".into());
+        }
+        let text = |bytes| std::str::from_utf8(bytes).map_err(|_| "a label is not UTF-8".to_owned());
+        pairs.push((text(name)?, text(value)?));
     }
+    Ok(pairs)
 }
 
-/// A label set borrowed from a request being decoded, sorted by name with no empty values, so a stored
-/// [`Labels`] can be looked up without building one (hash and equality agree with it).
-#[derive(Debug, Clone, Copy)]
-pub struct LabelRefs<'a>(pub &'a [(&'a str, &'a str)]);
-
-impl Hash for LabelRefs<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_pairs(self.0.len(), self.0.iter().copied(), state);
+/// The content of the length-delimited field `tag` at the start of `bytes`, and what follows it.
+fn field(bytes: &[u8], tag: u8) -> Result<(&[u8], &[u8]), String> {
+    let Some((_, mut rest)) = bytes.split_first().filter(|(first, _)| **first == tag) else {
+        return Err(format!("expected field tag {tag:#04x}"));
+    };
+    let mut len = 0usize;
+    for shift in (0..35).step_by(7) {
+        let (&byte, tail) = rest.split_first().ok_or("a truncated length")?;
+        rest = tail;
+        len |= usize::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return if len <= rest.len() { Ok(rest.split_at(len)) } else { Err("a length beyond the key".into()) };
+        }
     }
+    Err("a length over 5 bytes".into())
 }
 
-impl hashbrown::Equivalent<Labels> for LabelRefs<'_> {
-    fn equivalent(&self, key: &Labels) -> bool {
-        key.0.len() == self.0.len()
-            && key
-                .0
-                .iter()
-                .zip(self.0)
-                .all(|(stored, (name, value))| *stored.name == **name && *stored.value == **value)
+fn varint_len(value: usize) -> usize {
+    (usize::BITS - (value | 1).leading_zeros()).div_ceil(7) as usize
+}
+
+fn put_varint(mut value: usize, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
     }
+    out.push(value as u8);
 }
 
 impl Default for Labels {
@@ -178,18 +202,20 @@ mod tests {
     }
 
     #[test]
-    fn a_borrowed_set_finds_its_stored_twin() {
-        let stored = Labels::new([("__name__", "up"), ("job", "node")]).unwrap();
-        let mut map: hashbrown::HashMap<Labels, u32, foldhash::fast::RandomState> = hashbrown::HashMap::default();
-        map.insert(stored.clone(), 7);
-        assert_eq!(map.get(&LabelRefs(&[("__name__", "up"), ("job", "node")])), Some(&7));
-        assert_eq!(map.get(&LabelRefs(&[("__name__", "up"), ("job", "nod")])), None);
-        assert_eq!(map.get(&LabelRefs(&[("__name__", "up")])), None);
-        // Pairs that concatenate alike are different sets.
-        let split = Labels::new([("a", "bc")]).unwrap();
-        map.insert(split, 8);
-        assert_eq!(map.get(&LabelRefs(&[("ab", "c")])), None);
-        assert_eq!(map.get(&LabelRefs(&[("a", "bc")])), Some(&8));
+    fn series_keys_read_back_and_tell_sets_apart() {
+        let long = "v".repeat(200);
+        let labels = Labels::new([("__name__", "up"), ("job", long.as_str()), ("a", "bc")]).unwrap();
+        let mut key = Vec::new();
+        series_key(labels.iter().map(|l| (&*l.name, &*l.value)), &mut key);
+        let pairs: Vec<(&str, &str)> = labels.iter().map(|l| (&*l.name, &*l.value)).collect();
+        assert_eq!(parse_series_key(&key).unwrap(), pairs);
+        // Pairs that concatenate alike are different keys.
+        let (mut split, mut joined) = (Vec::new(), Vec::new());
+        series_key([("a", "bc")], &mut split);
+        series_key([("ab", "c")], &mut joined);
+        assert_ne!(split, joined);
+        assert!(parse_series_key(&key[..key.len() - 1]).is_err());
+        assert!(parse_series_key(&[0x0a, 0x06, 0x0a, 0x01, b'a', 0x12, 0x01, 0xff]).unwrap_err().contains("UTF-8"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub use block::BlockMeta;
 pub use db::{AppendSummary, Db, DbOptions, MaintenanceReport, OpenReport, RejectedSample};
 pub use error::{Error, SampleError};
 pub use head::{HeadLimits, Series};
-pub use labels::{Label, LabelRefs, Labels, METRIC_NAME};
+pub use labels::{Label, Labels, METRIC_NAME, parse_series_key, series_key};
 pub use matcher::{MatchOp, Matcher};
 pub use wal::WalSync;
 
@@ -57,32 +57,33 @@ pub struct SeriesSamples {
     pub samples: Vec<Sample>,
 }
 
-/// A batch whose label strings are borrowed from the request being decoded, laid out flat: each entry
-/// of `series` is a range of `pairs` (sorted by name, no empty values) and a range of `samples`. The
-/// store looks known series up without building their [`Labels`].
+/// A batch whose series are given by their label bytes, borrowed from the request being decoded: each
+/// entry of `series` is a series key candidate (see [`series_key`]) and a range of `samples`. The
+/// store looks known series up by those bytes, without decoding them; only a key it does not know is
+/// read into labels (by the caller's reader, since the bytes may be laid out in any way the wire allows).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RefBatch<'a> {
-    /// Every series' label pairs, one after another.
-    pub pairs: Vec<(&'a str, &'a str)>,
     /// Every series' samples, one after another.
     pub samples: Vec<Sample>,
-    /// Per series: its pairs and its samples.
-    pub series: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// Per series: its label bytes and its samples.
+    pub series: Vec<(std::borrow::Cow<'a, [u8]>, std::ops::Range<usize>)>,
 }
 
+/// Reads label bytes of a [`RefBatch`] into pairs (any order; empty values are dropped afterwards).
+pub type LabelReader<'r> = &'r dyn Fn(&[u8]) -> Result<Vec<(&str, &str)>, String>;
+
 impl<'a> RefBatch<'a> {
-    /// Each series' labels and samples.
-    pub fn iter(&self) -> impl Iterator<Item = (LabelRefs<'_>, &[Sample])> {
-        self.series
-            .iter()
-            .map(|(pairs, samples)| (LabelRefs(&self.pairs[pairs.clone()]), &self.samples[samples.clone()]))
+    /// Each series' label bytes and samples.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[Sample])> {
+        self.series.iter().map(|(key, samples)| (&**key, &self.samples[samples.clone()]))
     }
 
     /// The same batch with owned label sets (what [`Appender::append`] takes).
-    pub fn to_owned_batch(&self) -> Result<Vec<SeriesSamples>, Error> {
+    pub fn to_owned_batch(&self, read: LabelReader<'_>) -> Result<Vec<SeriesSamples>, Error> {
         self.iter()
-            .map(|(labels, samples)| {
-                Ok(SeriesSamples { labels: Labels::new(labels.0.iter().copied())?, samples: samples.to_vec() })
+            .map(|(key, samples)| {
+                let pairs = read(key).map_err(Error::InvalidSeries)?;
+                Ok(SeriesSamples { labels: Labels::new(pairs)?, samples: samples.to_vec() })
             })
             .collect()
     }
@@ -123,10 +124,11 @@ pub trait Appender: Send + Sync {
     /// Appends a batch; individual samples may be rejected (reported in the summary) while the rest land.
     fn append(&self, batch: &[SeriesSamples]) -> Result<AppendSummary, Error>;
 
-    /// Like [`Appender::append`] for a batch with borrowed labels; an invalid label set of a new series
-    /// refuses the whole batch. The default builds owned label sets first.
-    fn append_refs(&self, batch: &RefBatch<'_>) -> Result<AppendSummary, Error> {
-        self.append(&batch.to_owned_batch()?)
+    /// Like [`Appender::append`] for a batch of series given by label bytes, which `read` turns into
+    /// pairs when the store does not know them; an invalid label set refuses the whole batch. The default
+    /// builds owned label sets first.
+    fn append_refs(&self, batch: &RefBatch<'_>, read: LabelReader<'_>) -> Result<AppendSummary, Error> {
+        self.append(&batch.to_owned_batch(read)?)
     }
 
     /// Records metric families' metadata (latest wins).

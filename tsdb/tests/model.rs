@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use vigil_tsdb::{
     Appender, Db, DbOptions, Labels, MatchOp, Matcher, Queryable, RefBatch, Sample, SeriesSamples, WalSync,
+    parse_series_key, series_key,
 };
 
 const WINDOW_MS: i64 = 50;
@@ -86,16 +87,15 @@ fn check_equal(db: &Db, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// A borrowed batch holding `samples` of `labels` as two entries of the same series (merged by the store).
-fn ref_batch<'a>(labels: &'a Labels, samples: &[Sample]) -> RefBatch<'a> {
+/// A batch holding `samples` of `labels` as two entries of the same series (merged by the store): the
+/// first keyed as the store keys it, the second with its pairs in reverse order (found through its labels).
+fn ref_batch(labels: &Labels, samples: &[Sample]) -> RefBatch<'static> {
     let pairs: Vec<(&str, &str)> = labels.iter().map(|l| (&*l.name, &*l.value)).collect();
-    let n = pairs.len();
+    let (mut key, mut reversed) = (Vec::new(), Vec::new());
+    series_key(pairs.iter().copied(), &mut key);
+    series_key(pairs.iter().rev().copied(), &mut reversed);
     let half = samples.len() / 2;
-    RefBatch {
-        pairs: pairs.iter().chain(&pairs).copied().collect(),
-        samples: samples.to_vec(),
-        series: vec![(0..n, 0..half), (n..2 * n, half..samples.len())],
-    }
+    RefBatch { samples: samples.to_vec(), series: vec![(key.into(), 0..half), (reversed.into(), half..samples.len())] }
 }
 
 fn options() -> DbOptions {
@@ -125,7 +125,7 @@ proptest! {
                         newest.insert(series, *t);
                     }
                     let summary = if borrowed {
-                        db.append_refs(&ref_batch(&labels, &samples)).unwrap()
+                        db.append_refs(&ref_batch(&labels, &samples), &parse_series_key).unwrap()
                     } else {
                         db.append(&[SeriesSamples { labels, samples }]).unwrap()
                     };

@@ -1,5 +1,7 @@
-//! Remote write 1.0 decoded without copying: label strings stay slices of the decompressed body, laid out
-//! as a [`RefBatch`], so the store finds known series without building their labels. The reader follows
+//! Remote write 1.0 decoded without copying, and without reading labels: each series' label fields stay
+//! a slice of the decompressed body, laid out as a [`RefBatch`]. Those bytes are the store's series key
+//! when the sender wrote them as Prometheus does (sorted, name then value), so the store finds known
+//! series without decoding or validating them; [`read_labels`] reads the others. The reader follows
 //! protobuf's wire format for `WriteRequest` (fields: 1 timeseries, 3 metadata), `TimeSeries` (1 labels,
 //! 2 samples, 3 exemplars, 4 histograms), `Label` (1 name, 2 value) and `Sample` (1 value as a double, 2
 //! timestamp as an int64); unknown fields are skipped, as protobuf requires. Hand-written because the
@@ -95,6 +97,20 @@ fn expect(wire: u8, want: u8, what: &str) -> Result<(), String> {
     if wire == want { Ok(()) } else { Err(format!("{what} has wire type {wire}")) }
 }
 
+/// The label pairs of a series' label fields (`TimeSeries` field 1, as [`RefBatch`] holds them).
+pub fn read_labels(bytes: &[u8]) -> Result<Vec<(&str, &str)>, String> {
+    let mut reader = Reader { rest: bytes };
+    let mut pairs = Vec::new();
+    let malformed = |e: String| format!("invalid WriteRequest protobuf: {e}");
+    while !reader.done() {
+        match reader.key().map_err(malformed)? {
+            (1, LENGTH) => pairs.push(label(reader.length_delimited().map_err(malformed)?).map_err(malformed)?),
+            (_, wire) => reader.skip(wire).map_err(malformed)?,
+        }
+    }
+    Ok(pairs)
+}
+
 fn label(bytes: &[u8]) -> Result<(&str, &str), String> {
     let mut reader = Reader { rest: bytes };
     let (mut name, mut value) = ("", "");
@@ -135,16 +151,20 @@ fn sample(bytes: &[u8]) -> Result<Sample, String> {
 }
 
 fn series<'a>(bytes: &'a [u8], out: &mut Borrowed<'a>) -> Result<(), String> {
-    let (pairs_start, samples_start) = (out.batch.pairs.len(), out.batch.samples.len());
+    let samples_start = out.batch.samples.len();
+    // Where each run of label fields starts and ends; one run (the usual case) is borrowed as it is.
+    let mut label_runs: Vec<(usize, usize)> = Vec::new();
     let mut reader = Reader { rest: bytes };
     while !reader.done() {
+        let at = bytes.len() - reader.rest.len();
         match reader.key()? {
             (1, wire) => {
                 expect(wire, LENGTH, "TimeSeries.labels")?;
-                let (name, value) = label(reader.length_delimited()?)?;
-                // An empty value means the label is absent, as when label sets are built.
-                if !value.is_empty() {
-                    out.batch.pairs.push((name, value));
+                reader.length_delimited()?;
+                let end = bytes.len() - reader.rest.len();
+                match label_runs.last_mut() {
+                    Some(run) if run.1 == at => run.1 = end,
+                    _ => label_runs.push((at, end)),
                 }
             }
             (2, wire) => {
@@ -162,13 +182,12 @@ fn series<'a>(bytes: &'a [u8], out: &mut Borrowed<'a>) -> Result<(), String> {
             (_, wire) => reader.skip(wire)?,
         }
     }
-    // Senders sort labels by name (the protocol asks them to); checking costs one pass when they did.
-    let pairs = &mut out.batch.pairs[pairs_start..];
-    if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
-        pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    }
-    let (pairs_end, samples_end) = (out.batch.pairs.len(), out.batch.samples.len());
-    out.batch.series.push((pairs_start..pairs_end, samples_start..samples_end));
+    let labels: std::borrow::Cow<'a, [u8]> = match label_runs.as_slice() {
+        [] => std::borrow::Cow::Borrowed(&[]),
+        [(start, end)] => std::borrow::Cow::Borrowed(&bytes[*start..*end]),
+        runs => std::borrow::Cow::Owned(runs.iter().flat_map(|(start, end)| &bytes[*start..*end]).copied().collect()),
+    };
+    out.batch.series.push((labels, samples_start..out.batch.samples.len()));
     Ok(())
 }
 
@@ -227,13 +246,14 @@ mod tests {
             let generated = WriteRequest::decode(raw.as_slice()).unwrap();
             prop_assert_eq!(borrowed.batch.series.len(), generated.timeseries.len());
             for ((labels, samples), series) in borrowed.batch.iter().zip(&generated.timeseries) {
-                let mut expected: Vec<(&str, &str)> =
-                    series.labels.iter().filter(|l| !l.value.is_empty()).map(|l| (&*l.name, &*l.value)).collect();
-                let mut got = labels.0.to_vec();
-                prop_assert!(got.is_sorted_by(|a, b| a.0 <= b.0), "pairs sorted by name: {:?}", got);
-                got.sort();
-                expected.sort();
-                prop_assert_eq!(got, expected);
+                let expected: Vec<(&str, &str)> = series.labels.iter().map(|l| (&*l.name, &*l.value)).collect();
+                prop_assert_eq!(&read_labels(labels).unwrap(), &expected);
+                // Labels written as Prometheus writes them (sorted, no empty values) are the store's series key.
+                let mut key = Vec::new();
+                vigil_tsdb::series_key(expected.iter().copied(), &mut key);
+                if expected.iter().all(|(_, value)| !value.is_empty()) && expected.is_sorted_by(|a, b| a.0 < b.0) {
+                    prop_assert_eq!(labels, key.as_slice());
+                }
                 let wanted: Vec<(i64, u64)> = series.samples.iter().map(|s| (s.timestamp, s.value.to_bits())).collect();
                 let read: Vec<(i64, u64)> = samples.iter().map(|s| (s.t, s.v.to_bits())).collect();
                 prop_assert_eq!(read, wanted);
@@ -250,7 +270,11 @@ mod tests {
                 let at = flip.0.index(raw.len());
                 raw[at] ^= flip.1;
             }
-            let _ = decode(&raw[..cut.index(raw.len() + 1)]);
+            if let Ok(request) = decode(&raw[..cut.index(raw.len() + 1)]) {
+                for (labels, _) in request.batch.iter() {
+                    let _ = read_labels(labels);
+                }
+            }
         }
     }
 
@@ -258,8 +282,10 @@ mod tests {
     fn bad_bodies_name_what_is_wrong() {
         let error = decode(&[0x0a, 0x05, 0x0a]).unwrap_err().to_string();
         assert!(error.contains("invalid WriteRequest protobuf: length 5 beyond"), "{error}");
+        // Labels are read only when the store does not know the series.
         let non_utf8 = [0x0a, 0x08, 0x0a, 0x06, 0x0a, 0x01, b'a', 0x12, 0x01, 0xff];
-        assert!(decode(&non_utf8).unwrap_err().to_string().contains("not UTF-8"));
+        let request = decode(&non_utf8).unwrap();
+        assert!(read_labels(&request.batch.series[0].0).unwrap_err().contains("not UTF-8"));
         let group = [0x0b];
         assert!(decode(&group).unwrap_err().to_string().contains("wire type 3"));
     }
