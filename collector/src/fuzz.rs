@@ -16,13 +16,12 @@ const MAX_BYTES: usize = 4 << 20;
 /// generated one, which `vigil import` and tests use). Label sets are checked later, when stored.
 pub fn remote_write_v1(data: &[u8]) -> bool {
     let _ = crate::remote_write::decode(data, MAX_BYTES);
-    crate::remote_write::unsnappy_limited(data, MAX_BYTES)
-        .is_ok_and(|raw| {
-            // Labels are read when the store does not know a series: the reader is fuzzed too.
-            crate::remote_write::borrowed::decode(&raw).is_ok_and(|request| {
-                request.batch.iter().all(|(labels, _)| crate::remote_write::borrowed::read_labels(labels).is_ok())
-            })
+    crate::remote_write::unsnappy_limited(data, MAX_BYTES).is_ok_and(|raw| {
+        // Labels are read when the store does not know a series: the reader is fuzzed too.
+        crate::remote_write::borrowed::decode(&raw).is_ok_and(|request| {
+            request.batch.iter().all(|(labels, _)| crate::remote_write::borrowed::read_labels(labels).is_ok())
         })
+    })
 }
 
 /// Remote write 2.0: snappy, then `io.prometheus.write.v2.Request` with symbol references.

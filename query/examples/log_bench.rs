@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 use vigil_query::logql::{LogqlEngine, parse};
 use vigil_tsdb::logs::{LogIndex, LogRecord, LogStore};
 
+/// The allocator the `vigil` binary runs with, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SECOND: i64 = 1_000_000_000;
 const START_NS: i64 = 1_700_000_000 * SECOND;
 const BATCH: usize = 20_000;
@@ -132,7 +136,9 @@ fn main() {
     store.commit().expect("commit");
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_started;
-    // After the last commit the WAL is empty: the partitions are everything on disk.
+    // After the last commit the WAL is empty: the partitions are everything on disk, once background
+    // merges (which hold old and new segments at once) are done.
+    store.settle().expect("settle");
     let stored = store.size_bytes();
     let mb = raw_bytes as f64 / 1e6;
     println!("records: {records}, raw: {mb:.0} MB, span: {:.0} s of log time", (ts_ns - START_NS) as f64 / 1e9);

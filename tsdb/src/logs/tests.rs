@@ -164,3 +164,32 @@ fn positioned_records_the_store_has_are_dropped_across_commits_and_crashes() {
     store.commit().unwrap();
     assert_eq!(lines(&store, &all(&[])), ["line 0", "line 10", "line 20", "line 30", "no position", "no position"]);
 }
+
+#[test]
+fn a_partition_written_with_time_indexed_still_opens_and_reads() {
+    // The schema of earlier versions: time indexed as well as fast; fields in the same order.
+    let dir = tempfile::tempdir().unwrap();
+    let partition = dir.path().join("partitions/0");
+    std::fs::create_dir_all(&partition).unwrap();
+    let mut builder = Schema::builder();
+    let ts = builder.add_i64_field("ts", tantivy::schema::INDEXED | FAST);
+    let label = builder.add_text_field("label", STRING);
+    let line_options = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default().set_tokenizer(TOKENIZER).set_index_option(IndexRecordOption::Basic),
+    );
+    let line = builder.add_text_field("line", line_options);
+    let stored = builder.add_text_field("record", STORED);
+    let index = Index::create_in_dir(&partition, builder.build()).unwrap();
+    index.tokenizers().register(TOKENIZER, tantivy::tokenizer::TextAnalyzer::from(LogTokenizer));
+    let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+    let old = record(5, "api", "written by an earlier version");
+    let json = serde_json::to_string(&old).unwrap();
+    writer.add_document(document(&Fields { ts, label, line, record: stored }, &old, &json)).unwrap();
+    writer.commit().unwrap();
+    drop(writer);
+
+    let store = LogIndex::open(dir.path()).unwrap();
+    store.append(&[record(7, "api", "written now")]).unwrap();
+    store.commit().unwrap();
+    assert_eq!(lines(&store, &all(&["written"])), ["written by an earlier version", "written now"]);
+}
