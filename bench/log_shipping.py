@@ -12,23 +12,7 @@ import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VIGIL = os.path.join(ROOT, "target/release/vigil")
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def ready(process, message):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        event = json.loads(process.stdout.readline())
-        if event.get("message") == message:
-            return event
-    raise SystemExit(f"no {message!r} event")
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+from agent_overhead import VIGIL, cpu_seconds, ready
 
 
 def lines_stored(http):

@@ -309,8 +309,7 @@ fn collect_once(
     ];
     let time = collected_at.timestamp_nanos_opt().unwrap_or_default() as u64;
     let request = ship::encode(&jobs, &config.node_name, time);
-    let [containers, host] = jobs.map(|job| job.points);
-    *exposed.write().expect("exposition lock") = [containers, host];
+    *exposed.write().expect("exposition lock") = jobs.map(|job| job.points);
     let dropped = buffer.lock().expect("buffer lock").push(&request)?;
     if dropped > 0 {
         tracing::warn!(dropped, "disk buffer full; dropped the oldest batches");

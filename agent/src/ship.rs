@@ -156,7 +156,7 @@ impl<T: Message + Default> DiskBuffer<T> {
     /// Appends a batch (written to a temporary name, then renamed), then drops the oldest batches while the
     /// buffer is over its size limit. Returns how many were dropped.
     pub fn push(&mut self, request: &T) -> Result<usize, AgentError> {
-        self.push_keeping(request)?;
+        self.push_encoded_keeping(&request.encode_to_vec())?;
         let mut dropped = 0;
         while self.total_bytes > self.max_bytes && self.batches.len() > 1 {
             self.drop_oldest();
@@ -169,13 +169,9 @@ impl<T: Message + Default> DiskBuffer<T> {
         Ok(dropped)
     }
 
-    /// Appends a batch and drops nothing, even over the size limit: for a producer that checks
-    /// [`DiskBuffer::is_full`] before reading more, and must not lose what it read (log tailing).
-    pub fn push_keeping(&mut self, request: &T) -> Result<(), AgentError> {
-        self.push_encoded_keeping(&request.encode_to_vec())
-    }
-
-    /// Like [`DiskBuffer::push_keeping`], for a request already encoded (a `T` in protobuf).
+    /// Appends a batch already encoded (a `T` in protobuf) and drops nothing, even over the size limit:
+    /// for a producer that checks [`DiskBuffer::is_full`] before reading more, and must not lose what it
+    /// read (log tailing).
     pub fn push_encoded_keeping(&mut self, request: &[u8]) -> Result<(), AgentError> {
         let path = self.dir.join(format!("{:020}.otlp", self.next_sequence));
         let temporary = path.with_extension("tmp");
