@@ -242,20 +242,21 @@ impl LogqlEngine {
             })
         });
         let mut points: HashMap<LabelMap, Vec<(i64, f64)>> = HashMap::new();
-        for record in self.store.select(&store_query)? {
+        // Records stream through (none is held after its point is taken), in no particular order.
+        self.store.scan(&store_query, &mut |record| {
             let ts_ns = record.ts_ns;
             let (entry, metadata) = Entry::of(record);
-            let Some(mut entry) = pipeline.run(entry) else { continue };
+            let Some(mut entry) = pipeline.run(entry) else { return };
             let value = match unwrap {
                 None if matches!(aggregation.function, RangeFunction::BytesOverTime | RangeFunction::BytesRate) => {
                     entry.line.len() as f64
                 }
                 None => 1.0,
                 Some(unwrap) => {
-                    let Some(raw) = entry.labels.remove(&unwrap.label) else { continue };
+                    let Some(raw) = entry.labels.remove(&unwrap.label) else { return };
                     match unwrap_value(&raw, unwrap.conversion.as_deref()) {
                         Some(v) => v,
-                        None => continue,
+                        None => return,
                     }
                 }
             };
@@ -264,6 +265,9 @@ impl LogqlEngine {
                 None => entry.without_metadata(&metadata).labels,
             };
             points.entry(labels).or_default().push((ts_ns, value));
+        })?;
+        for series in points.values_mut() {
+            series.sort_by_key(|(ts, _)| *ts);
         }
         let range_s = aggregation.range.as_secs_f64();
         Ok(steps

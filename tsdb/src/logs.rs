@@ -88,6 +88,12 @@ pub trait LogStore: Send + Sync {
     fn append(&self, records: &[LogRecord]) -> Result<(), Error>;
     /// Records matching `query`, in time order (or reverse).
     fn select(&self, query: &LogQuery) -> Result<Vec<LogRecord>, Error>;
+    /// Hands every record matching `query` to `visit`, in no particular order, without holding them all
+    /// (`limit` and `backward` do not apply): what metric queries read.
+    fn scan(&self, query: &LogQuery, visit: &mut dyn FnMut(LogRecord)) -> Result<(), Error> {
+        self.select(&LogQuery { limit: None, ..query.clone() })?.into_iter().for_each(visit);
+        Ok(())
+    }
     /// Label names of streams with records in the range, sorted.
     fn label_names(&self, start_ns: i64, end_ns: i64) -> Result<Vec<String>, Error>;
     /// Values of one label in the range, sorted.
@@ -439,7 +445,15 @@ impl LogIndex {
     }
 
     /// Records of every partition overlapping `[start_ns, end_ns)` that match `query`.
-    fn search(&self, query: &dyn Query, start_ns: i64, end_ns: i64) -> Result<Vec<LogRecord>, Error> {
+    /// Hands the stored records `query` matches in partitions overlapping `[start_ns, end_ns)` to `visit`,
+    /// partition by partition in document order.
+    fn visit(
+        &self,
+        query: &dyn Query,
+        start_ns: i64,
+        end_ns: i64,
+        visit: &mut dyn FnMut(LogRecord),
+    ) -> Result<(), Error> {
         let searchers: Vec<(PathBuf, tantivy::Searcher)> = {
             let state = self.state.lock();
             let span = self.options.partition_ns;
@@ -450,7 +464,6 @@ impl LogIndex {
                 .map(|(_, p)| (p.dir.clone(), p.reader.searcher()))
                 .collect()
         };
-        let mut records = Vec::new();
         for (dir, searcher) in searchers {
             let mut addresses: Vec<_> =
                 searcher.search(query, &DocSetCollector).map_err(|e| tantivy_error(&dir, e))?.into_iter().collect();
@@ -460,12 +473,12 @@ impl LogIndex {
                 let doc: TantivyDocument = searcher.doc(address).map_err(|e| tantivy_error(&dir, e))?;
                 let Some(json) = doc.get_first(self.fields.record).and_then(|v| v.as_str()) else { continue };
                 match serde_json::from_str::<LogRecord>(json) {
-                    Ok(record) => records.push(record),
+                    Ok(record) => visit(record),
                     Err(error) => tracing::warn!(%error, "unreadable stored log record skipped"),
                 }
             }
         }
-        Ok(records)
+        Ok(())
     }
 
     /// The tantivy query for a selector, a time range and the line substrings.
@@ -627,13 +640,8 @@ impl LogStore for LogIndex {
     }
 
     fn select(&self, query: &LogQuery) -> Result<Vec<LogRecord>, Error> {
-        let tantivy_query = self.build_query(&query.matchers, query.start_ns, query.end_ns, &query.contains);
-        let mut records: Vec<LogRecord> = self
-            .search(&tantivy_query, query.start_ns, query.end_ns)?
-            .into_iter()
-            .filter(|r| query.matchers.iter().all(|m| m.matches(r.labels.get(&m.name).map_or("", String::as_str))))
-            .filter(|r| query.contains.iter().all(|text| r.line.contains(text.as_str())))
-            .collect();
+        let mut records = Vec::new();
+        self.scan(query, &mut |record| records.push(record))?;
         records.sort_by(|a, b| a.ts_ns.cmp(&b.ts_ns).then_with(|| a.labels.cmp(&b.labels)));
         if query.backward {
             records.reverse();
@@ -642,6 +650,20 @@ impl LogStore for LogIndex {
             records.truncate(limit);
         }
         Ok(records)
+    }
+
+    fn scan(&self, query: &LogQuery, visit: &mut dyn FnMut(LogRecord)) -> Result<(), Error> {
+        let tantivy_query = self.build_query(&query.matchers, query.start_ns, query.end_ns, &query.contains);
+        let wanted = |r: &LogRecord| {
+            (query.start_ns..query.end_ns).contains(&r.ts_ns)
+                && query.matchers.iter().all(|m| m.matches(r.labels.get(&m.name).map_or("", String::as_str)))
+                && query.contains.iter().all(|text| r.line.contains(text.as_str()))
+        };
+        self.visit(&tantivy_query, query.start_ns, query.end_ns, &mut |record| {
+            if wanted(&record) {
+                visit(record);
+            }
+        })
     }
 
     fn label_names(&self, start_ns: i64, end_ns: i64) -> Result<Vec<String>, Error> {

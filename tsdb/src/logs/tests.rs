@@ -193,3 +193,23 @@ fn a_partition_written_with_time_indexed_still_opens_and_reads() {
     store.commit().unwrap();
     assert_eq!(lines(&store, &all(&["written"])), ["written by an earlier version", "written now"]);
 }
+
+#[test]
+fn a_scan_visits_what_select_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+    store.commit().unwrap();
+    let query = LogQuery {
+        matchers: vec![Matcher::new(MatchOp::Equal, "app", "api").unwrap()],
+        contains: vec!["0".into()],
+        limit: Some(1),
+        ..all(&[])
+    };
+    let mut scanned = Vec::new();
+    store.scan(&query, &mut |record| scanned.push(record.line)).unwrap();
+    scanned.sort();
+    let mut selected = lines(&store, &LogQuery { limit: None, ..query.clone() });
+    selected.sort();
+    assert_eq!(scanned, selected, "a scan ignores the limit");
+    assert_eq!(scanned.len(), 2, "{scanned:?}");
+}
