@@ -279,13 +279,11 @@ fn rest_of_moved(path: &Path, old: Position) -> Option<FileLines> {
     let siblings: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p != path).collect();
     let is_gz = |p: &Path| p.extension().is_some_and(|e| e == "gz");
     let renamed = siblings.iter().find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == old.inode));
-    let copied = || {
-        siblings.iter().find(|p| {
-            let long_enough = std::fs::metadata(p).is_ok_and(|m| m.len() >= old.offset);
-            old.head_len > 0 && !is_gz(p) && long_enough
-        })
-    };
-    for candidate in renamed.into_iter().chain(copied()) {
+    let copies = siblings.iter().filter(|p| {
+        let long_enough = std::fs::metadata(p).is_ok_and(|m| m.len() >= old.offset);
+        old.head_len > 0 && !is_gz(p) && long_enough
+    });
+    for candidate in renamed.into_iter().chain(copies) {
         let Ok(head) = read_head(candidate) else { continue };
         if !old.same_start(&head) {
             continue;
@@ -298,9 +296,10 @@ fn rest_of_moved(path: &Path, old: Position) -> Option<FileLines> {
         return None;
     }
     siblings.iter().filter(|p| is_gz(p)).find_map(|gz| {
-        let content = gunzip_if(gz, |head| old.same_start(head))?;
+        let mut content = gunzip_if(gz, |head| old.same_start(head))?;
         let source = source_key(dir, &content[..content.len().min(FINGERPRINT_BYTES)]);
-        let rest = content.get(usize::try_from(old.offset).ok()?..)?.to_vec();
+        let offset = usize::try_from(old.offset).ok().filter(|offset| *offset <= content.len())?;
+        let rest = content.split_off(offset);
         Some(FileLines::new(path.to_owned(), source, old.offset, rest))
     })
 }
@@ -443,6 +442,24 @@ mod tests {
         assert!(tailer.poll().is_empty(), "the tailer itself reads on");
         let mut restarted = Tailer::new(dir.path(), &checkpoint);
         assert_eq!(lines(restarted.poll()), ["fifth"], "a restart reads the held entry again");
+    }
+
+    #[test]
+    fn the_copy_is_found_among_older_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let file = dir.path().join("0.log");
+        // An older rotation, long enough to pass for the copy, with other content.
+        std::fs::write(dir.path().join("0.log.0"), "an older rotation, longer than the file\n").unwrap();
+        append(&file, "first\n");
+        let mut tailer = Tailer::new(dir.path(), &state.path().join("offsets.json"));
+        assert_eq!(lines(tailer.poll()), ["first"]);
+        tailer.commit().unwrap();
+        append(&file, "second\n");
+        std::fs::copy(&file, dir.path().join("0.log.1")).unwrap();
+        std::fs::write(&file, "").unwrap();
+        append(&file, "third\n");
+        assert_eq!(lines(tailer.poll()), ["second", "third"]);
     }
 
     #[test]
