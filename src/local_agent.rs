@@ -98,26 +98,20 @@ pub async fn follow_log_dir(
         let followed = tokio::task::spawn_blocking(move || {
             let mut tailer = tailer.lock().expect("tailer lock");
             let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-            let records: Vec<vigil_tsdb::logs::LogRecord> = tailer
-                .poll()
-                .into_iter()
-                .flat_map(|file| {
-                    let labels = std::collections::BTreeMap::from([
-                        ("job".to_owned(), "logs".to_owned()),
-                        ("filename".to_owned(), file.path.display().to_string()),
-                    ]);
-                    let source = file.source;
-                    let lines: Vec<(u64, String)> =
-                        file.lines().map(|(offset, line)| (offset, line.to_owned())).collect();
-                    lines.into_iter().map(move |(offset, line)| vigil_tsdb::logs::LogRecord {
-                        ts_ns: now,
-                        labels: labels.clone(),
-                        line,
-                        metadata: Default::default(),
-                        position: Some(vigil_tsdb::logs::SourcePosition { source, offset }),
-                    })
-                })
-                .collect();
+            let mut records = Vec::new();
+            for file in tailer.poll() {
+                let labels = std::collections::BTreeMap::from([
+                    ("job".to_owned(), "logs".to_owned()),
+                    ("filename".to_owned(), file.path.display().to_string()),
+                ]);
+                records.extend(file.lines().map(|(offset, line)| vigil_tsdb::logs::LogRecord {
+                    ts_ns: now,
+                    labels: labels.clone(),
+                    line: line.to_owned(),
+                    metadata: Default::default(),
+                    position: Some(vigil_tsdb::logs::SourcePosition { source: file.source, offset }),
+                }));
+            }
             match store.append(&records) {
                 Ok(()) => tailer.commit().map(|_| records.len()).map_err(|e| e.to_string()),
                 Err(error) => {

@@ -46,8 +46,9 @@ impl KubernetesSd {
     /// The target groups of the pods now: one per container port (or per container without ports). When
     /// the API server cannot be asked, the last groups listed, with the error.
     pub fn groups(&self) -> (Vec<TargetGroup>, Option<AgentError>) {
+        let listed = self.list();
         let mut last_known = self.last_known.lock().expect("last known lock");
-        match self.list() {
+        match listed {
             Ok(groups) => {
                 *last_known = groups.clone();
                 (groups, None)

@@ -46,7 +46,7 @@ pub const POSITION_ATTRIBUTE: &str = "vigil.log.position";
 impl Record<'_> {
     /// The value of [`POSITION_ATTRIBUTE`].
     pub fn position(&self) -> String {
-        format!("{:016x}:{}", self.source, self.offset)
+        String::from_utf8_lossy(protobuf::Position::of(self).as_bytes()).into_owned()
     }
 
     /// The record with its strings owned.

@@ -118,10 +118,10 @@ pub fn records(request: ExportLogsServiceRequest) -> Vec<LogRecord> {
             let scope_name = scope_logs.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
             for log in scope_logs.log_records {
                 let mut metadata = resource_metadata.clone();
-                let (positions, attributes): (Vec<&KeyValue>, Vec<&KeyValue>) =
-                    log.attributes.iter().partition(|kv| kv.key == POSITION_ATTRIBUTE);
-                let position = positions.first().and_then(|kv| source_position(&value_text(&kv.value)));
-                add_attributes(&mut metadata, attributes);
+                let is_position = |kv: &&KeyValue| kv.key == POSITION_ATTRIBUTE;
+                let position = log.attributes.iter().find(is_position);
+                let position = position.and_then(|kv| source_position(&value_text(&kv.value)));
+                add_attributes(&mut metadata, log.attributes.iter().filter(|kv| !is_position(kv)));
                 if !scope_name.is_empty() {
                     metadata.insert("scope_name".into(), scope_name.clone());
                 }

@@ -273,13 +273,17 @@ impl SeriesIndex {
         self.get_key(&key_of(labels))
     }
 
-    /// Adds series `id` (the next one) with `labels`, which it must not hold yet.
-    fn insert(&mut self, id: SeriesId, labels: &Labels) {
+    /// Adds series `id` (the next one) with `labels`; false (and nothing added) if it holds them already.
+    fn insert(&mut self, id: SeriesId, labels: &Labels) -> bool {
         debug_assert_eq!(id as usize, self.keys.len());
         let key = key_of(labels);
+        if self.get_key(&key).is_some() {
+            return false;
+        }
         let hash = self.hasher.hash_one(&*key);
         self.keys.push(key.into_boxed_slice());
         self.table.insert_unique(hash, (hash, id), |(h, _)| *h);
+        true
     }
 }
 
@@ -421,14 +425,13 @@ impl Head {
     /// Creates a series with the next id, which must be `id` (WAL replay checks that ids line up).
     /// Its label strings come from the symbol table.
     pub(crate) fn create(&mut self, id: SeriesId, labels: Labels) -> bool {
-        if id != self.next_id() || self.by_labels.get(&labels).is_some() {
+        if id != self.next_id() || !self.by_labels.insert(id, &labels) {
             return false;
         }
         let shared: Vec<Label> =
             labels.iter().map(|l| Label { name: self.symbol(&l.name), value: self.symbol(&l.value) }).collect();
         let labels = Labels::from_sorted_unchecked(shared);
         self.postings.add(id, &labels);
-        self.by_labels.insert(id, &labels);
         self.series.push(MemSeries::new(labels));
         true
     }

@@ -51,13 +51,13 @@ fn put_key_value(out: &mut Vec<u8>, number: u8, key: &str, value: &[u8]) {
 }
 
 /// `<source key, 16 hex digits>:<offset>` in a stack buffer.
-struct Position {
+pub(super) struct Position {
     bytes: [u8; 40],
     len: usize,
 }
 
 impl Position {
-    fn of(record: &Record<'_>) -> Self {
+    pub(super) fn of(record: &Record<'_>) -> Self {
         use std::io::Write;
         let mut bytes = [0u8; 40];
         let mut cursor = std::io::Cursor::new(&mut bytes[..]);
@@ -66,7 +66,7 @@ impl Position {
         Position { bytes, len }
     }
 
-    fn as_bytes(&self) -> &[u8] {
+    pub(super) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
 }
