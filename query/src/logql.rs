@@ -13,7 +13,7 @@ use logql::{
     AggregationFunction, BinOp, BinaryExpr, Expr, Grouping, LabelMatcher, LogQuery, MetricQuery, RangeAggregation,
     RangeFunction, VectorAggregation,
 };
-use vigil_tsdb::logs::{LogQuery as StoreQuery, LogStore};
+use vigil_tsdb::logs::{LogQuery as StoreQuery, LogRecord, LogStore, ScanPart};
 use vigil_tsdb::{MatchOp, Matcher};
 
 use crate::QueryError;
@@ -226,7 +226,19 @@ impl LogqlEngine {
         let offset_ns = aggregation.offset.map_or(0, |o| o.as_nanos() as i64);
         let (first, last) = (steps[0] * 1_000_000, steps[steps.len() - 1] * 1_000_000);
         let query = &aggregation.log_query;
-        let pipeline = Pipeline::new(&query.pipeline)?;
+        let mut pipeline = Pipeline::new(&query.pipeline)?;
+        let unwrap = aggregation.unwrap.as_ref().or_else(|| {
+            query.pipeline.iter().find_map(|s| match s {
+                logql::PipelineStage::Unwrap(u) => Some(u),
+                _ => None,
+            })
+        });
+        // Grouped `by` labels are all a step reads, besides an unwrapped one.
+        if let Some(Grouping { without: false, labels }) = &aggregation.grouping {
+            let mut needed = labels.clone();
+            needed.extend(unwrap.map(|u| u.label.clone()));
+            pipeline = pipeline.needing(&needed);
+        }
         let store_query = StoreQuery {
             matchers: matchers(&query.selector.matchers)?,
             start_ns: first - offset_ns - range_ns,
@@ -235,15 +247,9 @@ impl LogqlEngine {
             limit: None,
             backward: false,
         };
-        let unwrap = aggregation.unwrap.as_ref().or_else(|| {
-            query.pipeline.iter().find_map(|s| match s {
-                logql::PipelineStage::Unwrap(u) => Some(u),
-                _ => None,
-            })
-        });
-        let mut points: HashMap<LabelMap, Vec<(i64, f64)>> = HashMap::new();
-        // Records stream through (none is held after its point is taken), in no particular order.
-        self.store.scan(&store_query, &mut |record| {
+        // Records stream through (none is held after its point is taken), chunk by chunk on every core;
+        // each thread keeps its own points, merged at the end.
+        let per_thread = scan_in_parallel(self.store.scan(&store_query)?, |points: &mut Points, record| {
             let ts_ns = record.ts_ns;
             let (entry, metadata) = Entry::of(record);
             let Some(mut entry) = pipeline.run(entry) else { return };
@@ -266,6 +272,12 @@ impl LogqlEngine {
             };
             points.entry(labels).or_default().push((ts_ns, value));
         })?;
+        let mut points = Points::default();
+        for thread_points in per_thread {
+            for (labels, mut series) in thread_points {
+                points.entry(labels).or_default().append(&mut series);
+            }
+        }
         for series in points.values_mut() {
             series.sort_by_key(|(ts, _)| *ts);
         }
@@ -295,6 +307,34 @@ impl LogqlEngine {
             })
             .collect())
     }
+}
+
+/// Points per output series, as a range aggregation collects them.
+type Points = HashMap<LabelMap, Vec<(i64, f64)>, foldhash::fast::RandomState>;
+
+/// Reads the scan's parts on every core (each thread taking the next part left), folding records into
+/// one state per thread.
+fn scan_in_parallel<S: Default + Send>(
+    parts: Vec<ScanPart>,
+    fold: impl Fn(&mut S, LogRecord) + Sync,
+) -> Result<Vec<S>, QueryError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(parts.len()).max(1);
+    let queue = std::sync::Mutex::new(parts.into_iter());
+    let next = || queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).next();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<S, QueryError> {
+                    let mut state = S::default();
+                    while let Some(part) = next() {
+                        part(&mut |record| fold(&mut state, record))?;
+                    }
+                    Ok(state)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("a scan thread does not panic")).collect()
+    })
 }
 
 /// `sum by (x) (count_over_time(...))` equals `count_over_time(...)` grouped by `x` while it reads the

@@ -1,17 +1,28 @@
-//! The log store: records (time, stream labels, line, structured metadata) in tantivy indexes, one per time
-//! partition. Stream labels are indexed as `name=value` terms, lines with a tokenizer for logs
-//! ([`tokenizer`]), time as a fast field. Appends go to a write-ahead log first (fsynced before they are
-//! acknowledged); a background commit makes them searchable within a second and empties the log. A crash
-//! loses nothing acknowledged: the log is replayed into the indexes on open. Retention drops whole
-//! partitions, by age and by total size. Records that carry a [`SourcePosition`] and that the store
-//! already has are dropped ([`replays`]).
+//! The log store: records (time, stream labels, line, structured metadata) kept per stream in compressed
+//! chunks, indexed with tantivy, one index per time partition.
+//!
+//! - Appends go to a write-ahead log ([`wal`], fsynced before they are acknowledged) and to the stream's
+//!   head ([`head`]), which queries read at once.
+//! - A commit seals heads that hold [`LogOptions::chunk_bytes`] of text, or are older than
+//!   [`LogOptions::chunk_max_age`], into chunks ([`chunk`]: columns zstd-compressed together) appended to
+//!   the partition's `chunks.dat`, with one tantivy document per chunk ([`partition`]): stream labels as
+//!   `name=value` terms, the chunk's distinct tokens ([`tokenizer`]), its time span as fast fields.
+//!   Identifier-like tokens go to a per-chunk Bloom filter instead of the term dictionary.
+//! - A search narrows the chunks through the index and the filters, then checks every line exactly.
+//! - A crash loses nothing acknowledged: the log is replayed on open, skipping what committed chunks
+//!   already hold. Retention drops whole partitions, by age and by total size. Records that carry a
+//!   [`SourcePosition`] and that the store already has are dropped ([`replays`]).
 
+mod chunk;
+mod head;
+mod legacy;
+mod partition;
 mod replays;
 mod tokenizer;
+mod wal;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,13 +30,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tantivy::collector::DocSetCollector;
+use tantivy::Term;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery};
-use tantivy::schema::{FAST, Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value};
-use tantivy::store::{Compressor, ZstdCompressor};
-use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::schema::{Field, IndexRecordOption};
 
-pub use tokenizer::{LogTokenizer, TokenSpan, tokens};
+use head::{Head, StreamLabels, stream_key};
+use partition::{Fields, Partition, Snapshot};
+pub use tokenizer::{TokenSpan, tokens};
 
 use crate::{Error, Labels, MatchOp, Matcher};
 
@@ -82,18 +93,19 @@ pub struct LogQuery {
     pub backward: bool,
 }
 
+/// One part of a scan: reads its records into the visitor it is given.
+pub type ScanPart = Box<dyn FnOnce(&mut dyn FnMut(LogRecord)) -> Result<(), Error> + Send>;
+
 /// Where logs are kept and searched.
 pub trait LogStore: Send + Sync {
     /// Stores records durably; when this returns they are acknowledged.
     fn append(&self, records: &[LogRecord]) -> Result<(), Error>;
     /// Records matching `query`, in time order (or reverse).
     fn select(&self, query: &LogQuery) -> Result<Vec<LogRecord>, Error>;
-    /// Hands every record matching `query` to `visit`, in no particular order, without holding them all
-    /// (`limit` and `backward` do not apply): what metric queries read.
-    fn scan(&self, query: &LogQuery, visit: &mut dyn FnMut(LogRecord)) -> Result<(), Error> {
-        self.select(&LogQuery { limit: None, ..query.clone() })?.into_iter().for_each(visit);
-        Ok(())
-    }
+    /// Every record matching `query`, in no particular order, as independent parts that may be read on
+    /// different threads, each handing its records to a visitor without holding them all (`limit` and
+    /// `backward` do not apply): what metric queries read.
+    fn scan(&self, query: &LogQuery) -> Result<Vec<ScanPart>, Error>;
     /// Label names of streams with records in the range, sorted.
     fn label_names(&self, start_ns: i64, end_ns: i64) -> Result<Vec<String>, Error>;
     /// Values of one label in the range, sorted.
@@ -103,34 +115,35 @@ pub trait LogStore: Send + Sync {
     -> Result<Vec<BTreeMap<String, String>>, Error>;
 }
 
-/// The fields of the index.
-#[derive(Clone, Copy)]
-struct Fields {
-    ts: Field,
-    label: Field,
-    line: Field,
-    record: Field,
-}
-
-/// How the log store partitions and expires data.
+/// How the log store partitions, chunks and expires data.
 #[derive(Debug, Clone)]
 pub struct LogOptions {
-    /// Time span of one partition (one tantivy index), in nanoseconds.
+    /// Time span of one partition (one tantivy index and chunk file), in nanoseconds.
     pub partition_ns: i64,
     /// Partitions wholly older than this (before now) are dropped; `None` keeps everything.
     pub retention_ns: Option<i64>,
     /// While partitions take more bytes than this, the oldest are dropped; `None` for no limit.
     pub max_bytes: Option<u64>,
+    /// A head holding this much line text is sealed into a chunk at the next commit.
+    pub chunk_bytes: usize,
+    /// A head opened this long ago is sealed at the next commit, however small.
+    pub chunk_max_age: Duration,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
-        LogOptions { partition_ns: 24 * 3600 * 1_000_000_000, retention_ns: None, max_bytes: None }
+        LogOptions {
+            partition_ns: 24 * 3600 * 1_000_000_000,
+            retention_ns: None,
+            max_bytes: None,
+            chunk_bytes: 1024 * 1024,
+            chunk_max_age: Duration::from_secs(300),
+        }
     }
 }
 
-/// Tantivy-backed [`LogStore`] under one directory: one index per time partition
-/// (`partitions/<start-ns>/`), one write-ahead log for all.
+/// The tantivy-indexed [`LogStore`] under one directory: one partition per time span
+/// (`chunks/<start-ns>/`), one write-ahead log for all.
 pub struct LogIndex {
     dir: PathBuf,
     fields: Fields,
@@ -140,12 +153,15 @@ pub struct LogIndex {
 
 struct State {
     partitions: BTreeMap<i64, Partition>,
-    wal: std::fs::File,
-    pending: usize,
+    /// Unsealed records, per partition and stream.
+    heads: HashMap<i64, HashMap<StreamLabels, Head>>,
+    wal: wal::Wal,
+    next_seq: u64,
     /// Every stream with the time span of its records: what the label APIs read.
     streams: BTreeMap<BTreeMap<String, String>, (i64, i64)>,
     streams_changed: bool,
     replays: replays::Replays,
+    compressor: zstd::bulk::Compressor<'static>,
 }
 
 /// One entry of `streams.json`.
@@ -156,78 +172,14 @@ struct StreamSpan {
     last_ns: i64,
 }
 
-struct Partition {
-    dir: PathBuf,
-    index: Index,
-    reader: IndexReader,
-    writer: Option<IndexWriter>,
-    dirty: bool,
-}
-
-impl Partition {
-    fn open(dir: &Path) -> Result<Self, Error> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let (schema, _) = schema();
-        let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| tantivy_error(dir, e))?;
-        // Stored records compress well in large zstd blocks (log lines repeat their shapes).
-        let settings = IndexSettings {
-            docstore_compression: Compressor::Zstd(ZstdCompressor { compression_level: Some(DOCSTORE_LEVEL) }),
-            docstore_blocksize: DOCSTORE_BLOCK,
-            ..IndexSettings::default()
-        };
-        // A partition written by an earlier version keeps the schema it was created with (its fields have
-        // the same numbers; only their index options differ).
-        let existing = Index::exists(&directory).map_err(|e| tantivy_error(dir, e))?;
-        let index = if existing { Index::open(directory) } else { Index::create(directory, schema, settings) };
-        let index = index.map_err(|e| tantivy_error(dir, e))?;
-        index.tokenizers().register(TOKENIZER, tantivy::tokenizer::TextAnalyzer::from(LogTokenizer));
-        let reader =
-            index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| tantivy_error(dir, e))?;
-        Ok(Partition { dir: dir.to_owned(), index, reader, writer: None, dirty: false })
-    }
-
-    fn writer(&mut self) -> Result<&mut IndexWriter, Error> {
-        if self.writer.is_none() {
-            let writer =
-                self.index.writer_with_num_threads(1, WRITER_MEMORY).map_err(|e| tantivy_error(&self.dir, e))?;
-            self.writer = Some(writer);
-        }
-        Ok(self.writer.as_mut().expect("set above"))
-    }
-
-    /// Waits for the writer's background merges (and drops the writer, reopened at the next write).
-    fn settle(&mut self) -> Result<(), Error> {
-        if let Some(writer) = self.writer.take() {
-            writer.wait_merging_threads().map_err(|e| tantivy_error(&self.dir, e))?;
-        }
-        Ok(())
-    }
-
-    fn commit(&mut self) -> Result<(), Error> {
-        if !self.dirty {
-            return Ok(());
-        }
-        if let Some(writer) = self.writer.as_mut() {
-            writer.commit().map_err(|e| tantivy_error(&self.dir, e))?;
-        }
-        self.reader.reload().map_err(|e| tantivy_error(&self.dir, e))?;
-        self.dirty = false;
-        Ok(())
-    }
-}
-
-const WAL_FILE: &str = "wal.jsonl";
-const DOCSTORE_LEVEL: i32 = 7;
-const DOCSTORE_BLOCK: usize = 1024 * 1024;
+const WAL_FILE: &str = "wal.bin";
+const PARTITIONS_DIR: &str = "chunks";
 const STREAMS_FILE: &str = "streams.json";
 const REPLAYS_FILE: &str = "positions.json";
-const TOKENIZER: &str = "vigil_log";
-/// Memory one partition's tantivy writer may use before it flushes a segment.
-const WRITER_MEMORY: usize = 32 * 1024 * 1024;
-
-fn tantivy_error(dir: &Path, error: impl std::fmt::Display) -> Error {
-    Error::Io { path: dir.to_owned(), source: std::io::Error::other(error.to_string()) }
-}
+/// zstd level of sealed chunks: fast to write, and the columns of one stream compress well anyway.
+const CHUNK_LEVEL: i32 = 3;
+/// The write-ahead log is rewritten to hold only the heads once it is this large and twice their size.
+const WAL_REWRITE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl LogIndex {
     /// Opens (or creates) the store under `dir` with default options, replaying the write-ahead log.
@@ -235,11 +187,11 @@ impl LogIndex {
         Self::open_with(dir, LogOptions::default())
     }
 
-    /// Opens (or creates) the store under `dir`, replaying the write-ahead log.
+    /// Opens (or creates) the store under `dir`, replaying the write-ahead log (and moving in what an
+    /// earlier version of the store left).
     pub fn open_with(dir: &Path, options: LogOptions) -> Result<Self, Error> {
-        let partitions_dir = dir.join("partitions");
+        let partitions_dir = dir.join(PARTITIONS_DIR);
         std::fs::create_dir_all(&partitions_dir).map_err(|e| Error::io(&partitions_dir, e))?;
-        let (_, fields) = schema();
         let mut partitions = BTreeMap::new();
         for entry in std::fs::read_dir(&partitions_dir).map_err(|e| Error::io(&partitions_dir, e))? {
             let path = entry.map_err(|e| Error::io(&partitions_dir, e))?.path();
@@ -248,89 +200,145 @@ impl LogIndex {
             };
             partitions.insert(start, Partition::open(&path)?);
         }
-        let wal_path = dir.join(WAL_FILE);
-        let replayed = replay(&wal_path)?;
-        let wal = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&wal_path)
-            .map_err(|e| Error::io(&wal_path, e))?;
-        let streams = read_streams(&dir.join(STREAMS_FILE));
-        let replays = replays::Replays::read(&dir.join(REPLAYS_FILE));
-        let state = State { partitions, wal, pending: 0, streams, streams_changed: false, replays };
-        let store = LogIndex { dir: dir.to_owned(), fields, options, state: Mutex::new(state) };
-        if !replayed.is_empty() {
-            let (records, jsons): (Vec<LogRecord>, Vec<String>) = replayed.into_iter().unzip();
-            let mut state = store.state.lock();
-            // Positions saved by a commit that stopped before emptying the log mark records it indexed.
-            let (keep, advance) = state.replays.sift(&records);
-            let (records, jsons) = (kept(&records, &keep), kept(&jsons, &keep));
-            state.replays.apply(advance);
-            store.index(&mut state, &records, &jsons)?;
-            drop(state);
-            store.commit()?;
-            tracing::info!(records = jsons.len(), "log write-ahead log replayed");
-        }
+        let (wal, frames) = wal::Wal::open(&dir.join(WAL_FILE))?;
+        let highest = frames.iter().map(|(seq, _)| *seq).chain(partitions.values().map(Partition::highest_flushed));
+        let next_seq = highest.max().unwrap_or(0) + 1;
+        let state = State {
+            partitions,
+            heads: HashMap::new(),
+            wal,
+            next_seq,
+            streams: read_streams(&dir.join(STREAMS_FILE)),
+            streams_changed: false,
+            replays: replays::Replays::read(&dir.join(REPLAYS_FILE)),
+            compressor: zstd::bulk::Compressor::new(CHUNK_LEVEL).map_err(|e| Error::io(dir, e))?,
+        };
+        let store = LogIndex { dir: dir.to_owned(), fields: partition::schema().1, options, state: Mutex::new(state) };
+        store.replay(frames);
+        legacy::migrate(&store, dir)?;
         Ok(store)
+    }
+
+    /// Puts the write-ahead log's records back into heads, except those committed chunks hold. They were
+    /// acknowledged, so they are not sifted for replays again; the replay marks move past them.
+    fn replay(&self, frames: Vec<wal::Frame>) {
+        let mut state = self.state.lock();
+        let mut replayed = 0;
+        for (seq, records) in &frames {
+            for record in records {
+                let start = self.partition_start(record.ts_ns);
+                let flushed = state.partitions.get(&start).map_or(0, |p| p.flushed(stream_key(&record.labels)));
+                if *seq <= flushed {
+                    continue;
+                }
+                Self::push(&mut state, start, record, *seq);
+                replayed += 1;
+            }
+            state.replays.note(records);
+        }
+        if replayed > 0 {
+            tracing::info!(records = replayed, "log write-ahead log replayed");
+        }
     }
 
     fn partition_start(&self, ts_ns: i64) -> i64 {
         ts_ns.div_euclid(self.options.partition_ns) * self.options.partition_ns
     }
 
-    /// Adds records to their partitions' writers (not yet searchable). The caller holds the state lock
-    /// from the WAL write through this, so a commit cannot empty the WAL between the two.
-    /// `jsons` are the records' serialized forms (as written to the WAL), stored as they are.
-    fn index(&self, state: &mut State, records: &[LogRecord], jsons: &[String]) -> Result<(), Error> {
-        for (record, json) in records.iter().zip(jsons) {
-            let start = self.partition_start(record.ts_ns);
-            let partition = match state.partitions.entry(start) {
-                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-                std::collections::btree_map::Entry::Vacant(entry) => {
-                    entry.insert(Partition::open(&self.dir.join("partitions").join(start.to_string()))?)
-                }
-            };
-            let doc = document(&self.fields, record, json);
-            let dir = partition.dir.clone();
-            partition.writer()?.add_document(doc).map_err(|e| tantivy_error(&dir, e))?;
-            partition.dirty = true;
-            let ts = record.ts_ns;
-            let changed = match state.streams.get_mut(&record.labels) {
-                Some(span) if span.0 <= ts && ts <= span.1 => false,
-                Some(span) => {
-                    *span = (span.0.min(ts), span.1.max(ts));
-                    true
-                }
-                None => {
-                    state.streams.insert(record.labels.clone(), (ts, ts));
-                    true
-                }
-            };
-            state.streams_changed |= changed;
+    /// Adds a record to its head and the stream registry.
+    fn push(state: &mut State, start: i64, record: &LogRecord, seq: u64) {
+        let heads = state.heads.entry(start).or_default();
+        match heads.get_mut(&record.labels) {
+            Some(head) => head.push(record, seq),
+            None => {
+                let labels: StreamLabels = Arc::new(record.labels.clone());
+                let mut head = Head::new(labels.clone());
+                head.push(record, seq);
+                heads.insert(labels, head);
+            }
         }
-        state.pending += records.len();
-        Ok(())
+        let ts = record.ts_ns;
+        let changed = match state.streams.get_mut(&record.labels) {
+            Some(span) if span.0 <= ts && ts <= span.1 => false,
+            Some(span) => {
+                *span = (span.0.min(ts), span.1.max(ts));
+                true
+            }
+            None => {
+                state.streams.insert(record.labels.clone(), (ts, ts));
+                true
+            }
+        };
+        state.streams_changed |= changed;
     }
 
-    /// Makes appended records searchable (a tantivy commit per changed partition) and empties the
-    /// write-ahead log.
+    /// Seals the heads that are full or old into chunks, commits the partitions, and shrinks the
+    /// write-ahead log to what the heads still need.
     pub fn commit(&self) -> Result<(), Error> {
-        let mut state = self.state.lock();
-        if state.pending == 0 {
+        self.seal(false)
+    }
+
+    /// Seals every head, however small, and commits: the write-ahead log ends up empty.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.seal(true)
+    }
+
+    fn seal(&self, all: bool) -> Result<(), Error> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let mut sealed_any = false;
+        for (start, heads) in state.heads.iter_mut() {
+            let due: Vec<StreamLabels> = heads
+                .iter()
+                .filter(|(_, head)| {
+                    all || head.text_bytes() >= self.options.chunk_bytes
+                        || head.opened.elapsed() >= self.options.chunk_max_age
+                })
+                .map(|(labels, _)| labels.clone())
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            let partition = match state.partitions.entry(*start) {
+                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    entry.insert(Partition::open(&self.dir.join(PARTITIONS_DIR).join(start.to_string()))?)
+                }
+            };
+            for labels in due {
+                let head = heads.remove(&labels).expect("listed above");
+                partition.add(&self.fields, head.seal(&mut state.compressor)?)?;
+                sealed_any = true;
+            }
+        }
+        state.heads.retain(|_, heads| !heads.is_empty());
+        if sealed_any {
+            for partition in state.partitions.values_mut() {
+                partition.commit()?;
+            }
+        }
+        // The registry and the replay marks are saved before the log shrinks: a crash in between replays
+        // into them again.
+        self.save_streams(state)?;
+        state.replays.save(&self.dir.join(REPLAYS_FILE))?;
+        self.shrink_wal(state)
+    }
+
+    /// Empties the write-ahead log when no head is left, or rewrites it to hold only the heads once it has
+    /// grown well past them.
+    fn shrink_wal(&self, state: &mut State) -> Result<(), Error> {
+        if state.heads.is_empty() {
+            if state.wal.len() > 0 {
+                state.wal.rewrite(Vec::new())?;
+            }
             return Ok(());
         }
-        for partition in state.partitions.values_mut() {
-            partition.commit()?;
+        let held: u64 = state.heads.values().flat_map(|h| h.values()).map(|h| h.text_bytes() as u64).sum();
+        if state.wal.len() < WAL_REWRITE_BYTES || state.wal.len() < 2 * held {
+            return Ok(());
         }
-        // The registry and the replay marks are saved before the WAL is emptied: a crash in between
-        // replays into them again.
-        self.save_streams(&mut state)?;
-        state.replays.save(&self.dir.join(REPLAYS_FILE))?;
-        let wal_path = self.dir.join(WAL_FILE);
-        state.wal.set_len(0).map_err(|e| Error::io(&wal_path, e))?;
-        state.wal.sync_data().map_err(|e| Error::io(&wal_path, e))?;
-        state.pending = 0;
-        Ok(())
+        let frames = state.heads.values().flat_map(|h| h.values()).map(Head::frame).collect();
+        state.wal.rewrite(frames)
     }
 
     fn save_streams(&self, state: &mut State) -> Result<(), Error> {
@@ -355,15 +363,17 @@ impl LogIndex {
         Ok(())
     }
 
-    /// Drops whole partitions: those that ended before `now_ns - retention`, then the oldest while the
-    /// partitions take more than the size limit (never the newest). Returns the dropped partitions' starts.
+    /// Drops whole partitions (with their heads): those that ended before `now_ns - retention`, then the
+    /// oldest while the rest take more than the size limit (the newest is always kept). Returns the starts
+    /// of the dropped partitions.
     pub fn apply_retention(&self, now_ns: i64) -> Result<Vec<i64>, Error> {
         let mut state = self.state.lock();
         let span = self.options.partition_ns;
+        let mut starts: Vec<i64> = state.partitions.keys().chain(state.heads.keys()).copied().collect();
+        starts.sort_unstable();
+        starts.dedup();
         let mut dropped: Vec<i64> = match self.options.retention_ns {
-            Some(retention) => {
-                state.partitions.keys().copied().filter(|start| start + span <= now_ns - retention).collect()
-            }
+            Some(retention) => starts.iter().copied().filter(|start| start + span <= now_ns - retention).collect(),
             None => Vec::new(),
         };
         if let Some(max_bytes) = self.options.max_bytes {
@@ -383,10 +393,11 @@ impl LogIndex {
                 dropped.push(start);
             }
         }
+        dropped.sort_unstable();
         // Streams whose records were all in dropped partitions leave the registry; the rest start no earlier
         // than the oldest partition left.
         if !dropped.is_empty() {
-            let oldest = state.partitions.keys().copied().find(|start| !dropped.contains(start)).unwrap_or(i64::MAX);
+            let oldest = starts.iter().copied().find(|start| !dropped.contains(start)).unwrap_or(i64::MAX);
             state.replays.forget_before(oldest);
             state.streams.retain(|_, span| span.1 >= oldest);
             for span in state.streams.values_mut() {
@@ -395,6 +406,7 @@ impl LogIndex {
             state.streams_changed = true;
         }
         for start in &dropped {
+            state.heads.remove(start);
             if let Some(partition) = state.partitions.remove(start) {
                 let dir = partition.dir.clone();
                 drop(partition);
@@ -405,10 +417,10 @@ impl LogIndex {
         Ok(dropped)
     }
 
-    /// Commits, then waits until every partition's background segment merges are done: the size on disk
-    /// the store settles at once ingestion pauses (benchmarks measure it).
+    /// Seals everything, then waits until every partition's background segment merges are done: the size
+    /// on disk the store settles at once ingestion pauses (benchmarks measure it).
     pub fn settle(&self) -> Result<(), Error> {
-        self.commit()?;
+        self.flush()?;
         let mut state = self.state.lock();
         for partition in state.partitions.values_mut() {
             partition.settle()?;
@@ -421,15 +433,15 @@ impl LogIndex {
         self.state.lock().partitions.values().map(|p| dir_size(&p.dir)).sum()
     }
 
-    /// Commits every `interval`, and applies retention every minute, until `stop` returns true; run on a
-    /// thread of its own.
+    /// Commits every `interval`, and applies retention every minute, until `stop` returns true; then seals
+    /// every head, so the next start has nothing to replay. Run on a thread of its own.
     pub fn commit_loop(self: Arc<Self>, interval: Duration, stop: impl Fn() -> bool) {
         let mut last_retention = std::time::Instant::now();
         metrics::gauge!("vigil_logs_disk_bytes").set(self.size_bytes() as f64);
         while !stop() {
             std::thread::sleep(interval);
             if let Err(error) = self.commit() {
-                tracing::error!(%error, "log index commit failed; records stay in the write-ahead log");
+                tracing::error!(%error, "log commit failed; records stay in the write-ahead log");
             }
             if last_retention.elapsed() >= Duration::from_secs(60) {
                 last_retention = std::time::Instant::now();
@@ -442,62 +454,133 @@ impl LogIndex {
                 metrics::gauge!("vigil_logs_disk_bytes").set(self.size_bytes() as f64);
             }
         }
+        if let Err(error) = self.flush() {
+            tracing::error!(%error, "log flush at shutdown failed; records stay in the write-ahead log");
+        }
     }
 
-    /// Records of every partition overlapping `[start_ns, end_ns)` that match `query`.
-    /// Hands the stored records `query` matches in partitions overlapping `[start_ns, end_ns)` to `visit`,
-    /// partition by partition in document order.
-    fn visit(
-        &self,
-        query: &dyn Query,
-        start_ns: i64,
-        end_ns: i64,
-        visit: &mut dyn FnMut(LogRecord),
-    ) -> Result<(), Error> {
-        let searchers: Vec<(PathBuf, tantivy::Searcher)> = {
-            let state = self.state.lock();
-            let span = self.options.partition_ns;
-            state
-                .partitions
-                .range(..end_ns)
-                .filter(|(start, _)| start.saturating_add(span) > start_ns)
-                .map(|(_, p)| (p.dir.clone(), p.reader.searcher()))
-                .collect()
-        };
-        for (dir, searcher) in searchers {
-            let mut addresses: Vec<_> =
-                searcher.search(query, &DocSetCollector).map_err(|e| tantivy_error(&dir, e))?.into_iter().collect();
-            // In document order, each compressed store block is decompressed once (the store caches blocks).
-            addresses.sort_unstable_by_key(|a| (a.segment_ord, a.doc_id));
-            for address in addresses {
-                let doc: TantivyDocument = searcher.doc(address).map_err(|e| tantivy_error(&dir, e))?;
-                let Some(json) = doc.get_first(self.fields.record).and_then(|v| v.as_str()) else { continue };
-                match serde_json::from_str::<LogRecord>(json) {
-                    Ok(record) => visit(record),
-                    Err(error) => tracing::warn!(%error, "unreadable stored log record skipped"),
-                }
+    /// The records of heads that `query` matches, copied, and snapshots of the partitions overlapping its
+    /// time range (read after the lock is released).
+    fn gather(&self, query: &LogQuery) -> (Vec<LogRecord>, Vec<Snapshot>) {
+        let state = self.state.lock();
+        let span = self.options.partition_ns;
+        let overlaps = |start: i64| start < query.end_ns && start.saturating_add(span) > query.start_ns;
+        let mut records = Vec::new();
+        for (_, heads) in state.heads.iter().filter(|(start, _)| overlaps(**start)) {
+            for head in heads.values().filter(|head| head.selected(&query.matchers)) {
+                head.matching(query.start_ns, query.end_ns, &query.contains, &mut records);
             }
         }
-        Ok(())
+        let snapshots =
+            state.partitions.iter().filter(|(start, _)| overlaps(**start)).map(|(_, p)| p.snapshot()).collect();
+        (records, snapshots)
     }
 
-    /// The tantivy query for a selector, a time range and the line substrings.
-    fn build_query(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64, contains: &[String]) -> BooleanQuery {
-        let range = RangeQuery::new(
-            Bound::Included(Term::from_field_i64(self.fields.ts, start_ns)),
-            Bound::Excluded(Term::from_field_i64(self.fields.ts, end_ns)),
-        );
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, Box::new(range))];
-        for matcher in matchers.iter().filter(|m| m.op == MatchOp::Equal && !m.value.is_empty()) {
+    /// The tantivy query for a selector, a time range and the line substrings, with the hashes of the
+    /// identifiers a chunk's Bloom filter must hold.
+    fn build_query(&self, query: &LogQuery) -> (BooleanQuery, Vec<u64>) {
+        let overlapping = [
+            (self.fields.min_ts, Bound::Unbounded, Bound::Excluded(query.end_ns)),
+            (self.fields.max_ts, Bound::Included(query.start_ns), Bound::Unbounded),
+        ];
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = overlapping
+            .into_iter()
+            .map(|(field, lower, upper): (Field, Bound<i64>, Bound<i64>)| {
+                let term = |v: i64| Term::from_field_i64(field, v);
+                let range = RangeQuery::new(
+                    lower.map(term).or_min(Term::from_field_i64(field, i64::MIN)),
+                    upper.map(term).or_max(Term::from_field_i64(field, i64::MAX)),
+                );
+                (Occur::Must, Box::new(range) as Box<dyn Query>)
+            })
+            .collect();
+        for matcher in query.matchers.iter().filter(|m| m.op == MatchOp::Equal && !m.value.is_empty()) {
             let term = Term::from_field_text(self.fields.label, &format!("{}={}", matcher.name, matcher.value));
             clauses.push((Occur::Must, Box::new(TermQuery::new(term, IndexRecordOption::Basic))));
         }
-        for text in contains {
-            for clause in line_clauses(self.fields.line, text) {
-                clauses.push((Occur::Must, clause));
-            }
+        let mut identifiers = Vec::new();
+        for text in &query.contains {
+            let (text_clauses, hashes) = line_clauses(self.fields.body, text);
+            clauses.extend(text_clauses.into_iter().map(|clause| (Occur::Must, clause)));
+            identifiers.extend(hashes);
         }
-        BooleanQuery::new(clauses)
+        (BooleanQuery::new(clauses), identifiers)
+    }
+}
+
+thread_local! {
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Hands the records of the chunk at `offset` that `query` wants to `visit`. A damaged chunk is logged,
+/// counted and skipped.
+fn read_chunk(
+    snapshot: &Snapshot,
+    offset: u64,
+    query: &LogQuery,
+    identifiers: &[u64],
+    visit: &mut dyn FnMut(LogRecord),
+) -> Result<(), Error> {
+    let entry = snapshot.entry(offset)?;
+    let damaged = || {
+        tracing::warn!(dir = %snapshot.dir.display(), offset, "damaged log chunk skipped");
+        metrics::counter!("vigil_logs_damaged_chunks_total").increment(1);
+    };
+    let Some(head) = chunk::decode_entry(&entry) else {
+        damaged();
+        return Ok(());
+    };
+    if !identifiers.iter().all(|&hash| chunk::bloom_may_contain(head.bloom, hash)) {
+        return Ok(());
+    }
+    let Some(labels) = chunk::pairs(head.labels, &mut 0) else {
+        damaged();
+        return Ok(());
+    };
+    if !query.matchers.iter().all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str))) {
+        return Ok(());
+    }
+    let raw = DECOMPRESSOR.with_borrow_mut(|decompressor| {
+        if decompressor.is_none() {
+            *decompressor = zstd::bulk::Decompressor::new().ok();
+        }
+        decompressor.as_mut().and_then(|d| d.decompress(head.compressed, head.raw_len).ok())
+    });
+    let Some(columns) = raw.as_deref().and_then(|raw| chunk::decode_columns(raw, head.first_ns)) else {
+        damaged();
+        return Ok(());
+    };
+    for ((ts_ns, line), metadata) in columns.times.into_iter().zip(columns.lines).zip(columns.metadata) {
+        if !(query.start_ns..query.end_ns).contains(&ts_ns)
+            || !query.contains.iter().all(|text| line.contains(text.as_str()))
+        {
+            continue;
+        }
+        visit(LogRecord { ts_ns, labels: labels.clone(), line: line.to_owned(), metadata, position: None });
+    }
+    Ok(())
+}
+
+/// `Bound` helpers for the range clauses.
+trait BoundExt<T> {
+    fn or_min(self, min: T) -> Bound<T>;
+    fn or_max(self, max: T) -> Bound<T>;
+}
+
+impl<T> BoundExt<T> for Bound<T> {
+    fn or_min(self, min: T) -> Bound<T> {
+        match self {
+            Bound::Unbounded => Bound::Included(min),
+            bound => bound,
+        }
+    }
+
+    fn or_max(self, max: T) -> Bound<T> {
+        match self {
+            Bound::Unbounded => Bound::Included(max),
+            bound => bound,
+        }
     }
 }
 
@@ -515,62 +598,42 @@ fn dir_size(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Index clauses a line containing `text` must satisfy: a token inside `text` is a whole token of the line;
-/// one at an edge may be a longer token's end or start (a regex over the term dictionary).
-fn line_clauses(field: Field, text: &str) -> Vec<Box<dyn Query>> {
+/// Index clauses a line containing `text` must satisfy, and identifier hashes its chunk's Bloom filter
+/// must hold. A token inside `text` is a whole token of the line: an exact dictionary term, or an
+/// identifier for the filter. One at an edge may be a longer token's end or start: a regex over the term
+/// dictionary, complete only when the token has a character no identifier has (otherwise it gives no
+/// clause).
+fn line_clauses(field: Field, text: &str) -> (Vec<Box<dyn Query>>, Vec<u64>) {
     let found = tokens(text);
-    let interior = |t: &&TokenSpan| !t.compound && t.from > 0 && t.to < text.len();
+    let interior = |t: &TokenSpan| t.from > 0 && t.to < text.len();
     // Whole tokens are cheap and selective; the regexes scan the term dictionary, so they are used only when
     // the text has no whole token.
-    let has_interior = found.iter().any(|t| interior(&t));
-    let mut clauses: Vec<Box<dyn Query>> = Vec::new();
-    for token in found.iter().filter(|t| !t.compound) {
-        let open_start = token.from == 0;
-        let open_end = token.to == text.len();
-        if has_interior && (open_start || open_end) {
+    let has_interior = found.iter().any(interior);
+    let (mut clauses, mut identifiers): (Vec<Box<dyn Query>>, Vec<u64>) = (Vec::new(), Vec::new());
+    for token in &found {
+        if interior(token) {
+            if tokenizer::is_high_cardinality(&token.text) {
+                identifiers.push(chunk::stable_hash(token.text.as_bytes()));
+            } else {
+                let term = Term::from_field_text(field, &token.text);
+                clauses.push(Box::new(TermQuery::new(term, IndexRecordOption::Basic)));
+            }
+            continue;
+        }
+        if has_interior || tokenizer::is_hex(&token.text) {
             continue;
         }
         let escaped = regex::escape(&token.text);
-        let pattern = match (open_start, open_end) {
-            (false, false) => {
-                let term = Term::from_field_text(field, &token.text);
-                clauses.push(Box::new(TermQuery::new(term, IndexRecordOption::Basic)));
-                continue;
-            }
+        let pattern = match (token.from == 0, token.to == text.len()) {
             (true, true) => format!(".*{escaped}.*"),
             (true, false) => format!(".*{escaped}"),
-            (false, true) => format!("{escaped}.*"),
+            _ => format!("{escaped}.*"),
         };
         if let Ok(query) = RegexQuery::from_pattern(&pattern, field) {
             clauses.push(Box::new(query));
         }
     }
-    clauses
-}
-
-fn schema() -> (Schema, Fields) {
-    let mut builder = Schema::builder();
-    // Time ranges are read from the fast field (tantivy's range query uses it when the field is fast), so
-    // time is not indexed: a term per distinct nanosecond filled the term dictionary.
-    let ts = builder.add_i64_field("ts", FAST);
-    let label = builder.add_text_field("label", STRING);
-    let line_options = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default().set_tokenizer(TOKENIZER).set_index_option(IndexRecordOption::Basic),
-    );
-    let line = builder.add_text_field("line", line_options);
-    let record = builder.add_text_field("record", STORED);
-    (builder.build(), Fields { ts, label, line, record })
-}
-
-fn document(fields: &Fields, record: &LogRecord, json: &str) -> TantivyDocument {
-    let mut doc = TantivyDocument::default();
-    doc.add_i64(fields.ts, record.ts_ns);
-    for (name, value) in &record.labels {
-        doc.add_text(fields.label, format!("{name}={value}"));
-    }
-    doc.add_text(fields.line, &record.line);
-    doc.add_text(fields.record, json);
-    doc
+    (clauses, identifiers)
 }
 
 /// The stream registry saved at the last commit; missing or unreadable means empty (it refills as records
@@ -591,57 +654,39 @@ fn kept<T: Clone>(items: &[T], keep: &[bool]) -> Vec<T> {
     items.iter().zip(keep).filter(|(_, keep)| **keep).map(|(item, _)| item.clone()).collect()
 }
 
-/// Reads the write-ahead log: one JSON record per line, kept with its text; a torn last line (a crash
-/// mid-write) is dropped.
-fn replay(path: &Path) -> Result<Vec<(LogRecord, String)>, Error> {
-    let mut text = String::new();
-    match std::fs::File::open(path) {
-        Ok(mut file) => file.read_to_string(&mut text).map_err(|e| Error::io(path, e))?,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(Error::io(path, error)),
-    };
-    let mut records = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        match serde_json::from_str(line) {
-            Ok(record) => records.push((record, line.to_owned())),
-            Err(error) => tracing::warn!(line = number + 1, %error, "torn or corrupt log wal record skipped"),
-        }
-    }
-    Ok(records)
-}
-
 impl LogStore for LogIndex {
     fn append(&self, records: &[LogRecord]) -> Result<(), Error> {
         if records.is_empty() {
             return Ok(());
         }
-        // Serialized once: the same text goes to the WAL and to the index's doc store.
-        let jsons: Vec<String> = records.iter().map(|r| serde_json::to_string(r).expect("records serialize")).collect();
         let mut state = self.state.lock();
         let (keep, advance) = state.replays.sift(records);
         let replayed = keep.iter().filter(|keep| !**keep).count();
-        let (records, jsons): (Cow<'_, [LogRecord]>, _) = if replayed == 0 {
-            (Cow::Borrowed(records), jsons)
+        let records: Cow<'_, [LogRecord]> = if replayed == 0 {
+            Cow::Borrowed(records)
         } else {
             metrics::counter!("vigil_logs_replayed_records_dropped_total").increment(replayed as u64);
-            (Cow::Owned(kept(records, &keep)), kept(&jsons, &keep))
+            Cow::Owned(kept(records, &keep))
         };
         if records.is_empty() {
             return Ok(());
         }
-        let mut batch = jsons.join("\n");
-        batch.push('\n');
-        let wal_path = self.dir.join(WAL_FILE);
-        state.wal.write_all(batch.as_bytes()).map_err(|e| Error::io(&wal_path, e))?;
-        state.wal.sync_data().map_err(|e| Error::io(&wal_path, e))?;
-        self.index(&mut state, &records, &jsons)?;
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.wal.append(seq, records.iter().map(wal::WalRecord::from))?;
+        for record in records.iter() {
+            let start = self.partition_start(record.ts_ns);
+            Self::push(&mut state, start, record, seq);
+        }
         state.replays.apply(advance);
         Ok(())
     }
 
     fn select(&self, query: &LogQuery) -> Result<Vec<LogRecord>, Error> {
         let mut records = Vec::new();
-        self.scan(query, &mut |record| records.push(record))?;
+        for part in self.scan(query)? {
+            part(&mut |record| records.push(record))?;
+        }
         records.sort_by(|a, b| a.ts_ns.cmp(&b.ts_ns).then_with(|| a.labels.cmp(&b.labels)));
         if query.backward {
             records.reverse();
@@ -652,18 +697,28 @@ impl LogStore for LogIndex {
         Ok(records)
     }
 
-    fn scan(&self, query: &LogQuery, visit: &mut dyn FnMut(LogRecord)) -> Result<(), Error> {
-        let tantivy_query = self.build_query(&query.matchers, query.start_ns, query.end_ns, &query.contains);
-        let wanted = |r: &LogRecord| {
-            (query.start_ns..query.end_ns).contains(&r.ts_ns)
-                && query.matchers.iter().all(|m| m.matches(r.labels.get(&m.name).map_or("", String::as_str)))
-                && query.contains.iter().all(|text| r.line.contains(text.as_str()))
-        };
-        self.visit(&tantivy_query, query.start_ns, query.end_ns, &mut |record| {
-            if wanted(&record) {
-                visit(record);
+    fn scan(&self, query: &LogQuery) -> Result<Vec<ScanPart>, Error> {
+        if query.start_ns >= query.end_ns {
+            return Ok(Vec::new());
+        }
+        let (held, snapshots) = self.gather(query);
+        let mut parts: Vec<ScanPart> = vec![Box::new(move |visit: &mut dyn FnMut(LogRecord)| {
+            held.into_iter().for_each(visit);
+            Ok(())
+        })];
+        let (tantivy_query, identifiers) = self.build_query(query);
+        let (query, identifiers) = (Arc::new(query.clone()), Arc::new(identifiers));
+        for snapshot in snapshots {
+            let offsets = snapshot.offsets(&tantivy_query)?;
+            let snapshot = Arc::new(snapshot);
+            for offset in offsets {
+                let (snapshot, query, identifiers) = (snapshot.clone(), query.clone(), identifiers.clone());
+                parts.push(Box::new(move |visit: &mut dyn FnMut(LogRecord)| {
+                    read_chunk(&snapshot, offset, &query, &identifiers, visit)
+                }));
             }
-        })
+        }
+        Ok(parts)
     }
 
     fn label_names(&self, start_ns: i64, end_ns: i64) -> Result<Vec<String>, Error> {

@@ -2,7 +2,7 @@
 //! `unpack`), label filters, `line_format`, `label_format`, `drop`, `keep`, `decolorize`. Parser failures
 //! set `__error__` as Loki does, and later label filters may drop or keep such lines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use logql::{
     FilterOp, FilterValue, LabelExtraction, LabelFilterExpr, LabelFilterPred, LabelFormatValue, LabelPredicate,
@@ -16,6 +16,8 @@ use crate::rules::template::{TemplateData, expand_with_labels};
 /// A pipeline ready to run: regexes compiled once.
 pub struct Pipeline {
     stages: Vec<Stage>,
+    /// The only labels the caller reads from the results, when it reads few (see [`Pipeline::needing`]).
+    needed: Option<BTreeSet<String>>,
 }
 
 enum Stage {
@@ -116,7 +118,19 @@ impl Pipeline {
                 _ => return Err(QueryError::BadData("unsupported pipeline stage".into())),
             });
         }
-        Ok(Pipeline { stages: out })
+        Ok(Pipeline { stages: out, needed: None })
+    }
+
+    /// Tells the pipeline that only `labels` (and `__error__`) of its results are read, as when a metric
+    /// query groups `by` them. When every stage is a line filter or a parser (no later stage reads other
+    /// labels), the `json` parser then skips every other key's value instead of building labels from it.
+    pub fn needing(mut self, labels: &[String]) -> Pipeline {
+        let parsers_only =
+            self.stages.iter().all(|s| matches!(s, Stage::Contains(..) | Stage::Regex(..) | Stage::Json(_)));
+        if parsers_only {
+            self.needed = Some(labels.iter().cloned().collect());
+        }
+        self
     }
 
     /// Line substrings every kept line contains, from the filters before any stage that rewrites the line:
@@ -156,7 +170,10 @@ impl Pipeline {
                         return None;
                     }
                 }
-                Stage::Json(extractions) => json(&mut entry, extractions),
+                Stage::Json(extractions) => match &self.needed {
+                    Some(needed) if extractions.is_empty() => json_needed(&mut entry, needed),
+                    _ => json(&mut entry, extractions),
+                },
                 Stage::Logfmt(extractions) => logfmt(&mut entry, extractions),
                 Stage::Regexp(regex) => {
                     match regex.captures(&entry.line) {
@@ -244,6 +261,66 @@ fn json(entry: &mut Entry, extractions: &[LabelExtraction]) {
         if let Some(value) = current {
             add_label(&mut entry.labels, &extraction.name, json_text(value));
         }
+    }
+}
+
+/// `json` without extractions when only `needed` labels are read: the line is still checked whole (a
+/// malformed line sets `__error__`), but only keys whose label could be needed are turned into labels.
+fn json_needed(entry: &mut Entry, needed: &BTreeSet<String>) {
+    let mut wanted = Vec::new();
+    let seed = WantedKeys { needed, wanted: &mut wanted };
+    let mut deserializer = serde_json::Deserializer::from_str(&entry.line);
+    let parsed = serde::de::DeserializeSeed::deserialize(seed, &mut deserializer).and_then(|()| deserializer.end());
+    if parsed.is_err() {
+        set_error(&mut entry.labels, "JSONParserErr");
+        return;
+    }
+    for (name, value) in wanted {
+        flatten(&name, &value, &mut entry.labels);
+    }
+}
+
+/// Reads a JSON object, keeping the values of the keys a needed label could come from (the key itself, or
+/// a nested key joined to it with `_`) and skipping the rest unparsed.
+struct WantedKeys<'a> {
+    needed: &'a BTreeSet<String>,
+    wanted: &'a mut Vec<(String, serde_json::Value)>,
+}
+
+impl WantedKeys<'_> {
+    fn could_need(&self, key: &str) -> bool {
+        let name = sanitize(key);
+        self.needed
+            .iter()
+            .any(|n| n.strip_prefix(name.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('_')))
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for WantedKeys<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for WantedKeys<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if self.could_need(&key) {
+                let value: serde_json::Value = map.next_value()?;
+                self.wanted.push((key.into_owned(), value));
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
     }
 }
 

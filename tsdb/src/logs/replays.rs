@@ -94,6 +94,20 @@ impl Replays {
         }
     }
 
+    /// Moves the marks past positioned records known to be stored (those a write-ahead log replay puts
+    /// back), never backwards.
+    pub(super) fn note(&mut self, records: &[LogRecord]) {
+        for record in records {
+            let Some(SourcePosition { source, offset }) = record.position else { continue };
+            let sources = self.next.entry(record.labels.clone()).or_default();
+            let mark = sources.entry(source).or_insert(Mark { next_offset: 0, last_ns: record.ts_ns });
+            if offset + 1 > mark.next_offset {
+                *mark = Mark { next_offset: offset + 1, last_ns: record.ts_ns };
+                self.changed = true;
+            }
+        }
+    }
+
     /// Forgets files whose last record is older than `cutoff_ns`: a shipper does not replay that far back.
     pub(super) fn forget_before(&mut self, cutoff_ns: i64) {
         for sources in self.next.values_mut() {

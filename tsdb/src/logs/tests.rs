@@ -1,3 +1,5 @@
+use std::io::Write;
+
 use super::*;
 
 fn record(ts_ns: i64, app: &str, line: &str) -> LogRecord {
@@ -36,34 +38,63 @@ fn sample_store(dir: &Path) -> LogIndex {
     store
 }
 
+/// Runs `check` on records held in heads, then again once they are sealed into chunks.
+fn in_heads_and_chunks(store: &LogIndex, check: impl Fn(&LogIndex)) {
+    check(store);
+    store.flush().unwrap();
+    assert!(store.size_bytes() > 0, "sealed into a partition");
+    check(store);
+}
+
 #[test]
-fn records_are_searchable_after_commit_with_exact_substring_semantics() {
+fn records_are_searchable_at_once_with_exact_substring_semantics() {
     let dir = tempfile::tempdir().unwrap();
-    let store = sample_store(dir.path());
-    assert!(lines(&store, &all(&[])).is_empty(), "not searchable before the commit");
-    store.commit().unwrap();
-    assert_eq!(lines(&store, &all(&[])).len(), 4);
-    assert_eq!(lines(&store, &all(&["timeout"])), ["POST /api/v1/orders 500 connection timeout from 10.0.0.7"]);
-    assert_eq!(lines(&store, &all(&["imeou"])).len(), 2, "a substring inside tokens: both timeouts");
+    in_heads_and_chunks(&sample_store(dir.path()), |store| {
+        assert_eq!(lines(store, &all(&[])).len(), 4);
+        assert_eq!(lines(store, &all(&["timeout"])), ["POST /api/v1/orders 500 connection timeout from 10.0.0.7"]);
+        assert_eq!(lines(store, &all(&["imeou"])).len(), 2, "a substring inside tokens: both timeouts");
+    });
 }
 
 #[test]
 fn edges_of_a_filter_may_be_parts_of_longer_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let store = sample_store(dir.path());
-    store.commit().unwrap();
-    assert_eq!(lines(&store, &all(&["v1/us"])), ["GET /api/v1/users 200 12ms"]);
-    assert_eq!(lines(&store, &all(&["0.0.7"])).len(), 1);
-    assert_eq!(lines(&store, &all(&["500 connection"])).len(), 1);
-    assert_eq!(lines(&store, &all(&["Timeout"])), ["retrying after Timeout"], "the check is case-sensitive");
-    assert!(lines(&store, &all(&["nowhere"])).is_empty());
+    in_heads_and_chunks(&sample_store(dir.path()), |store| {
+        assert_eq!(lines(store, &all(&["v1/us"])), ["GET /api/v1/users 200 12ms"]);
+        assert_eq!(lines(store, &all(&["0.0.7"])).len(), 1);
+        assert_eq!(lines(store, &all(&["500 connection"])).len(), 1);
+        assert_eq!(lines(store, &all(&["Timeout"])), ["retrying after Timeout"], "the check is case-sensitive");
+        assert!(lines(store, &all(&["nowhere"])).is_empty());
+    });
+}
+
+#[test]
+fn identifiers_are_found_through_the_bloom_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogIndex::open(dir.path()).unwrap();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    store
+        .append(&[
+            record(1, "api", &format!("done trace_id={trace} status=200")),
+            record(2, "web", "done trace_id=00f067aa0ba902b7aaaaaaaaaaaaaaaa status=200"),
+            record(3, "web", &format!("upstream {trace}ff status=200")),
+        ])
+        .unwrap();
+    let (clauses, identifiers) = line_clauses(partition::schema().1.body, &format!("={trace} "));
+    assert!(clauses.is_empty(), "an identifier is not looked up in the term dictionary");
+    assert_eq!(identifiers, [chunk::stable_hash(trace.as_bytes())]);
+    in_heads_and_chunks(&store, |store| {
+        assert_eq!(lines(store, &all(&[&format!("={trace} ")])), [format!("done trace_id={trace} status=200")]);
+        assert_eq!(lines(store, &all(&[trace])).len(), 2, "at the filter's edges it may be part of a longer token");
+        assert!(lines(store, &all(&[" 4bf92f3577b34da6a3ce929d0e0e4737 "])).is_empty());
+    });
 }
 
 #[test]
 fn selectors_ranges_direction_and_limits() {
     let dir = tempfile::tempdir().unwrap();
     let store = sample_store(dir.path());
-    store.commit().unwrap();
+    store.flush().unwrap();
     let api = LogQuery { matchers: vec![Matcher::equal("app", "api")], ..all(&[]) };
     assert_eq!(store.select(&api).unwrap().len(), 3);
     let regex = LogQuery { matchers: vec![Matcher::new(MatchOp::Regex, "app", "w.*").unwrap()], ..all(&[]) };
@@ -85,9 +116,9 @@ fn acknowledged_records_survive_a_crash_before_the_commit() {
         // Dropped without a commit: only the write-ahead log holds the records.
         drop(store);
     }
-    // A torn last line, as a crash mid-append leaves it.
+    // Half a frame, as a crash mid-append leaves it.
     let mut wal = std::fs::OpenOptions::new().append(true).open(dir.path().join(WAL_FILE)).unwrap();
-    wal.write_all(b"{\"ts_ns\":9,\"labels\":{\"app\"").unwrap();
+    wal.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
     drop(wal);
     let store = LogIndex::open(dir.path()).unwrap();
     assert_eq!(lines(&store, &all(&[])).len(), 4);
@@ -95,29 +126,75 @@ fn acknowledged_records_survive_a_crash_before_the_commit() {
     store.commit().unwrap();
     drop(store);
     let store = LogIndex::open(dir.path()).unwrap();
-    assert_eq!(lines(&store, &all(&[])).len(), 5, "committed records are not replayed twice");
+    assert_eq!(lines(&store, &all(&[])).len(), 5, "unsealed heads come back from the log");
+    store.flush().unwrap();
+    drop(store);
+    let store = LogIndex::open(dir.path()).unwrap();
+    assert_eq!(lines(&store, &all(&[])).len(), 5, "sealed records are not replayed twice");
+}
+
+#[test]
+fn a_crash_between_sealing_and_shrinking_the_log_replays_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+    store.append(&[record(9, "web", "in a later frame")]).unwrap();
+    let wal_before = std::fs::read(dir.path().join(WAL_FILE)).unwrap();
+    // The "api" stream is sealed and committed; "web" stays in its head.
+    store.flush().unwrap();
+    store.append(&[record(10, "web", "after the seal")]).unwrap();
+    drop(store);
+    // As if the process died after the partition's commit but before the log was emptied.
+    let mut wal_after = std::fs::read(dir.path().join(WAL_FILE)).unwrap();
+    let mut restored = wal_before;
+    restored.append(&mut wal_after);
+    std::fs::write(dir.path().join(WAL_FILE), restored).unwrap();
+    let store = LogIndex::open(dir.path()).unwrap();
+    let found = lines(&store, &all(&[]));
+    assert_eq!(found.len(), 6, "{found:?}");
+    assert_eq!(found.last().unwrap(), "after the seal");
+}
+
+#[test]
+fn the_log_is_rewritten_to_what_the_heads_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions { chunk_bytes: 1024, ..LogOptions::default() };
+    let store = LogIndex::open_with(dir.path(), options.clone()).unwrap();
+    let big = "x".repeat(2048);
+    // Enough for the log to pass the rewrite threshold; each batch fills a head, sealed at the commit.
+    let batches = (WAL_REWRITE_BYTES as usize / 2048) + 1;
+    for i in 0..batches {
+        store.append(&[record(i as i64, "bulk", &big)]).unwrap();
+    }
+    store.append(&[record(1_000_000, "small", "kept in a head")]).unwrap();
+    store.commit().unwrap();
+    let wal = std::fs::metadata(dir.path().join(WAL_FILE)).unwrap().len();
+    assert!(wal < 1024, "the log keeps only the small head: {wal} bytes");
+    drop(store);
+    let store = LogIndex::open_with(dir.path(), options).unwrap();
+    assert_eq!(lines(&store, &all(&["kept"])), ["kept in a head"]);
+    assert_eq!(store.select(&all(&[])).unwrap().len(), batches + 1);
 }
 
 #[test]
 fn retention_drops_whole_partitions_by_age_and_size() {
     let dir = tempfile::tempdir().unwrap();
     let hour = 3_600 * 1_000_000_000i64;
-    let options = LogOptions { partition_ns: hour, retention_ns: Some(3 * hour), max_bytes: None };
+    let options = LogOptions { partition_ns: hour, retention_ns: Some(3 * hour), ..LogOptions::default() };
     let store = LogIndex::open_with(dir.path(), options).unwrap();
     // One record in each of six hourly partitions; a query spanning several reads them all.
     let records: Vec<LogRecord> = (0..6).map(|h| record(h * hour + 1, "api", &format!("hour {h}"))).collect();
     store.append(&records).unwrap();
-    store.commit().unwrap();
+    store.flush().unwrap();
     assert_eq!(lines(&store, &all(&[])).len(), 6);
-    assert_eq!(std::fs::read_dir(dir.path().join("partitions")).unwrap().count(), 6);
+    assert_eq!(std::fs::read_dir(dir.path().join(PARTITIONS_DIR)).unwrap().count(), 6);
     // At 6h, partitions that ended at or before 3h go: hours 0, 1 and 2.
     assert_eq!(store.apply_retention(6 * hour).unwrap(), [0, hour, 2 * hour]);
     assert_eq!(lines(&store, &all(&[])), ["hour 3", "hour 4", "hour 5"]);
-    assert_eq!(std::fs::read_dir(dir.path().join("partitions")).unwrap().count(), 3);
+    assert_eq!(std::fs::read_dir(dir.path().join(PARTITIONS_DIR)).unwrap().count(), 3);
     drop(store);
 
     // A size limit below what the three left take keeps only the newest partition.
-    let options = LogOptions { partition_ns: hour, retention_ns: None, max_bytes: Some(1) };
+    let options = LogOptions { partition_ns: hour, max_bytes: Some(1), ..LogOptions::default() };
     let store = LogIndex::open_with(dir.path(), options).unwrap();
     assert_eq!(lines(&store, &all(&[])).len(), 3, "partitions reopen");
     assert_eq!(store.apply_retention(6 * hour).unwrap(), [3 * hour, 4 * hour]);
@@ -129,7 +206,7 @@ fn retention_drops_whole_partitions_by_age_and_size() {
 fn the_stream_registry_answers_label_calls_survives_reopen_and_follows_retention() {
     let dir = tempfile::tempdir().unwrap();
     let hour = 3_600 * 1_000_000_000i64;
-    let options = LogOptions { partition_ns: hour, retention_ns: Some(hour), max_bytes: None };
+    let options = LogOptions { partition_ns: hour, retention_ns: Some(hour), ..LogOptions::default() };
     let store = LogIndex::open_with(dir.path(), options.clone()).unwrap();
     store.append(&[record(1, "old", "gone soon"), record(2 * hour + 1, "new", "stays")]).unwrap();
     store.commit().unwrap();
@@ -165,40 +242,57 @@ fn positioned_records_the_store_has_are_dropped_across_commits_and_crashes() {
     assert_eq!(lines(&store, &all(&[])), ["line 0", "line 10", "line 20", "line 30", "no position", "no position"]);
 }
 
-#[test]
-fn a_partition_written_with_time_indexed_still_opens_and_reads() {
-    // The schema of earlier versions: time indexed as well as fast; fields in the same order.
-    let dir = tempfile::tempdir().unwrap();
-    let partition = dir.path().join("partitions/0");
+/// Writes what the previous version of the store left: a partition with a stored JSON record per
+/// document, and a JSON-lines write-ahead log.
+fn write_old_store(dir: &Path) {
+    use tantivy::schema::{FAST, STORED, STRING, Schema};
+    let partition = dir.join("partitions/0");
     std::fs::create_dir_all(&partition).unwrap();
     let mut builder = Schema::builder();
-    let ts = builder.add_i64_field("ts", tantivy::schema::INDEXED | FAST);
+    let ts = builder.add_i64_field("ts", FAST);
     let label = builder.add_text_field("label", STRING);
-    let line_options = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default().set_tokenizer(TOKENIZER).set_index_option(IndexRecordOption::Basic),
-    );
-    let line = builder.add_text_field("line", line_options);
+    let line = builder.add_text_field("line", STRING);
     let stored = builder.add_text_field("record", STORED);
-    let index = Index::create_in_dir(&partition, builder.build()).unwrap();
-    index.tokenizers().register(TOKENIZER, tantivy::tokenizer::TextAnalyzer::from(LogTokenizer));
-    let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
-    let old = record(5, "api", "written by an earlier version");
-    let json = serde_json::to_string(&old).unwrap();
-    writer.add_document(document(&Fields { ts, label, line, record: stored }, &old, &json)).unwrap();
+    let index = tantivy::Index::create_in_dir(&partition, builder.build()).unwrap();
+    let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+    for (ts_ns, text) in [(5, "written by an earlier version"), (6, "also written before")] {
+        let old = record(ts_ns, "api", text);
+        let mut doc = tantivy::TantivyDocument::default();
+        doc.add_i64(ts, old.ts_ns);
+        doc.add_text(label, "app=api");
+        doc.add_text(line, text);
+        doc.add_text(stored, serde_json::to_string(&old).unwrap());
+        writer.add_document(doc).unwrap();
+    }
     writer.commit().unwrap();
-    drop(writer);
+    let pending = serde_json::to_string(&record(7, "api", "in the old log")).unwrap();
+    std::fs::write(dir.join("wal.jsonl"), format!("{pending}\n{{\"torn")).unwrap();
+}
 
+#[test]
+fn what_an_earlier_version_left_is_moved_in_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write_old_store(dir.path());
+    let copy = tempfile::tempdir().unwrap();
+    write_old_store(copy.path());
     let store = LogIndex::open(dir.path()).unwrap();
-    store.append(&[record(7, "api", "written now")]).unwrap();
-    store.commit().unwrap();
-    assert_eq!(lines(&store, &all(&["written"])), ["written by an earlier version", "written now"]);
+    let expected = ["written by an earlier version", "also written before", "in the old log"];
+    assert_eq!(lines(&store, &all(&[])), expected);
+    assert!(!dir.path().join("partitions").exists() && !dir.path().join("wal.jsonl").exists());
+    drop(store);
+    // A migration cut short before the old files went: running it again adds nothing.
+    std::fs::rename(copy.path().join("partitions"), dir.path().join("partitions")).unwrap();
+    std::fs::rename(copy.path().join("wal.jsonl"), dir.path().join("wal.jsonl")).unwrap();
+    let store = LogIndex::open(dir.path()).unwrap();
+    assert_eq!(lines(&store, &all(&[])), expected);
+    assert_eq!(lines(&store, &all(&["earlier"])), ["written by an earlier version"], "and the index finds them");
 }
 
 #[test]
 fn a_scan_visits_what_select_returns() {
     let dir = tempfile::tempdir().unwrap();
     let store = sample_store(dir.path());
-    store.commit().unwrap();
+    store.flush().unwrap();
     let query = LogQuery {
         matchers: vec![Matcher::new(MatchOp::Equal, "app", "api").unwrap()],
         contains: vec!["0".into()],
@@ -206,7 +300,11 @@ fn a_scan_visits_what_select_returns() {
         ..all(&[])
     };
     let mut scanned = Vec::new();
-    store.scan(&query, &mut |record| scanned.push(record.line)).unwrap();
+    let parts = store.scan(&query).unwrap();
+    assert_eq!(parts.len(), 2, "the heads' records, and one chunk");
+    for part in parts {
+        part(&mut |record| scanned.push(record.line)).unwrap();
+    }
     scanned.sort();
     let mut selected = lines(&store, &LogQuery { limit: None, ..query.clone() });
     selected.sort();

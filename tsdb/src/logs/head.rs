@@ -1,0 +1,177 @@
+//! Heads: the records of one stream in one partition not yet sealed into a chunk, held in memory (and in
+//! the write-ahead log) and searched there. A head is sealed once it holds enough text or is old enough.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::chunk::{ChunkRecord, bloom, encode_columns, encode_entry, put_pairs, stable_hash};
+use super::tokenizer::{is_high_cardinality, lowered, runs};
+use super::wal::{self, WalRecord};
+use super::{LogRecord, Matcher};
+use crate::Error;
+
+/// A stream's label set, shared by its heads and the records read from them.
+pub(super) type StreamLabels = Arc<BTreeMap<String, String>>;
+
+/// The key a stream's flushed sequence is kept under: a stable hash of its encoded labels.
+pub(super) fn stream_key(labels: &BTreeMap<String, String>) -> u64 {
+    let mut encoded = Vec::with_capacity(64);
+    put_pairs(&mut encoded, labels);
+    stable_hash(&encoded)
+}
+
+struct HeadRecord {
+    ts_ns: i64,
+    end: usize,
+    metadata: BTreeMap<String, String>,
+}
+
+/// One stream's unsealed records in one partition.
+pub(super) struct Head {
+    pub labels: StreamLabels,
+    text: String,
+    records: Vec<HeadRecord>,
+    pub min_ns: i64,
+    pub max_ns: i64,
+    /// The highest write-ahead log sequence among the records.
+    pub max_seq: u64,
+    pub opened: Instant,
+}
+
+/// A head sealed into a chunk entry, with what the index needs.
+pub(super) struct Sealed {
+    pub labels: StreamLabels,
+    pub stream_key: u64,
+    pub min_ns: i64,
+    pub max_ns: i64,
+    pub max_seq: u64,
+    /// The chunk's distinct dictionary tokens.
+    pub terms: Vec<String>,
+    /// The framed entry for `chunks.dat`.
+    pub entry: Vec<u8>,
+}
+
+impl Head {
+    pub(super) fn new(labels: StreamLabels) -> Self {
+        Head {
+            labels,
+            text: String::new(),
+            records: Vec::new(),
+            min_ns: i64::MAX,
+            max_ns: i64::MIN,
+            max_seq: 0,
+            opened: Instant::now(),
+        }
+    }
+
+    pub(super) fn push(&mut self, record: &LogRecord, seq: u64) {
+        self.text.push_str(&record.line);
+        self.records.push(HeadRecord { ts_ns: record.ts_ns, end: self.text.len(), metadata: record.metadata.clone() });
+        self.min_ns = self.min_ns.min(record.ts_ns);
+        self.max_ns = self.max_ns.max(record.ts_ns);
+        self.max_seq = self.max_seq.max(seq);
+    }
+
+    /// Bytes of line text held.
+    pub(super) fn text_bytes(&self) -> usize {
+        self.text.len()
+    }
+
+    fn chunk_records(&self) -> impl ExactSizeIterator<Item = ChunkRecord<'_>> {
+        let mut start = 0;
+        self.records.iter().map(move |r| {
+            let line = &self.text[start..r.end];
+            start = r.end;
+            ChunkRecord { ts_ns: r.ts_ns, line, metadata: &r.metadata }
+        })
+    }
+
+    /// Copies the records in `[start_ns, end_ns)` whose lines contain every string of `contains` to `out`.
+    pub(super) fn matching(&self, start_ns: i64, end_ns: i64, contains: &[String], out: &mut Vec<LogRecord>) {
+        if self.max_ns < start_ns || self.min_ns >= end_ns {
+            return;
+        }
+        for record in self.chunk_records() {
+            if (start_ns..end_ns).contains(&record.ts_ns) && contains.iter().all(|c| record.line.contains(c.as_str())) {
+                out.push(LogRecord {
+                    ts_ns: record.ts_ns,
+                    labels: (*self.labels).clone(),
+                    line: record.line.to_owned(),
+                    metadata: record.metadata.clone(),
+                    position: None,
+                });
+            }
+        }
+    }
+
+    /// Whether the stream matches every matcher.
+    pub(super) fn selected(&self, matchers: &[Matcher]) -> bool {
+        matchers.iter().all(|m| m.matches(self.labels.get(&m.name).map_or("", String::as_str)))
+    }
+
+    /// A write-ahead log frame holding the records (under the head's highest sequence), for a rewrite.
+    pub(super) fn frame(&self) -> Vec<u8> {
+        wal::frame(
+            self.max_seq,
+            self.chunk_records().map(|r| WalRecord {
+                ts_ns: r.ts_ns,
+                labels: &self.labels,
+                line: r.line,
+                metadata: r.metadata,
+                position: None,
+            }),
+        )
+    }
+
+    /// Seals the records into a compressed chunk entry with its tokens.
+    pub(super) fn seal(&self, compressor: &mut zstd::bulk::Compressor<'_>) -> Result<Sealed, Error> {
+        let records: Vec<ChunkRecord<'_>> = self.chunk_records().collect();
+        let mut columns = Vec::with_capacity(self.text.len() + records.len() * 4);
+        encode_columns(&records, &mut columns);
+        let compressed =
+            compressor.compress(&columns).map_err(|e| Error::Io { path: "log chunk".into(), source: e })?;
+        let (terms, hashes) = distinct_tokens(records.iter().map(|r| r.line));
+        let mut labels = Vec::with_capacity(64);
+        put_pairs(&mut labels, &self.labels);
+        let first_ns = records.first().map_or(0, |r| r.ts_ns);
+        Ok(Sealed {
+            stream_key: stable_hash(&labels),
+            entry: encode_entry(&labels, &bloom(&hashes), first_ns, columns.len(), &compressed),
+            labels: self.labels.clone(),
+            min_ns: self.min_ns,
+            max_ns: self.max_ns,
+            max_seq: self.max_seq,
+            terms,
+        })
+    }
+}
+
+/// The distinct tokens of `lines`: dictionary tokens, and the hashes of identifiers (for the Bloom filter).
+fn distinct_tokens<'a>(lines: impl Iterator<Item = &'a str>) -> (Vec<String>, Vec<u64>) {
+    let mut borrowed: HashSet<&str, foldhash::fast::FixedState> = HashSet::default();
+    let mut owned: HashSet<String, foldhash::fast::FixedState> = HashSet::default();
+    for line in lines {
+        for (from, to) in runs(line) {
+            match lowered(&line[from..to]) {
+                std::borrow::Cow::Borrowed(token) => {
+                    borrowed.insert(token);
+                }
+                std::borrow::Cow::Owned(token) => {
+                    owned.insert(token);
+                }
+            }
+        }
+    }
+    let all: HashSet<&str, foldhash::fast::FixedState> =
+        borrowed.into_iter().chain(owned.iter().map(String::as_str)).collect();
+    let (mut terms, mut hashes) = (Vec::new(), Vec::new());
+    for token in all {
+        if is_high_cardinality(token) {
+            hashes.push(stable_hash(token.as_bytes()));
+        } else {
+            terms.push(token.to_owned());
+        }
+    }
+    (terms, hashes)
+}
