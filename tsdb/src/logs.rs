@@ -18,6 +18,7 @@ mod head;
 mod legacy;
 mod partition;
 mod replays;
+mod shapes;
 mod tokenizer;
 mod wal;
 
@@ -551,13 +552,14 @@ fn read_chunk(
         damaged();
         return Ok(());
     };
-    for ((ts_ns, line), metadata) in columns.times.into_iter().zip(columns.lines).zip(columns.metadata) {
+    let lines = columns.lines();
+    for ((ts_ns, line), metadata) in columns.times.iter().copied().zip(lines).zip(columns.metadata.iter()) {
         if !(query.start_ns..query.end_ns).contains(&ts_ns)
             || !query.contains.iter().all(|text| line.contains(text.as_str()))
         {
             continue;
         }
-        visit(LogRecord { ts_ns, labels: labels.clone(), line: line.to_owned(), metadata, position: None });
+        visit(LogRecord { ts_ns, labels: labels.clone(), line: line.to_owned(), metadata: metadata.clone(), position: None });
     }
     Ok(())
 }

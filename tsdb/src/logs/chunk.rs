@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use super::shapes::{self, Shaped};
 use crate::varint::{put_uvarint, put_varint, uvarint, varint};
 
 /// A stable 64-bit hash (the same in every build): Bloom filters and stream keys are kept on disk.
@@ -108,34 +109,43 @@ pub(crate) fn pairs(buf: &[u8], pos: &mut usize) -> Option<BTreeMap<String, Stri
     Some(out)
 }
 
-/// The columns of `records`, uncompressed.
-pub(crate) fn encode_columns(records: &[ChunkRecord<'_>], out: &mut Vec<u8>) {
+/// The columns of `records`, uncompressed: times, the lines as [`shapes`], metadata. `shaped` holds the
+/// records' lines split into shapes.
+pub(crate) fn encode_columns(records: &[ChunkRecord<'_>], shaped: &Shaped<'_>, out: &mut Vec<u8>) {
     put_uvarint(out, records.len() as u64);
     let mut previous = records.first().map_or(0, |r| r.ts_ns);
     for record in records {
         put_varint(out, record.ts_ns.wrapping_sub(previous));
         previous = record.ts_ns;
     }
-    for record in records {
-        put_uvarint(out, record.line.len() as u64);
-    }
-    for record in records {
-        out.extend_from_slice(record.line.as_bytes());
-    }
+    shapes::encode(shaped, out);
     for record in records {
         put_pairs(out, record.metadata);
     }
 }
 
-/// A decoded chunk: times, lines (borrowed from the decompressed columns) and metadata.
-pub(crate) struct Columns<'a> {
+/// A decoded chunk: times, lines (one text, cut at `ends`) and metadata.
+pub(crate) struct Columns {
     pub times: Vec<i64>,
-    pub lines: Vec<&'a str>,
+    text: String,
+    ends: Vec<usize>,
     pub metadata: Vec<BTreeMap<String, String>>,
 }
 
+impl Columns {
+    /// The lines, in record order.
+    pub(crate) fn lines(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let line = &self.text[start..end];
+            start = end;
+            line
+        })
+    }
+}
+
 /// Reads the columns [`encode_columns`] wrote, starting from `first_ns`; `None` if they are damaged.
-pub(crate) fn decode_columns(buf: &[u8], first_ns: i64) -> Option<Columns<'_>> {
+pub(crate) fn decode_columns(buf: &[u8], first_ns: i64) -> Option<Columns> {
     let mut pos = 0;
     let count = uvarint(buf, &mut pos)? as usize;
     if count > buf.len() {
@@ -147,21 +157,13 @@ pub(crate) fn decode_columns(buf: &[u8], first_ns: i64) -> Option<Columns<'_>> {
         ts = ts.wrapping_add(varint(buf, &mut pos)?);
         times.push(ts);
     }
-    let mut lengths = Vec::with_capacity(count);
-    for _ in 0..count {
-        lengths.push(uvarint(buf, &mut pos)? as usize);
-    }
-    let mut lines = Vec::with_capacity(count);
-    for len in lengths {
-        let slice = buf.get(pos..pos.checked_add(len)?)?;
-        lines.push(std::str::from_utf8(slice).ok()?);
-        pos += len;
-    }
+    let mut text = String::with_capacity(buf.len() * 2);
+    let ends = shapes::decode(buf, &mut pos, count, &mut text)?;
     let mut metadata = Vec::with_capacity(count);
     for _ in 0..count {
         metadata.push(pairs(buf, &mut pos)?);
     }
-    Some(Columns { times, lines, metadata })
+    Some(Columns { times, text, ends, metadata })
 }
 
 /// The parts of an entry in front of its compressed columns.
@@ -254,10 +256,10 @@ mod tests {
                 .map(|(ts_ns, line, metadata)| ChunkRecord { ts_ns: *ts_ns, line, metadata })
                 .collect();
             let mut buf = Vec::new();
-            encode_columns(&borrowed, &mut buf);
+            encode_columns(&borrowed, &shapes::shape(borrowed.iter().map(|r| r.line)), &mut buf);
             let columns = decode_columns(&buf, borrowed.first().map_or(0, |r| r.ts_ns)).unwrap();
+            prop_assert_eq!(columns.lines().collect::<Vec<_>>(), records.iter().map(|r| r.1.as_str()).collect::<Vec<_>>());
             prop_assert_eq!(columns.times, records.iter().map(|r| r.0).collect::<Vec<_>>());
-            prop_assert_eq!(columns.lines, records.iter().map(|r| r.1.as_str()).collect::<Vec<_>>());
             prop_assert_eq!(columns.metadata, records.iter().map(|r| r.2.clone()).collect::<Vec<_>>());
         }
     }

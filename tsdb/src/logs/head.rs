@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::borrow::Cow;
+
 use super::chunk::{ChunkRecord, bloom, encode_columns, encode_entry, put_pairs, stable_hash};
+use super::shapes::{self, Shaped};
 use super::tokenizer::{is_high_cardinality, lowered, runs};
 use super::wal::{self, WalRecord};
 use super::{LogRecord, Matcher};
@@ -127,11 +130,12 @@ impl Head {
     /// Seals the records into a compressed chunk entry with its tokens.
     pub(super) fn seal(&self, compressor: &mut zstd::bulk::Compressor<'_>) -> Result<Sealed, Error> {
         let records: Vec<ChunkRecord<'_>> = self.chunk_records().collect();
+        let shaped = shapes::shape(records.iter().map(|r| r.line));
         let mut columns = Vec::with_capacity(self.text.len() + records.len() * 4);
-        encode_columns(&records, &mut columns);
+        encode_columns(&records, &shaped, &mut columns);
         let compressed =
             compressor.compress(&columns).map_err(|e| Error::Io { path: "log chunk".into(), source: e })?;
-        let (terms, hashes) = distinct_tokens(records.iter().map(|r| r.line));
+        let (terms, hashes) = distinct_tokens(&shaped);
         let mut labels = Vec::with_capacity(64);
         put_pairs(&mut labels, &self.labels);
         let first_ns = records.first().map_or(0, |r| r.ts_ns);
@@ -147,19 +151,24 @@ impl Head {
     }
 }
 
-/// The distinct tokens of `lines`: dictionary tokens, and the hashes of identifiers (for the Bloom filter).
-fn distinct_tokens<'a>(lines: impl Iterator<Item = &'a str>) -> (Vec<String>, Vec<u64>) {
+/// The distinct tokens of the shaped lines: dictionary tokens, and the hashes of identifiers (for the
+/// Bloom filter). A line's tokens are its shape's runs and its variables (each one whole run), so each
+/// shape is tokenized once and each distinct value once.
+fn distinct_tokens(shaped: &Shaped<'_>) -> (Vec<String>, Vec<u64>) {
     let mut borrowed: HashSet<&str, foldhash::fast::FixedState> = HashSet::default();
     let mut owned: HashSet<String, foldhash::fast::FixedState> = HashSet::default();
-    for line in lines {
-        for (from, to) in runs(line) {
-            match lowered(&line[from..to]) {
-                std::borrow::Cow::Borrowed(token) => {
-                    borrowed.insert(token);
-                }
-                std::borrow::Cow::Owned(token) => {
-                    owned.insert(token);
-                }
+    for shape in &shaped.shapes {
+        for (from, to) in runs(&shape.text) {
+            owned.insert(lowered(&shape.text[from..to]).into_owned());
+        }
+    }
+    for value in shaped.values.iter().flatten().flatten() {
+        match lowered(value) {
+            Cow::Borrowed(token) => {
+                borrowed.insert(token);
+            }
+            Cow::Owned(token) => {
+                owned.insert(token);
             }
         }
     }
