@@ -559,7 +559,13 @@ fn read_chunk(
         {
             continue;
         }
-        visit(LogRecord { ts_ns, labels: labels.clone(), line: line.to_owned(), metadata: metadata.clone(), position: None });
+        visit(LogRecord {
+            ts_ns,
+            labels: labels.clone(),
+            line: line.to_owned(),
+            metadata: metadata.clone(),
+            position: None,
+        });
     }
     Ok(())
 }

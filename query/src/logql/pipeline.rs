@@ -224,11 +224,7 @@ fn add_label(labels: &mut BTreeMap<String, String>, name: &str, value: String) {
 }
 
 fn sanitize(name: &str) -> String {
-    let mut out: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
+    sanitized(name).collect()
 }
 
 fn set_error(labels: &mut BTreeMap<String, String>, error: &str) {
@@ -288,11 +284,43 @@ struct WantedKeys<'a> {
 }
 
 impl WantedKeys<'_> {
+    /// Whether a needed label is the key's label name, or starts with it and `_` (a nested key's).
     fn could_need(&self, key: &str) -> bool {
-        let name = sanitize(key);
-        self.needed
-            .iter()
-            .any(|n| n.strip_prefix(name.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('_')))
+        self.needed.iter().any(|needed| {
+            let mut rest = needed.chars();
+            sanitized(key).all(|c| rest.next() == Some(c)) && matches!(rest.next(), None | Some('_'))
+        })
+    }
+}
+
+/// The characters of [`sanitize`]`(name)`, without building it.
+fn sanitized(name: &str) -> impl Iterator<Item = char> + '_ {
+    let lead = name.starts_with(|c: char| c.is_ascii_digit()).then_some('_');
+    lead.into_iter().chain(name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }))
+}
+
+/// A JSON object key, borrowed from the line unless it holds escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(key)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(key.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
@@ -312,7 +340,7 @@ impl<'de> serde::de::Visitor<'de> for WantedKeys<'_> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if self.could_need(&key) {
                 let value: serde_json::Value = map.next_value()?;
                 self.wanted.push((key.into_owned(), value));

@@ -157,7 +157,7 @@ pub(crate) fn decode_columns(buf: &[u8], first_ns: i64) -> Option<Columns> {
         ts = ts.wrapping_add(varint(buf, &mut pos)?);
         times.push(ts);
     }
-    let mut text = String::with_capacity(buf.len() * 2);
+    let mut text = String::new();
     let ends = shapes::decode(buf, &mut pos, count, &mut text)?;
     let mut metadata = Vec::with_capacity(count);
     for _ in 0..count {

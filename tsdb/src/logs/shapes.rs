@@ -145,21 +145,24 @@ pub(crate) fn decode(buf: &[u8], pos: &mut usize, count: usize, text: &mut Strin
         }
         values.push(slots);
     }
+    // Each shape cut at its slots once; the text reserved at its final size.
+    let parts: Vec<Vec<&str>> = shapes
+        .iter()
+        .map(|shape| if shape.literal { vec![shape.text.as_str()] } else { shape.text.split(SLOT as char).collect() })
+        .collect();
+    let fixed: usize = ids.iter().map(|&id| shapes[id].text.len() - shapes[id].slots()).sum();
+    let variable: usize = values.iter().flatten().flatten().map(|v| v.len()).sum();
+    text.reserve(fixed + variable);
     let mut next = vec![0usize; shape_count];
     let mut ends = Vec::with_capacity(count);
     for id in ids {
-        let shape = &shapes[id];
         let row = next[id];
         next[id] += 1;
-        if shape.literal {
-            text.push_str(&shape.text);
-        } else {
-            for (slot, part) in shape.text.split(SLOT as char).enumerate() {
-                if slot > 0 {
-                    text.push_str(values[id][slot - 1][row]);
-                }
-                text.push_str(part);
-            }
+        let (first, rest) = parts[id].split_first().expect("a split gives at least one part");
+        text.push_str(first);
+        for (column, part) in values[id].iter().zip(rest) {
+            text.push_str(column[row]);
+            text.push_str(part);
         }
         ends.push(text.len());
     }
