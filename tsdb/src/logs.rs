@@ -155,7 +155,7 @@ pub struct LogIndex {
 struct State {
     partitions: BTreeMap<i64, Partition>,
     /// Unsealed records, per partition and stream.
-    heads: HashMap<i64, HashMap<StreamLabels, Head>>,
+    heads: HashMap<i64, HashMap<StreamLabels, Head, foldhash::fast::RandomState>>,
     wal: wal::Wal,
     next_seq: u64,
     /// Every stream with the time span of its records: what the label APIs read.
@@ -258,19 +258,25 @@ impl LogIndex {
                 heads.insert(labels, head);
             }
         }
-        let ts = record.ts_ns;
-        let changed = match state.streams.get_mut(&record.labels) {
-            Some(span) if span.0 <= ts && ts <= span.1 => false,
-            Some(span) => {
-                *span = (span.0.min(ts), span.1.max(ts));
-                true
+    }
+
+    /// Widens the stream registry to the heads' spans (heads are read directly until then).
+    fn register_heads(state: &mut State) {
+        let State { heads, streams, streams_changed, .. } = state;
+        for head in heads.values().flat_map(|h| h.values()) {
+            let (first, last) = (head.min_ns, head.max_ns);
+            match streams.get_mut(head.labels.as_ref()) {
+                Some(span) if span.0 <= first && last <= span.1 => {}
+                Some(span) => {
+                    *span = (span.0.min(first), span.1.max(last));
+                    *streams_changed = true;
+                }
+                None => {
+                    streams.insert((*head.labels).clone(), (first, last));
+                    *streams_changed = true;
+                }
             }
-            None => {
-                state.streams.insert(record.labels.clone(), (ts, ts));
-                true
-            }
-        };
-        state.streams_changed |= changed;
+        }
     }
 
     /// Seals the heads that are full or old into chunks, commits the partitions, and shrinks the
@@ -287,6 +293,7 @@ impl LogIndex {
     fn seal(&self, all: bool) -> Result<(), Error> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
+        Self::register_heads(state);
         let mut sealed_any = false;
         for (start, heads) in state.heads.iter_mut() {
             let due: Vec<StreamLabels> = heads
@@ -752,13 +759,18 @@ impl LogStore for LogIndex {
         end_ns: i64,
     ) -> Result<Vec<BTreeMap<String, String>>, Error> {
         let state = self.state.lock();
-        Ok(state
+        // The registry, and the heads (which it covers from the next commit on).
+        let heads = state.heads.values().flat_map(|h| h.values()).map(|h| (h.labels.as_ref(), (h.min_ns, h.max_ns)));
+        let found: std::collections::BTreeSet<&BTreeMap<String, String>> = state
             .streams
             .iter()
+            .map(|(labels, span)| (labels, *span))
+            .chain(heads)
             .filter(|(_, (first, last))| *first < end_ns && *last >= start_ns)
             .filter(|(labels, _)| matchers.iter().all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str))))
-            .map(|(labels, _)| labels.clone())
-            .collect())
+            .map(|(labels, _)| labels)
+            .collect();
+        Ok(found.into_iter().cloned().collect())
     }
 }
 
