@@ -6,14 +6,14 @@
 //!
 //! ```text
 //! u32 length of the rest | u32 crc32 of the rest | rest:
-//!   uvarint labels length, labels | uvarint bloom length, bloom | varint first ts | uvarint raw length
+//!   uvarint labels length, labels | uvarint bloom length, bloom | uvarint raw length
 //!   | zstd frame of the columns
 //! ```
 
 use std::collections::BTreeMap;
 
 use super::shapes::{self, Shaped};
-use crate::varint::{put_uvarint, put_varint, uvarint, varint};
+use crate::varint::{put_uvarint, uvarint};
 
 /// A stable 64-bit hash (the same in every build): Bloom filters and stream keys are kept on disk.
 pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
@@ -113,10 +113,9 @@ pub(crate) fn pairs(buf: &[u8], pos: &mut usize) -> Option<BTreeMap<String, Stri
 /// records' lines split into shapes.
 pub(crate) fn encode_columns(records: &[ChunkRecord<'_>], shaped: &Shaped<'_>, out: &mut Vec<u8>) {
     put_uvarint(out, records.len() as u64);
-    let mut previous = records.first().map_or(0, |r| r.ts_ns);
-    for record in records {
-        put_varint(out, record.ts_ns.wrapping_sub(previous));
-        previous = record.ts_ns;
+    if !records.is_empty() {
+        let times: Vec<u64> = records.iter().map(|r| r.ts_ns as u64).collect();
+        shapes::put_numbers(&times, out);
     }
     shapes::encode(shaped, out);
     for record in records {
@@ -144,19 +143,17 @@ impl Columns {
     }
 }
 
-/// Reads the columns [`encode_columns`] wrote, starting from `first_ns`; `None` if they are damaged.
-pub(crate) fn decode_columns(buf: &[u8], first_ns: i64) -> Option<Columns> {
+/// Reads the columns [`encode_columns`] wrote; `None` if they are damaged.
+pub(crate) fn decode_columns(buf: &[u8]) -> Option<Columns> {
     let mut pos = 0;
     let count = uvarint(buf, &mut pos)? as usize;
     if count > buf.len() {
         return None;
     }
-    let mut times = Vec::with_capacity(count);
-    let mut ts = first_ns;
-    for _ in 0..count {
-        ts = ts.wrapping_add(varint(buf, &mut pos)?);
-        times.push(ts);
-    }
+    let times: Vec<i64> = match count {
+        0 => Vec::new(),
+        _ => shapes::numbers(buf, &mut pos, count)?.into_iter().map(|t| t as i64).collect(),
+    };
     let mut text = String::new();
     let ends = shapes::decode(buf, &mut pos, count, &mut text)?;
     let mut metadata = Vec::with_capacity(count);
@@ -170,17 +167,15 @@ pub(crate) fn decode_columns(buf: &[u8], first_ns: i64) -> Option<Columns> {
 pub(crate) struct EntryHead<'a> {
     pub labels: &'a [u8],
     pub bloom: &'a [u8],
-    pub first_ns: i64,
     pub raw_len: usize,
     pub compressed: &'a [u8],
 }
 
-/// Frames an entry: length, checksum, labels, bloom, first time, raw length, compressed columns.
-pub(crate) fn encode_entry(labels: &[u8], bloom: &[u8], first_ns: i64, raw_len: usize, compressed: &[u8]) -> Vec<u8> {
+/// Frames an entry: length, checksum, labels, bloom, raw length, compressed columns.
+pub(crate) fn encode_entry(labels: &[u8], bloom: &[u8], raw_len: usize, compressed: &[u8]) -> Vec<u8> {
     let mut rest = Vec::with_capacity(labels.len() + bloom.len() + compressed.len() + 32);
     put_bytes(&mut rest, labels);
     put_bytes(&mut rest, bloom);
-    put_varint(&mut rest, first_ns);
     put_uvarint(&mut rest, raw_len as u64);
     rest.extend_from_slice(compressed);
     let mut entry = Vec::with_capacity(rest.len() + 8);
@@ -201,9 +196,8 @@ pub(crate) fn decode_entry(with_crc: &[u8]) -> Option<EntryHead<'_>> {
     let mut pos = 0;
     let labels = bytes(rest, &mut pos)?;
     let bloom = bytes(rest, &mut pos)?;
-    let first_ns = varint(rest, &mut pos)?;
     let raw_len = uvarint(rest, &mut pos)? as usize;
-    Some(EntryHead { labels, bloom, first_ns, raw_len, compressed: &rest[pos..] })
+    Some(EntryHead { labels, bloom, raw_len, compressed: &rest[pos..] })
 }
 
 #[cfg(test)]
@@ -234,7 +228,7 @@ mod tests {
 
     #[test]
     fn a_damaged_entry_is_refused() {
-        let entry = encode_entry(b"labels", b"bloom", 5, 3, b"abc");
+        let entry = encode_entry(b"labels", b"bloom", 3, b"abc");
         assert!(decode_entry(&entry[4..]).is_some());
         let mut damaged = entry.clone();
         let last = damaged.len() - 1;
@@ -257,7 +251,7 @@ mod tests {
                 .collect();
             let mut buf = Vec::new();
             encode_columns(&borrowed, &shapes::shape(borrowed.iter().map(|r| r.line)), &mut buf);
-            let columns = decode_columns(&buf, borrowed.first().map_or(0, |r| r.ts_ns)).unwrap();
+            let columns = decode_columns(&buf).unwrap();
             prop_assert_eq!(columns.lines().collect::<Vec<_>>(), records.iter().map(|r| r.1.as_str()).collect::<Vec<_>>());
             prop_assert_eq!(columns.times, records.iter().map(|r| r.0).collect::<Vec<_>>());
             prop_assert_eq!(columns.metadata, records.iter().map(|r| r.2.clone()).collect::<Vec<_>>());

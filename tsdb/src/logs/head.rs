@@ -138,10 +138,9 @@ impl Head {
         let (terms, hashes) = distinct_tokens(&shaped);
         let mut labels = Vec::with_capacity(64);
         put_pairs(&mut labels, &self.labels);
-        let first_ns = records.first().map_or(0, |r| r.ts_ns);
         Ok(Sealed {
             stream_key: stable_hash(&labels),
-            entry: encode_entry(&labels, &bloom(&hashes), first_ns, columns.len(), &compressed),
+            entry: encode_entry(&labels, &bloom(&hashes), columns.len(), &compressed),
             labels: self.labels.clone(),
             min_ns: self.min_ns,
             max_ns: self.max_ns,
