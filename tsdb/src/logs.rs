@@ -555,7 +555,7 @@ fn read_chunk(
         }
         decompressor.as_mut().and_then(|d| d.decompress(head.compressed, head.raw_len).ok())
     });
-    let Some(columns) = raw.as_deref().and_then(|raw| chunk::decode_columns(raw)) else {
+    let Some(columns) = raw.as_deref().and_then(chunk::decode_columns) else {
         damaged();
         return Ok(());
     };
