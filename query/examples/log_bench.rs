@@ -174,6 +174,22 @@ fn main() {
         median(search_times).as_secs_f64() * 1000.0
     );
 
+    // What Grafana's logs panel asks: the newest 1,000 lines of a selector over the whole range.
+    let newest = parse(r#"{app="nginx"}"#).unwrap();
+    let newest_times: Vec<Duration> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            let logql::Expr::Log(query) = &newest else { unreachable!() };
+            let found = engine.logs(query, START_NS, end_ns, 1000, true).unwrap();
+            assert_eq!(found.iter().map(|s| s.entries.len()).sum::<usize>(), 1000);
+            t.elapsed()
+        })
+        .collect();
+    println!(
+        "newest 1,000 lines of {{app=\"nginx\"}} over everything: p50 {:.1} ms",
+        median(newest_times).as_secs_f64() * 1000.0
+    );
+
     let volume = parse(r#"sum by (level) (count_over_time({app="checkout"} | json [5m]))"#).unwrap();
     let logql::Expr::Metric(volume) = volume else { unreachable!() };
     let end_ms = end_ns / 1_000_000;

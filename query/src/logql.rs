@@ -327,7 +327,7 @@ fn scan_in_parallel<S: Default + Send>(
                 scope.spawn(|| -> Result<S, QueryError> {
                     let mut state = S::default();
                     while let Some(part) = next() {
-                        part(&mut |record| fold(&mut state, record))?;
+                        part.read(&mut |record| fold(&mut state, record))?;
                     }
                     Ok(state)
                 })

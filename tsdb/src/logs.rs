@@ -94,8 +94,30 @@ pub struct LogQuery {
     pub backward: bool,
 }
 
-/// One part of a scan: reads its records into the visitor it is given.
-pub type ScanPart = Box<dyn FnOnce(&mut dyn FnMut(LogRecord)) -> Result<(), Error> + Send>;
+/// One part of a scan: the time span its records lie in, and how to read them into a visitor.
+pub struct ScanPart {
+    /// No record of the part is older.
+    pub min_ns: i64,
+    /// No record of the part is newer.
+    pub max_ns: i64,
+    read: Box<dyn FnOnce(&mut dyn FnMut(LogRecord)) -> Result<(), Error> + Send>,
+}
+
+impl ScanPart {
+    /// A part whose records lie in `[min_ns, max_ns]`, read by `read`.
+    pub fn new(
+        min_ns: i64,
+        max_ns: i64,
+        read: impl FnOnce(&mut dyn FnMut(LogRecord)) -> Result<(), Error> + Send + 'static,
+    ) -> Self {
+        ScanPart { min_ns, max_ns, read: Box::new(read) }
+    }
+
+    /// Hands the part's records to `visit`.
+    pub fn read(self, visit: &mut dyn FnMut(LogRecord)) -> Result<(), Error> {
+        (self.read)(visit)
+    }
+}
 
 /// Where logs are kept and searched.
 pub trait LogStore: Send + Sync {
@@ -577,6 +599,16 @@ fn read_chunk(
     Ok(())
 }
 
+/// Sorts `records` in the order a query returns them (by time, then labels; newest first when `backward`)
+/// and keeps the first `limit`.
+fn keep_first(records: &mut Vec<LogRecord>, limit: usize, backward: bool) {
+    records.sort_by(|a, b| a.ts_ns.cmp(&b.ts_ns).then_with(|| a.labels.cmp(&b.labels)));
+    if backward {
+        records.reverse();
+    }
+    records.truncate(limit);
+}
+
 /// `Bound` helpers for the range clauses.
 trait BoundExt<T> {
     fn or_min(self, min: T) -> Bound<T>;
@@ -698,17 +730,26 @@ impl LogStore for LogIndex {
     }
 
     fn select(&self, query: &LogQuery) -> Result<Vec<LogRecord>, Error> {
+        let mut parts = self.scan(query)?;
+        let limit = query.limit.unwrap_or(usize::MAX);
+        // Parts in the order of the records wanted first; once `limit` records are held, a part that
+        // cannot hold a record to come before the last of them is not read.
+        match query.backward {
+            true => parts.sort_by_key(|p| std::cmp::Reverse(p.max_ns)),
+            false => parts.sort_by_key(|p| p.min_ns),
+        }
         let mut records = Vec::new();
-        for part in self.scan(query)? {
-            part(&mut |record| records.push(record))?;
+        for part in parts {
+            if records.len() >= limit {
+                keep_first(&mut records, limit, query.backward);
+                let last = records[limit - 1].ts_ns;
+                if (query.backward && part.max_ns < last) || (!query.backward && part.min_ns > last) {
+                    break;
+                }
+            }
+            part.read(&mut |record| records.push(record))?;
         }
-        records.sort_by(|a, b| a.ts_ns.cmp(&b.ts_ns).then_with(|| a.labels.cmp(&b.labels)));
-        if query.backward {
-            records.reverse();
-        }
-        if let Some(limit) = query.limit {
-            records.truncate(limit);
-        }
+        keep_first(&mut records, limit, query.backward);
         Ok(records)
     }
 
@@ -717,19 +758,23 @@ impl LogStore for LogIndex {
             return Ok(Vec::new());
         }
         let (held, snapshots) = self.gather(query);
-        let mut parts: Vec<ScanPart> = vec![Box::new(move |visit: &mut dyn FnMut(LogRecord)| {
-            held.into_iter().for_each(visit);
-            Ok(())
-        })];
+        let mut parts = Vec::new();
+        let held_span = (held.iter().map(|r| r.ts_ns).min(), held.iter().map(|r| r.ts_ns).max());
+        if let (Some(min_ns), Some(max_ns)) = held_span {
+            parts.push(ScanPart::new(min_ns, max_ns, move |visit| {
+                held.into_iter().for_each(visit);
+                Ok(())
+            }));
+        }
         let (tantivy_query, identifiers) = self.build_query(query);
         let (query, identifiers) = (Arc::new(query.clone()), Arc::new(identifiers));
         for snapshot in snapshots {
-            let offsets = snapshot.offsets(&tantivy_query)?;
+            let chunks = snapshot.chunks(&tantivy_query)?;
             let snapshot = Arc::new(snapshot);
-            for offset in offsets {
+            for chunk in chunks {
                 let (snapshot, query, identifiers) = (snapshot.clone(), query.clone(), identifiers.clone());
-                parts.push(Box::new(move |visit: &mut dyn FnMut(LogRecord)| {
-                    read_chunk(&snapshot, offset, &query, &identifiers, visit)
+                parts.push(ScanPart::new(chunk.min_ns, chunk.max_ns, move |visit| {
+                    read_chunk(&snapshot, chunk.offset, &query, &identifiers, visit)
                 }));
             }
         }

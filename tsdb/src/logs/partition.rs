@@ -188,22 +188,37 @@ impl Partition {
     }
 }
 
+/// Where a chunk is, and the time span of its records.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ChunkRef {
+    pub offset: u64,
+    pub min_ns: i64,
+    pub max_ns: i64,
+}
+
 impl Snapshot {
-    /// Offsets in `chunks.dat` of the chunks `query` matches, ascending.
-    pub(super) fn offsets(&self, query: &dyn Query) -> Result<Vec<u64>, Error> {
+    /// The chunks `query` matches, by offset in `chunks.dat`.
+    pub(super) fn chunks(&self, query: &dyn Query) -> Result<Vec<ChunkRef>, Error> {
         let found = self.searcher.search(query, &DocSetCollector).map_err(|e| tantivy_error(&self.dir, e))?;
         let mut by_segment: HashMap<u32, Vec<u32>> = HashMap::new();
         for address in found {
             by_segment.entry(address.segment_ord).or_default().push(address.doc_id);
         }
-        let mut offsets = Vec::new();
+        let mut chunks = Vec::new();
+        let column_error = |e| tantivy_error(&self.dir, e);
         for (segment, docs) in by_segment {
-            let reader = self.searcher.segment_reader(segment);
-            let column = reader.fast_fields().u64("offset").map_err(|e| tantivy_error(&self.dir, e))?;
-            offsets.extend(docs.into_iter().filter_map(|doc| column.first(doc)));
+            let fast = self.searcher.segment_reader(segment).fast_fields();
+            let (offset, min_ns, max_ns) = (
+                fast.u64("offset").map_err(column_error)?,
+                fast.i64("min_ts").map_err(column_error)?,
+                fast.i64("max_ts").map_err(column_error)?,
+            );
+            chunks.extend(docs.into_iter().filter_map(|doc| {
+                Some(ChunkRef { offset: offset.first(doc)?, min_ns: min_ns.first(doc)?, max_ns: max_ns.first(doc)? })
+            }));
         }
-        offsets.sort_unstable();
-        Ok(offsets)
+        chunks.sort_unstable_by_key(|c| c.offset);
+        Ok(chunks)
     }
 
     /// The entry at `offset` (its checksum and the rest, after the length).
