@@ -100,22 +100,30 @@ pub struct ScanPart {
     pub min_ns: i64,
     /// No record of the part is newer.
     pub max_ns: i64,
-    read: Box<dyn FnOnce(&mut dyn FnMut(LogRecord)) -> Result<(), Error> + Send>,
+    read: Box<ReadPart>,
 }
+
+/// Reads a part's records within `[start_ns, end_ns]` (a narrowing of the query's range) into a visitor.
+type ReadPart = dyn FnOnce(i64, i64, &mut dyn FnMut(LogRecord)) -> Result<(), Error> + Send;
 
 impl ScanPart {
     /// A part whose records lie in `[min_ns, max_ns]`, read by `read`.
     pub fn new(
         min_ns: i64,
         max_ns: i64,
-        read: impl FnOnce(&mut dyn FnMut(LogRecord)) -> Result<(), Error> + Send + 'static,
+        read: impl FnOnce(i64, i64, &mut dyn FnMut(LogRecord)) -> Result<(), Error> + Send + 'static,
     ) -> Self {
         ScanPart { min_ns, max_ns, read: Box::new(read) }
     }
 
     /// Hands the part's records to `visit`.
     pub fn read(self, visit: &mut dyn FnMut(LogRecord)) -> Result<(), Error> {
-        (self.read)(visit)
+        (self.read)(i64::MIN, i64::MAX, visit)
+    }
+
+    /// Hands the part's records in `[start_ns, end_ns]` to `visit`; the others are not even built.
+    pub fn read_within(self, start_ns: i64, end_ns: i64, visit: &mut dyn FnMut(LogRecord)) -> Result<(), Error> {
+        (self.read)(start_ns, end_ns, visit)
     }
 }
 
@@ -159,7 +167,7 @@ impl Default for LogOptions {
             partition_ns: 24 * 3600 * 1_000_000_000,
             retention_ns: None,
             max_bytes: None,
-            chunk_bytes: 1024 * 1024,
+            chunk_bytes: 2 * 1024 * 1024,
             chunk_max_age: Duration::from_secs(300),
         }
     }
@@ -543,12 +551,13 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Hands the records of the chunk at `offset` that `query` wants to `visit`. A damaged chunk is logged,
-/// counted and skipped.
+/// Hands the records of the chunk at `offset` that `query` wants, with times in `window`, to `visit`. A
+/// damaged chunk is logged, counted and skipped.
 fn read_chunk(
     snapshot: &Snapshot,
     offset: u64,
     query: &LogQuery,
+    window: std::ops::RangeInclusive<i64>,
     identifiers: &[u64],
     visit: &mut dyn FnMut(LogRecord),
 ) -> Result<(), Error> {
@@ -583,9 +592,7 @@ fn read_chunk(
     };
     let lines = columns.lines();
     for ((ts_ns, line), metadata) in columns.times.iter().copied().zip(lines).zip(columns.metadata.iter()) {
-        if !(query.start_ns..query.end_ns).contains(&ts_ns)
-            || !query.contains.iter().all(|text| line.contains(text.as_str()))
-        {
+        if !window.contains(&ts_ns) || !query.contains.iter().all(|text| line.contains(text.as_str())) {
             continue;
         }
         visit(LogRecord {
@@ -597,6 +604,21 @@ fn read_chunk(
         });
     }
     Ok(())
+}
+
+/// Reads `parts` within `[start_ns, end_ns]`, each on a thread of its own when there are several.
+fn read_parts(parts: Vec<ScanPart>, start_ns: i64, end_ns: i64) -> Vec<Result<Vec<LogRecord>, Error>> {
+    let read = move |part: ScanPart| {
+        let mut records = Vec::new();
+        part.read_within(start_ns, end_ns, &mut |record| records.push(record)).map(|()| records)
+    };
+    if parts.len() == 1 {
+        return parts.into_iter().map(read).collect();
+    }
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = parts.into_iter().map(|part| scope.spawn(move || read(part))).collect();
+        readers.into_iter().map(|reader| reader.join().expect("a part reader does not panic")).collect()
+    })
 }
 
 /// Sorts `records` in the order a query returns them (by time, then labels; newest first when `backward`)
@@ -738,16 +760,31 @@ impl LogStore for LogIndex {
             true => parts.sort_by_key(|p| std::cmp::Reverse(p.max_ns)),
             false => parts.sort_by_key(|p| p.min_ns),
         }
+        // Read in waves of one part per core.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut parts = parts.into_iter().peekable();
         let mut records = Vec::new();
-        for part in parts {
+        loop {
+            let (mut start_ns, mut end_ns) = (i64::MIN, i64::MAX);
             if records.len() >= limit {
                 keep_first(&mut records, limit, query.backward);
+                // Only records that may still come before the last one kept are built.
                 let last = records[limit - 1].ts_ns;
-                if (query.backward && part.max_ns < last) || (!query.backward && part.min_ns > last) {
-                    break;
+                (start_ns, end_ns) = if query.backward { (last, i64::MAX) } else { (i64::MIN, last) };
+            }
+            let mut wave = Vec::with_capacity(threads);
+            while wave.len() < threads {
+                match parts.next_if(|p| p.max_ns >= start_ns && p.min_ns <= end_ns) {
+                    Some(part) => wave.push(part),
+                    None => break,
                 }
             }
-            part.read(&mut |record| records.push(record))?;
+            if wave.is_empty() {
+                break;
+            }
+            for read in read_parts(wave, start_ns, end_ns) {
+                records.extend(read?);
+            }
         }
         keep_first(&mut records, limit, query.backward);
         Ok(records)
@@ -761,8 +798,8 @@ impl LogStore for LogIndex {
         let mut parts = Vec::new();
         let held_span = (held.iter().map(|r| r.ts_ns).min(), held.iter().map(|r| r.ts_ns).max());
         if let (Some(min_ns), Some(max_ns)) = held_span {
-            parts.push(ScanPart::new(min_ns, max_ns, move |visit| {
-                held.into_iter().for_each(visit);
+            parts.push(ScanPart::new(min_ns, max_ns, move |start_ns, end_ns, visit| {
+                held.into_iter().filter(|r| (start_ns..=end_ns).contains(&r.ts_ns)).for_each(visit);
                 Ok(())
             }));
         }
@@ -773,8 +810,9 @@ impl LogStore for LogIndex {
             let snapshot = Arc::new(snapshot);
             for chunk in chunks {
                 let (snapshot, query, identifiers) = (snapshot.clone(), query.clone(), identifiers.clone());
-                parts.push(ScanPart::new(chunk.min_ns, chunk.max_ns, move |visit| {
-                    read_chunk(&snapshot, chunk.offset, &query, &identifiers, visit)
+                parts.push(ScanPart::new(chunk.min_ns, chunk.max_ns, move |start_ns, end_ns, visit| {
+                    let window = start_ns.max(query.start_ns)..=end_ns.min(query.end_ns - 1);
+                    read_chunk(&snapshot, chunk.offset, &query, window, &identifiers, visit)
                 }));
             }
         }
