@@ -546,9 +546,33 @@ impl LogIndex {
     }
 }
 
+/// What reading a chunk needs besides the chunk, kept per thread: a zstd context, and the buffers of the
+/// last chunk read (large enough for the next, so no fresh pages are faulted in for each).
+#[derive(Default)]
+struct Scratch {
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+    raw: Vec<u8>,
+    text: String,
+}
+
 thread_local! {
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Decompresses `compressed` (`raw_len` bytes once decompressed) into the thread's buffer, and hands the
+/// buffer back; `None` if the data is damaged.
+fn decompress(compressed: &[u8], raw_len: usize) -> Option<(Vec<u8>, String)> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        if scratch.decompressor.is_none() {
+            scratch.decompressor = zstd::bulk::Decompressor::new().ok();
+        }
+        let mut raw = std::mem::take(&mut scratch.raw);
+        raw.clear();
+        raw.reserve(raw_len);
+        let decompressor = scratch.decompressor.as_mut()?;
+        decompressor.decompress_to_buffer(compressed, &mut raw).ok()?;
+        Some((raw, std::mem::take(&mut scratch.text)))
+    })
 }
 
 /// Hands the records of the chunk at `offset` that `query` wants, with times in `window`, to `visit`. A
@@ -580,13 +604,11 @@ fn read_chunk(
     if !query.matchers.iter().all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str))) {
         return Ok(());
     }
-    let raw = DECOMPRESSOR.with_borrow_mut(|decompressor| {
-        if decompressor.is_none() {
-            *decompressor = zstd::bulk::Decompressor::new().ok();
-        }
-        decompressor.as_mut().and_then(|d| d.decompress(head.compressed, head.raw_len).ok())
-    });
-    let Some(columns) = raw.as_deref().and_then(chunk::decode_columns) else {
+    let Some((raw, text)) = decompress(head.compressed, head.raw_len) else {
+        damaged();
+        return Ok(());
+    };
+    let Some(columns) = chunk::decode_columns(&raw, text) else {
         damaged();
         return Ok(());
     };
@@ -603,6 +625,7 @@ fn read_chunk(
             position: None,
         });
     }
+    SCRATCH.with_borrow_mut(|scratch| (scratch.raw, scratch.text) = (raw, columns.into_text()));
     Ok(())
 }
 

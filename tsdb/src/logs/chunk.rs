@@ -132,6 +132,11 @@ pub(crate) struct Columns {
 }
 
 impl Columns {
+    /// The buffer the lines were laid out in, for the next decoding.
+    pub(crate) fn into_text(self) -> String {
+        self.text
+    }
+
     /// The lines, in record order.
     pub(crate) fn lines(&self) -> impl Iterator<Item = &str> {
         let mut start = 0;
@@ -143,8 +148,9 @@ impl Columns {
     }
 }
 
-/// Reads the columns [`encode_columns`] wrote; `None` if they are damaged.
-pub(crate) fn decode_columns(buf: &[u8]) -> Option<Columns> {
+/// Reads the columns [`encode_columns`] wrote, laying the lines out in `text` (cleared first); `None` if
+/// they are damaged.
+pub(crate) fn decode_columns(buf: &[u8], mut text: String) -> Option<Columns> {
     let mut pos = 0;
     let count = uvarint(buf, &mut pos)? as usize;
     if count > buf.len() {
@@ -154,7 +160,7 @@ pub(crate) fn decode_columns(buf: &[u8]) -> Option<Columns> {
         0 => Vec::new(),
         _ => shapes::numbers(buf, &mut pos, count)?.into_iter().map(|t| t as i64).collect(),
     };
-    let mut text = String::new();
+    text.clear();
     let ends = shapes::decode(buf, &mut pos, count, &mut text)?;
     let mut metadata = Vec::with_capacity(count);
     for _ in 0..count {
@@ -251,7 +257,7 @@ mod tests {
                 .collect();
             let mut buf = Vec::new();
             encode_columns(&borrowed, &shapes::shape(borrowed.iter().map(|r| r.line)), &mut buf);
-            let columns = decode_columns(&buf).unwrap();
+            let columns = decode_columns(&buf, String::new()).unwrap();
             prop_assert_eq!(columns.lines().collect::<Vec<_>>(), records.iter().map(|r| r.1.as_str()).collect::<Vec<_>>());
             prop_assert_eq!(columns.times, records.iter().map(|r| r.0).collect::<Vec<_>>());
             prop_assert_eq!(columns.metadata, records.iter().map(|r| r.2.clone()).collect::<Vec<_>>());
