@@ -192,7 +192,8 @@ struct State {
     streams: BTreeMap<BTreeMap<String, String>, (i64, i64)>,
     streams_changed: bool,
     replays: replays::Replays,
-    compressor: zstd::bulk::Compressor<'static>,
+    /// The zstd context chunks are sealed with.
+    encoder: zstd::stream::raw::Encoder<'static>,
 }
 
 /// One entry of `streams.json`.
@@ -242,7 +243,7 @@ impl LogIndex {
             streams: read_streams(&dir.join(STREAMS_FILE)),
             streams_changed: false,
             replays: replays::Replays::read(&dir.join(REPLAYS_FILE)),
-            compressor: zstd::bulk::Compressor::new(CHUNK_LEVEL).map_err(|e| Error::io(dir, e))?,
+            encoder: zstd::stream::raw::Encoder::new(CHUNK_LEVEL).map_err(|e| Error::io(dir, e))?,
         };
         let store = LogIndex { dir: dir.to_owned(), fields: partition::schema().1, options, state: Mutex::new(state) };
         store.replay(frames);
@@ -345,7 +346,7 @@ impl LogIndex {
             };
             for labels in due {
                 let head = heads.remove(&labels).expect("listed above");
-                partition.add(&self.fields, head.seal(&mut state.compressor)?)?;
+                partition.add(&self.fields, head.seal(&mut state.encoder)?)?;
                 sealed_any = true;
             }
         }

@@ -1,6 +1,7 @@
-//! Sealed chunks: the records of one stream over a stretch of time, laid out column by column (time
-//! deltas, line lengths, lines, metadata) and zstd-compressed together, with the stream's labels and a
-//! Bloom filter of the chunk's high-cardinality tokens in front.
+//! Sealed chunks: the records of one stream over a stretch of time, laid out column by column (times,
+//! line shapes and slot values, metadata) and zstd-compressed together, each part of a column (a byte
+//! plane, a column's lengths, its text) in blocks of its own, with the stream's labels and a Bloom filter
+//! of the chunk's high-cardinality tokens in front.
 //!
 //! An entry in a partition's `chunks.dat`:
 //!
@@ -109,17 +110,78 @@ pub(crate) fn pairs(buf: &[u8], pos: &mut usize) -> Option<BTreeMap<String, Stri
     Some(out)
 }
 
+/// Uncompressed columns, with where each part ends: a part holds one kind of byte (a plane of numbers, a
+/// column's lengths, its text), and [`compress`] gives each its own zstd blocks, so each is
+/// entropy-coded with its own statistics rather than those of its neighbours (random low bytes next to
+/// nearly constant high ones).
+#[derive(Default)]
+pub(crate) struct Parts {
+    pub bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Parts {
+    /// Ends the current part.
+    pub(crate) fn end(&mut self) {
+        self.ends.push(self.bytes.len());
+    }
+}
+
+/// Parts shorter than this are joined to the next: a block of their own would cost more than it saves.
+const MIN_PART_BYTES: usize = 256;
+
+/// Compresses `parts` into one zstd frame (one context, so later parts still reuse earlier ones), ending
+/// a block after each part of at least [`MIN_PART_BYTES`].
+pub(crate) fn compress(encoder: &mut zstd::stream::raw::Encoder<'_>, parts: &Parts) -> std::io::Result<Vec<u8>> {
+    use zstd::stream::raw::{InBuffer, Operation};
+    encoder.reinit()?;
+    encoder.set_pledged_src_size(Some(parts.bytes.len() as u64))?;
+    let bound = zstd::zstd_safe::compress_bound(parts.bytes.len());
+    let mut out: Vec<u8> = Vec::with_capacity(bound + 64 * (parts.ends.len() + 1));
+    let mut from = 0;
+    for cut in parts.ends.iter().copied().chain([parts.bytes.len()]) {
+        if cut < from + MIN_PART_BYTES && cut < parts.bytes.len() {
+            continue;
+        }
+        let mut input = InBuffer::around(&parts.bytes[from..cut]);
+        while input.pos() < input.src.len() {
+            drain(&mut out, |buffer| encoder.run(&mut input, buffer).map(|_| 0))?;
+        }
+        from = cut;
+        drain(&mut out, |buffer| encoder.flush(buffer))?;
+    }
+    drain(&mut out, |buffer| encoder.finish(buffer, true))?;
+    Ok(out)
+}
+
+/// Runs a zstd step into the free room of `out` until it has nothing left to write, making room as
+/// needed.
+fn drain(
+    out: &mut Vec<u8>,
+    mut step: impl FnMut(&mut zstd::stream::raw::OutBuffer<'_, Vec<u8>>) -> std::io::Result<usize>,
+) -> std::io::Result<()> {
+    loop {
+        if out.capacity() - out.len() < 1024 {
+            out.reserve(64 * 1024);
+        }
+        let filled = out.len();
+        if step(&mut zstd::stream::raw::OutBuffer::around_pos(out, filled))? == 0 {
+            return Ok(());
+        }
+    }
+}
+
 /// The columns of `records`, uncompressed: times, the lines as [`shapes`], metadata. `shaped` holds the
 /// records' lines split into shapes.
-pub(crate) fn encode_columns(records: &[ChunkRecord<'_>], shaped: &Shaped<'_>, out: &mut Vec<u8>) {
-    put_uvarint(out, records.len() as u64);
+pub(crate) fn encode_columns(records: &[ChunkRecord<'_>], shaped: &Shaped<'_>, out: &mut Parts) {
+    put_uvarint(&mut out.bytes, records.len() as u64);
+    let times: Vec<u64> = records.iter().map(|r| r.ts_ns as u64).collect();
     if !records.is_empty() {
-        let times: Vec<u64> = records.iter().map(|r| r.ts_ns as u64).collect();
-        shapes::put_numbers(&times, out);
+        shapes::put_numbers(&times, None, out);
     }
-    shapes::encode(shaped, out);
+    shapes::encode(shaped, &times, out);
     for record in records {
-        put_pairs(out, record.metadata);
+        put_pairs(&mut out.bytes, record.metadata);
     }
 }
 
@@ -156,12 +218,13 @@ pub(crate) fn decode_columns(buf: &[u8], mut text: String) -> Option<Columns> {
     if count > buf.len() {
         return None;
     }
-    let times: Vec<i64> = match count {
+    let times: Vec<u64> = match count {
         0 => Vec::new(),
-        _ => shapes::numbers(buf, &mut pos, count)?.into_iter().map(|t| t as i64).collect(),
+        _ => shapes::numbers(buf, &mut pos, count, None)?,
     };
     text.clear();
-    let ends = shapes::decode(buf, &mut pos, count, &mut text)?;
+    let ends = shapes::decode(buf, &mut pos, &times, &mut text)?;
+    let times = times.into_iter().map(|t| t as i64).collect();
     let mut metadata = Vec::with_capacity(count);
     for _ in 0..count {
         metadata.push(pairs(buf, &mut pos)?);
@@ -232,6 +295,34 @@ mod tests {
         assert_eq!(stable_hash(b"trace"), 0x3f8b_a485_2b26_5581, "{:#x}", stable_hash(b"trace"));
     }
 
+    /// A plane of random low bytes, then a plane of high bytes that take four values.
+    fn planes() -> Parts {
+        let mut parts = Parts::default();
+        let values: Vec<u64> = (0..4096u64).map(|i| stable_hash(&i.to_le_bytes()) % 1024).collect();
+        for plane in 0..2 {
+            parts.bytes.extend(values.iter().map(|v| (v >> (8 * plane)) as u8));
+            parts.end();
+        }
+        parts
+    }
+
+    #[test]
+    fn each_part_is_compressed_on_its_own() {
+        let mut encoder = zstd::stream::raw::Encoder::new(3).unwrap();
+        let parts = planes();
+        let by_part = compress(&mut encoder, &parts).unwrap();
+        let whole = zstd::bulk::compress(&parts.bytes, 3).unwrap();
+        assert!(by_part.len() + 256 < whole.len(), "{} bytes by part, {} whole", by_part.len(), whole.len());
+        // The encoder starts a fresh frame each time.
+        for _ in 0..2 {
+            let again = compress(&mut encoder, &parts).unwrap();
+            assert_eq!(zstd::bulk::decompress(&again, parts.bytes.len()).unwrap(), parts.bytes);
+        }
+        let tiny = Parts { bytes: b"abc".to_vec(), ends: vec![1, 2] };
+        let compressed = compress(&mut encoder, &tiny).unwrap();
+        assert_eq!(zstd::bulk::decompress(&compressed, 3).unwrap(), b"abc");
+    }
+
     #[test]
     fn a_damaged_entry_is_refused() {
         let entry = encode_entry(b"labels", b"bloom", 3, b"abc");
@@ -255,9 +346,12 @@ mod tests {
                 .iter()
                 .map(|(ts_ns, line, metadata)| ChunkRecord { ts_ns: *ts_ns, line, metadata })
                 .collect();
-            let mut buf = Vec::new();
-            encode_columns(&borrowed, &shapes::shape(borrowed.iter().map(|r| r.line)), &mut buf);
-            let columns = decode_columns(&buf, String::new()).unwrap();
+            let mut parts = Parts::default();
+            encode_columns(&borrowed, &shapes::shape(borrowed.iter().map(|r| r.line)), &mut parts);
+            let compressed = compress(&mut zstd::stream::raw::Encoder::new(3).unwrap(), &parts).unwrap();
+            let raw = zstd::bulk::decompress(&compressed, parts.bytes.len()).unwrap();
+            prop_assert_eq!(&raw, &parts.bytes);
+            let columns = decode_columns(&raw, String::new()).unwrap();
             prop_assert_eq!(columns.lines().collect::<Vec<_>>(), records.iter().map(|r| r.1.as_str()).collect::<Vec<_>>());
             prop_assert_eq!(columns.times, records.iter().map(|r| r.0).collect::<Vec<_>>());
             prop_assert_eq!(columns.metadata, records.iter().map(|r| r.2.clone()).collect::<Vec<_>>());

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use std::borrow::Cow;
 
-use super::chunk::{ChunkRecord, bloom, encode_columns, encode_entry, put_pairs, stable_hash};
+use super::chunk::{ChunkRecord, Parts, bloom, compress, encode_columns, encode_entry, put_pairs, stable_hash};
 use super::shapes::{self, Shaped};
 use super::tokenizer::{is_high_cardinality, lowered, runs};
 use super::wal::{self, WalRecord};
@@ -128,19 +128,19 @@ impl Head {
     }
 
     /// Seals the records into a compressed chunk entry with its tokens.
-    pub(super) fn seal(&self, compressor: &mut zstd::bulk::Compressor<'_>) -> Result<Sealed, Error> {
+    pub(super) fn seal(&self, encoder: &mut zstd::stream::raw::Encoder<'_>) -> Result<Sealed, Error> {
         let records: Vec<ChunkRecord<'_>> = self.chunk_records().collect();
         let shaped = shapes::shape(records.iter().map(|r| r.line));
-        let mut columns = Vec::with_capacity(self.text.len() + records.len() * 4);
+        let mut columns = Parts::default();
+        columns.bytes.reserve(self.text.len() + records.len() * 4);
         encode_columns(&records, &shaped, &mut columns);
-        let compressed =
-            compressor.compress(&columns).map_err(|e| Error::Io { path: "log chunk".into(), source: e })?;
+        let compressed = compress(encoder, &columns).map_err(|e| Error::Io { path: "log chunk".into(), source: e })?;
         let (terms, hashes) = distinct_tokens(&shaped);
         let mut labels = Vec::with_capacity(64);
         put_pairs(&mut labels, &self.labels);
         Ok(Sealed {
             stream_key: stable_hash(&labels),
-            entry: encode_entry(&labels, &bloom(&hashes), columns.len(), &compressed),
+            entry: encode_entry(&labels, &bloom(&hashes), columns.bytes.len(), &compressed),
             labels: self.labels.clone(),
             min_ns: self.min_ns,
             max_ns: self.max_ns,
