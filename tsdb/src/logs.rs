@@ -4,7 +4,7 @@
 //! - Appends go to a write-ahead log ([`wal`], fsynced before they are acknowledged) and to the stream's
 //!   head ([`head`]), which queries read at once.
 //! - A commit seals heads that hold [`LogOptions::chunk_bytes`] of text, or are older than
-//!   [`LogOptions::chunk_max_age`], into chunks ([`chunk`]: columns zstd-compressed together) appended to
+//!   [`LogOptions::chunk_max_age`], into chunks ([`chunk`]: columns in one zstd frame, part by part) appended to
 //!   the partition's `chunks.dat`, with one tantivy document per chunk ([`partition`]): stream labels as
 //!   `name=value` terms, the chunk's distinct tokens ([`tokenizer`]), its time span as fast fields.
 //!   Identifier-like tokens go to a per-chunk Bloom filter instead of the term dictionary.
@@ -776,8 +776,11 @@ impl LogStore for LogIndex {
     }
 
     fn select(&self, query: &LogQuery) -> Result<Vec<LogRecord>, Error> {
-        let mut parts = self.scan(query)?;
         let limit = query.limit.unwrap_or(usize::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut parts = self.scan(query)?;
         // Parts in the order of the records wanted first; once `limit` records are held, a part that
         // cannot hold a record to come before the last of them is not read.
         match query.backward {

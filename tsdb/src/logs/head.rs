@@ -1,11 +1,10 @@
 //! Heads: the records of one stream in one partition not yet sealed into a chunk, held in memory (and in
 //! the write-ahead log) and searched there. A head is sealed once it holds enough text or is old enough.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
-
-use std::borrow::Cow;
 
 use super::chunk::{ChunkRecord, Parts, bloom, compress, encode_columns, encode_entry, put_pairs, stable_hash};
 use super::shapes::{self, Shaped};

@@ -67,6 +67,8 @@ pub(super) struct Snapshot {
     pub dir: PathBuf,
     pub searcher: Searcher,
     pub chunks: Arc<File>,
+    /// The length of `chunks.dat` when the snapshot was taken: every chunk the searcher finds ends before.
+    pub chunks_len: u64,
 }
 
 impl Partition {
@@ -184,7 +186,12 @@ impl Partition {
     }
 
     pub(super) fn snapshot(&self) -> Snapshot {
-        Snapshot { dir: self.dir.clone(), searcher: self.reader.searcher(), chunks: self.chunks.clone() }
+        Snapshot {
+            dir: self.dir.clone(),
+            searcher: self.reader.searcher(),
+            chunks: self.chunks.clone(),
+            chunks_len: self.chunks_len,
+        }
     }
 }
 
@@ -221,12 +228,17 @@ impl Snapshot {
         Ok(chunks)
     }
 
-    /// The entry at `offset` (its checksum and the rest, after the length).
+    /// The entry at `offset` (its checksum and the rest, after the length); empty, which no entry is, when
+    /// its length is damaged and runs past the file.
     pub(super) fn entry(&self, offset: u64) -> Result<Vec<u8>, Error> {
         let path = || self.dir.join(CHUNKS_FILE);
         let mut len = [0u8; 4];
         self.chunks.read_exact_at(&mut len, offset).map_err(|e| Error::io(path(), e))?;
-        let mut entry = vec![0u8; u32::from_le_bytes(len) as usize + 4];
+        let len = u64::from(u32::from_le_bytes(len)) + 4;
+        if offset + 4 + len > self.chunks_len {
+            return Ok(Vec::new());
+        }
+        let mut entry = vec![0u8; len as usize];
         self.chunks.read_exact_at(&mut entry, offset + 4).map_err(|e| Error::io(path(), e))?;
         Ok(entry)
     }

@@ -333,10 +333,39 @@ fn a_limited_select_reads_chunks_in_time_order_and_returns_what_a_full_one_does(
     }
     for backward in [false, true] {
         let everything = store.select(&LogQuery { backward, ..all(&[]) }).unwrap();
-        for limit in [1, 5, 40, 200] {
+        for limit in [0, 1, 5, 40, 200] {
             let limited = store.select(&LogQuery { backward, limit: Some(limit), ..all(&[]) }).unwrap();
             let expected: Vec<_> = everything.iter().take(limit).cloned().collect();
             assert_eq!(limited, expected, "limit {limit}, backward {backward}");
         }
+    }
+}
+
+#[test]
+fn a_damaged_chunk_is_skipped_and_the_others_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+    store.flush().unwrap();
+    let chunks = std::fs::read_dir(dir.path().join(PARTITIONS_DIR)).unwrap().next().unwrap().unwrap().path();
+    let path = chunks.join("chunks.dat");
+    let original = std::fs::read(&path).unwrap();
+    // Two chunks (streams api and web): the first's body damaged, then its length.
+    let first_len = u32::from_le_bytes(original[..4].try_into().unwrap()) as usize + 8;
+    assert!(first_len < original.len(), "a second chunk follows");
+    let mut body = original.clone();
+    body[first_len - 3] ^= 0xff;
+    let mut length = original.clone();
+    length[2] = 0x7f;
+    // No line of the api stream holds "web".
+    let (lost, kept) = match original[..first_len].windows(3).any(|w| w == b"web") {
+        true => ("web", 3),
+        false => ("api", 1),
+    };
+    for damaged in [body, length] {
+        std::fs::write(&path, &damaged).unwrap();
+        let store = LogIndex::open(dir.path()).unwrap();
+        let found = store.select(&all(&[])).unwrap();
+        assert_eq!(found.len(), kept, "{found:?}");
+        assert!(found.iter().all(|r| r.labels["app"] != lost));
     }
 }
