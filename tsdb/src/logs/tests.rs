@@ -369,3 +369,68 @@ fn a_damaged_chunk_is_skipped_and_the_others_still_read() {
         assert!(found.iter().all(|r| r.labels["app"] != lost));
     }
 }
+
+/// What the child process of the full-disk test does: appends until the file-size limit (standing in for
+/// a full disk) fails an append, lifts the limit, appends once more, and exits without any commit, as a
+/// crash would. It writes how many batches were acknowledged before the failure.
+fn fill_the_disk(dir: &Path) {
+    let store = LogIndex::open(dir).unwrap();
+    let batch = |n: usize| -> Vec<LogRecord> {
+        (0..20)
+            .map(|i| record((n * 20 + i) as i64, "api", &format!("batch {n} record {i} {}", "x".repeat(400))))
+            .collect()
+    };
+    let mut acknowledged = 0;
+    while store.append(&batch(acknowledged)).is_ok() {
+        acknowledged += 1;
+        assert!(acknowledged < 1000, "the limit never failed an append");
+    }
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+    store.append(&batch(acknowledged + 1)).expect("with room again, appends succeed");
+    std::fs::write(dir.join("acknowledged"), acknowledged.to_string()).unwrap();
+    std::process::exit(0);
+}
+
+#[test]
+fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
+    const CHILD: &str = "VIGIL_TEST_FULL_DISK_DIR";
+    if let Some(dir) = std::env::var_os(CHILD) {
+        fill_the_disk(Path::new(&dir));
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args(["logs::tests::a_full_disk_fails_the_append_and_loses_nothing_acknowledged", "--exact", "--nocapture"])
+        .env(CHILD, dir.path());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        child.pre_exec(|| {
+            // Writes past 64 KiB fail (EFBIG) instead of killing the process.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit { rlim_cur: 64 * 1024, rlim_max: libc::RLIM_INFINITY };
+            match libc::setrlimit(libc::RLIMIT_FSIZE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let output = child.output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    let acknowledged: usize = std::fs::read_to_string(dir.path().join("acknowledged")).unwrap().parse().unwrap();
+    assert!(acknowledged > 0);
+    let store = LogIndex::open(dir.path()).unwrap();
+    let batches: Vec<String> =
+        lines(&store, &all(&["record 0 "])).iter().map(|l| l[..l.find(" record").unwrap()].to_owned()).collect();
+    let mut expected: Vec<String> = (0..acknowledged).map(|n| format!("batch {n}")).collect();
+    expected.push(format!("batch {}", acknowledged + 1));
+    assert_eq!(batches, expected, "every acknowledged batch, not the failed one, and the one after");
+    assert_eq!(lines(&store, &all(&[])).len(), (acknowledged + 1) * 20);
+}

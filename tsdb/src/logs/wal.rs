@@ -82,15 +82,20 @@ impl Wal {
         Ok(())
     }
 
-    /// Appends a frame and syncs it: once this returns, the records survive a crash.
+    /// Appends a frame and syncs it: once this returns, the records survive a crash. On failure (a full
+    /// disk) nothing of the frame remains, so the next frame does not follow a torn one, which would end
+    /// a replay before it.
     pub(super) fn append<'a>(
         &mut self,
         seq: u64,
         records: impl ExactSizeIterator<Item = WalRecord<'a>>,
     ) -> Result<(), Error> {
         let frame = frame(seq, records);
-        self.file.write_all(&frame).map_err(|e| Error::io(&self.path, e))?;
-        self.file.sync_data().map_err(|e| Error::io(&self.path, e))?;
+        if let Err(error) = self.file.write_all(&frame).and_then(|()| self.file.sync_data()) {
+            let _ = self.file.set_len(self.len);
+            let _ = self.seek_end();
+            return Err(Error::io(&self.path, error));
+        }
         self.len += frame.len() as u64;
         Ok(())
     }
