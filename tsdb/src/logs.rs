@@ -325,7 +325,6 @@ impl LogIndex {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         Self::register_heads(state);
-        let mut sealed_any = false;
         for (start, heads) in state.heads.iter_mut() {
             let due: Vec<StreamLabels> = heads
                 .iter()
@@ -346,15 +345,18 @@ impl LogIndex {
             };
             for labels in due {
                 let head = heads.remove(&labels).expect("listed above");
-                partition.add(&self.fields, head.seal(&mut state.encoder)?)?;
-                sealed_any = true;
+                let added = head.seal(&mut state.encoder).and_then(|sealed| partition.add(&self.fields, sealed));
+                if let Err(error) = added {
+                    // The records stay in their head (and the log) until a later commit can write them.
+                    heads.insert(labels, head);
+                    return Err(error);
+                }
             }
         }
         state.heads.retain(|_, heads| !heads.is_empty());
-        if sealed_any {
-            for partition in state.partitions.values_mut() {
-                partition.commit()?;
-            }
+        // Every partition with chunks not yet committed, also those an earlier failed commit left.
+        for partition in state.partitions.values_mut() {
+            partition.commit()?;
         }
         // The registry and the replay marks are saved before the log shrinks: a crash in between replays
         // into them again.

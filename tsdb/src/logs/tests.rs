@@ -370,67 +370,90 @@ fn a_damaged_chunk_is_skipped_and_the_others_still_read() {
     }
 }
 
-/// What the child process of the full-disk test does: appends until the file-size limit (standing in for
-/// a full disk) fails an append, lifts the limit, appends once more, and exits without any commit, as a
-/// crash would. It writes how many batches were acknowledged before the failure.
-fn fill_the_disk(dir: &Path) {
-    let store = LogIndex::open(dir).unwrap();
-    let batch = |n: usize| -> Vec<LogRecord> {
-        (0..20)
-            .map(|i| record((n * 20 + i) as i64, "api", &format!("batch {n} record {i} {}", "x".repeat(400))))
-            .collect()
-    };
-    let mut acknowledged = 0;
-    while store.append(&batch(acknowledged)).is_ok() {
-        acknowledged += 1;
-        assert!(acknowledged < 1000, "the limit never failed an append");
-    }
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: plain system calls on a local struct.
+/// Forty-odd kilobytes of records in batch `n`.
+fn big_batch(n: usize) -> Vec<LogRecord> {
+    (0..20).map(|i| record((n * 20 + i) as i64, "api", &format!("batch {n} record {i} {}", "x".repeat(400)))).collect()
+}
+
+/// Sets the file-size limit (standing in for a full disk: a write past it fails with EFBIG).
+fn limit_file_size(bytes: u64) -> std::io::Result<()> {
+    // SAFETY: plain system calls on a local struct; both are async-signal-safe.
     unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let limit = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
+        match libc::setrlimit(libc::RLIMIT_FSIZE, &limit) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
     }
-    store.append(&batch(acknowledged + 1)).expect("with room again, appends succeed");
-    std::fs::write(dir.join("acknowledged"), acknowledged.to_string()).unwrap();
-    std::process::exit(0);
+}
+
+const CHILD_DIR: &str = "VIGIL_TEST_CHILD_DIR";
+
+/// Runs the test `name` again in a child process (which sees [`CHILD_DIR`] and does its part there, where
+/// a file-size limit touches no other test), then reopens the store it left.
+fn in_child(name: &str, dir: &Path) {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture"])
+        .env(CHILD_DIR, dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+}
+
+/// The batches the store holds, by the lines of their first records.
+fn batches(store: &LogIndex) -> Vec<String> {
+    lines(store, &all(&["record 0 "])).iter().map(|l| l[..l.find(" record").unwrap()].to_owned()).collect()
 }
 
 #[test]
 fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
-    const CHILD: &str = "VIGIL_TEST_FULL_DISK_DIR";
-    if let Some(dir) = std::env::var_os(CHILD) {
-        fill_the_disk(Path::new(&dir));
-        return;
+    if let Some(dir) = std::env::var_os(CHILD_DIR) {
+        // Appends until the disk is full, makes room, appends once more, and stops as a crash would.
+        let store = LogIndex::open(Path::new(&dir)).unwrap();
+        limit_file_size(64 * 1024).unwrap();
+        let mut acknowledged = 0;
+        while store.append(&big_batch(acknowledged)).is_ok() {
+            acknowledged += 1;
+            assert!(acknowledged < 1000, "the limit never failed an append");
+        }
+        limit_file_size(libc::RLIM_INFINITY).unwrap();
+        store.append(&big_batch(acknowledged + 1)).expect("with room again, appends succeed");
+        std::fs::write(Path::new(&dir).join("acknowledged"), acknowledged.to_string()).unwrap();
+        std::process::exit(0);
     }
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
-    child
-        .args(["logs::tests::a_full_disk_fails_the_append_and_loses_nothing_acknowledged", "--exact", "--nocapture"])
-        .env(CHILD, dir.path());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        child.pre_exec(|| {
-            // Writes past 64 KiB fail (EFBIG) instead of killing the process.
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let limit = libc::rlimit { rlim_cur: 64 * 1024, rlim_max: libc::RLIM_INFINITY };
-            match libc::setrlimit(libc::RLIMIT_FSIZE, &limit) {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
-        });
-    }
-    let output = child.output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    in_child("logs::tests::a_full_disk_fails_the_append_and_loses_nothing_acknowledged", dir.path());
     let acknowledged: usize = std::fs::read_to_string(dir.path().join("acknowledged")).unwrap().parse().unwrap();
     assert!(acknowledged > 0);
     let store = LogIndex::open(dir.path()).unwrap();
-    let batches: Vec<String> =
-        lines(&store, &all(&["record 0 "])).iter().map(|l| l[..l.find(" record").unwrap()].to_owned()).collect();
     let mut expected: Vec<String> = (0..acknowledged).map(|n| format!("batch {n}")).collect();
     expected.push(format!("batch {}", acknowledged + 1));
-    assert_eq!(batches, expected, "every acknowledged batch, not the failed one, and the one after");
+    assert_eq!(batches(&store), expected, "every acknowledged batch, not the failed one, and the one after");
     assert_eq!(lines(&store, &all(&[])).len(), (acknowledged + 1) * 20);
+}
+
+#[test]
+fn a_full_disk_fails_the_commit_and_the_records_stay_readable() {
+    if let Some(dir) = std::env::var_os(CHILD_DIR) {
+        let store = LogIndex::open(Path::new(&dir)).unwrap();
+        store.append(&big_batch(0)).unwrap();
+        store.flush().unwrap();
+        store.append(&big_batch(1)).unwrap();
+        store.append(&big_batch(2)).unwrap();
+        // No file may grow: the chunk cannot be written.
+        limit_file_size(1).unwrap();
+        assert!(store.flush().is_err(), "sealing into a full disk fails");
+        assert_eq!(batches(&store), ["batch 0", "batch 1", "batch 2"], "held records are still read");
+        limit_file_size(libc::RLIM_INFINITY).unwrap();
+        store.commit().unwrap();
+        assert_eq!(batches(&store), ["batch 0", "batch 1", "batch 2"]);
+        store.flush().unwrap();
+        std::process::exit(0);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    in_child("logs::tests::a_full_disk_fails_the_commit_and_the_records_stay_readable", dir.path());
+    let store = LogIndex::open(dir.path()).unwrap();
+    assert_eq!(batches(&store), ["batch 0", "batch 1", "batch 2"]);
+    assert_eq!(store.state.lock().heads.len(), 0, "all sealed into chunks before the child stopped");
 }
