@@ -180,6 +180,8 @@ pub struct LogIndex {
     fields: Fields,
     options: LogOptions,
     state: Mutex<State>,
+    /// The zstd context chunks are sealed with; held through a commit, so commits take turns.
+    sealer: Mutex<zstd::stream::raw::Encoder<'static>>,
 }
 
 struct State {
@@ -192,8 +194,24 @@ struct State {
     streams: BTreeMap<BTreeMap<String, String>, (i64, i64)>,
     streams_changed: bool,
     replays: replays::Replays,
-    /// The zstd context chunks are sealed with.
-    encoder: zstd::stream::raw::Encoder<'static>,
+    /// Heads taken out of `heads` to be sealed, which queries still read until their chunks are committed.
+    sealing: Vec<SetAside>,
+}
+
+/// A head being sealed into a chunk, outside the lock.
+struct SetAside {
+    start: i64,
+    head: Arc<Head>,
+    /// Whether its chunk is written to the partition, waiting for the partition's commit.
+    added: bool,
+}
+
+impl State {
+    /// Every head that still holds records no committed chunk holds, with its partition's start.
+    fn held(&self) -> impl Iterator<Item = (i64, &Head)> {
+        let open = self.heads.iter().flat_map(|(start, heads)| heads.values().map(move |head| (*start, head)));
+        open.chain(self.sealing.iter().map(|s| (s.start, s.head.as_ref())))
+    }
 }
 
 /// One entry of `streams.json`.
@@ -243,9 +261,16 @@ impl LogIndex {
             streams: read_streams(&dir.join(STREAMS_FILE)),
             streams_changed: false,
             replays: replays::Replays::read(&dir.join(REPLAYS_FILE)),
-            encoder: zstd::stream::raw::Encoder::new(CHUNK_LEVEL).map_err(|e| Error::io(dir, e))?,
+            sealing: Vec::new(),
         };
-        let store = LogIndex { dir: dir.to_owned(), fields: partition::schema().1, options, state: Mutex::new(state) };
+        let encoder = zstd::stream::raw::Encoder::new(CHUNK_LEVEL).map_err(|e| Error::io(dir, e))?;
+        let store = LogIndex {
+            dir: dir.to_owned(),
+            fields: partition::schema().1,
+            options,
+            state: Mutex::new(state),
+            sealer: Mutex::new(encoder),
+        };
         store.replay(frames);
         legacy::migrate(&store, dir)?;
         Ok(store)
@@ -293,18 +318,18 @@ impl LogIndex {
 
     /// Widens the stream registry to the heads' spans (heads are read directly until then).
     fn register_heads(state: &mut State) {
-        let State { heads, streams, streams_changed, .. } = state;
-        for head in heads.values().flat_map(|h| h.values()) {
-            let (first, last) = (head.min_ns, head.max_ns);
-            match streams.get_mut(head.labels.as_ref()) {
+        let spans: Vec<(StreamLabels, i64, i64)> =
+            state.held().map(|(_, head)| (head.labels.clone(), head.min_ns, head.max_ns)).collect();
+        for (labels, first, last) in spans {
+            match state.streams.get_mut(labels.as_ref()) {
                 Some(span) if span.0 <= first && last <= span.1 => {}
                 Some(span) => {
                     *span = (span.0.min(first), span.1.max(last));
-                    *streams_changed = true;
+                    state.streams_changed = true;
                 }
                 None => {
-                    streams.insert((*head.labels).clone(), (first, last));
-                    *streams_changed = true;
+                    state.streams.insert((*labels).clone(), (first, last));
+                    state.streams_changed = true;
                 }
             }
         }
@@ -321,10 +346,54 @@ impl LogIndex {
         self.seal(true)
     }
 
+    /// Sets the due heads aside (queries still read them), seals them into chunks without holding the lock
+    /// (appends and queries go on meanwhile), then writes and commits the chunks, drops the heads and
+    /// shrinks the log under the lock, so that a query sees each record once: in a head or in a chunk.
     fn seal(&self, all: bool) -> Result<(), Error> {
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
-        Self::register_heads(state);
+        let mut encoder = self.sealer.lock();
+        let pending: Vec<Arc<Head>> = {
+            let mut state = self.state.lock();
+            Self::register_heads(&mut state);
+            self.set_aside(&mut state, all)?;
+            state.sealing.iter().filter(|s| !s.added).map(|s| s.head.clone()).collect()
+        };
+        let mut sealed = Vec::with_capacity(pending.len());
+        for head in pending {
+            sealed.push((head.seal(&mut encoder)?, head));
+        }
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        for (chunk, head) in sealed {
+            let Some(entry) = state.sealing.iter_mut().find(|s| Arc::ptr_eq(&s.head, &head)) else { continue };
+            // A partition retention dropped meanwhile takes its heads along.
+            let Some(partition) = state.partitions.get_mut(&entry.start) else { continue };
+            partition.add(&self.fields, chunk)?;
+            entry.added = true;
+        }
+        let mut failed = None;
+        for (start, partition) in state.partitions.iter_mut() {
+            match partition.commit() {
+                Ok(()) => state.sealing.retain(|s| !(s.start == *start && s.added)),
+                Err(error) => {
+                    // The partition forgot its uncommitted chunks: they are written again next time.
+                    state.sealing.iter_mut().filter(|s| s.start == *start).for_each(|s| s.added = false);
+                    failed = Some(error);
+                }
+            }
+        }
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        // The registry and the replay marks are saved before the log shrinks: a crash in between replays
+        // into them again.
+        self.save_streams(state)?;
+        state.replays.save(&self.dir.join(REPLAYS_FILE))?;
+        self.shrink_wal(state)
+    }
+
+    /// Moves the heads due for sealing (all of them with `all`) to `state.sealing`, opening the partitions
+    /// they go to.
+    fn set_aside(&self, state: &mut State, all: bool) -> Result<(), Error> {
         for (start, heads) in state.heads.iter_mut() {
             let due: Vec<StreamLabels> = heads
                 .iter()
@@ -337,48 +406,32 @@ impl LogIndex {
             if due.is_empty() {
                 continue;
             }
-            let partition = match state.partitions.entry(*start) {
-                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-                std::collections::btree_map::Entry::Vacant(entry) => {
-                    entry.insert(Partition::open(&self.dir.join(PARTITIONS_DIR).join(start.to_string()))?)
-                }
-            };
+            if let std::collections::btree_map::Entry::Vacant(entry) = state.partitions.entry(*start) {
+                entry.insert(Partition::open(&self.dir.join(PARTITIONS_DIR).join(start.to_string()))?);
+            }
             for labels in due {
-                let head = heads.remove(&labels).expect("listed above");
-                let added = head.seal(&mut state.encoder).and_then(|sealed| partition.add(&self.fields, sealed));
-                if let Err(error) = added {
-                    // The records stay in their head (and the log) until a later commit can write them.
-                    heads.insert(labels, head);
-                    return Err(error);
-                }
+                let head = Arc::new(heads.remove(&labels).expect("listed above"));
+                state.sealing.push(SetAside { start: *start, head, added: false });
             }
         }
         state.heads.retain(|_, heads| !heads.is_empty());
-        // Every partition with chunks not yet committed, also those an earlier failed commit left.
-        for partition in state.partitions.values_mut() {
-            partition.commit()?;
-        }
-        // The registry and the replay marks are saved before the log shrinks: a crash in between replays
-        // into them again.
-        self.save_streams(state)?;
-        state.replays.save(&self.dir.join(REPLAYS_FILE))?;
-        self.shrink_wal(state)
+        Ok(())
     }
 
     /// Empties the write-ahead log when no head is left, or rewrites it to hold only the heads once it has
     /// grown well past them.
     fn shrink_wal(&self, state: &mut State) -> Result<(), Error> {
-        if state.heads.is_empty() {
+        if state.held().next().is_none() {
             if state.wal.len() > 0 {
                 state.wal.rewrite(Vec::new())?;
             }
             return Ok(());
         }
-        let held: u64 = state.heads.values().flat_map(|h| h.values()).map(|h| h.text_bytes() as u64).sum();
+        let held: u64 = state.held().map(|(_, head)| head.text_bytes() as u64).sum();
         if state.wal.len() < WAL_REWRITE_BYTES || state.wal.len() < 2 * held {
             return Ok(());
         }
-        let frames = state.heads.values().flat_map(|h| h.values()).map(Head::frame).collect();
+        let frames = state.held().map(|(_, head)| head.frame()).collect();
         state.wal.rewrite(frames)
     }
 
@@ -410,7 +463,8 @@ impl LogIndex {
     pub fn apply_retention(&self, now_ns: i64) -> Result<Vec<i64>, Error> {
         let mut state = self.state.lock();
         let span = self.options.partition_ns;
-        let mut starts: Vec<i64> = state.partitions.keys().chain(state.heads.keys()).copied().collect();
+        let mut starts: Vec<i64> =
+            state.held().map(|(start, _)| start).chain(state.partitions.keys().copied()).collect();
         starts.sort_unstable();
         starts.dedup();
         let mut dropped: Vec<i64> = match self.options.retention_ns {
@@ -446,6 +500,7 @@ impl LogIndex {
             }
             state.streams_changed = true;
         }
+        state.sealing.retain(|s| !dropped.contains(&s.start));
         for start in &dropped {
             state.heads.remove(start);
             if let Some(partition) = state.partitions.remove(start) {
@@ -507,10 +562,8 @@ impl LogIndex {
         let span = self.options.partition_ns;
         let overlaps = |start: i64| start < query.end_ns && start.saturating_add(span) > query.start_ns;
         let mut records = Vec::new();
-        for (_, heads) in state.heads.iter().filter(|(start, _)| overlaps(**start)) {
-            for head in heads.values().filter(|head| head.selected(&query.matchers)) {
-                head.matching(query.start_ns, query.end_ns, &query.contains, &mut records);
-            }
+        for (_, head) in state.held().filter(|(start, head)| overlaps(*start) && head.selected(&query.matchers)) {
+            head.matching(query.start_ns, query.end_ns, &query.contains, &mut records);
         }
         let snapshots =
             state.partitions.iter().filter(|(start, _)| overlaps(**start)).map(|(_, p)| p.snapshot()).collect();
@@ -872,7 +925,7 @@ impl LogStore for LogIndex {
     ) -> Result<Vec<BTreeMap<String, String>>, Error> {
         let state = self.state.lock();
         // The registry, and the heads (which it covers from the next commit on).
-        let heads = state.heads.values().flat_map(|h| h.values()).map(|h| (h.labels.as_ref(), (h.min_ns, h.max_ns)));
+        let heads = state.held().map(|(_, h)| (h.labels.as_ref(), (h.min_ns, h.max_ns)));
         let found: std::collections::BTreeSet<&BTreeMap<String, String>> = state
             .streams
             .iter()

@@ -60,6 +60,10 @@ pub(super) struct Partition {
     dirty: bool,
     /// Per stream key, the highest sequence this partition's chunks hold (committed or not).
     flushed: HashMap<u64, u64>,
+    /// The same, as of the last commit.
+    committed: HashMap<u64, u64>,
+    /// Whether the reader has yet to see the last commit.
+    stale_reader: bool,
 }
 
 /// What a query reads a partition through, without the store's lock.
@@ -108,7 +112,9 @@ impl Partition {
             chunks: Arc::new(chunks),
             chunks_len,
             dirty: false,
+            committed: flushed.clone(),
             flushed,
+            stale_reader: false,
         })
     }
 
@@ -159,11 +165,32 @@ impl Partition {
         Ok(())
     }
 
-    /// Syncs the chunks, then commits the index with the flushed sequences, and reloads the reader.
+    /// Syncs the chunks, then commits the index with the flushed sequences, and reloads the reader. On
+    /// failure the chunks added since the last commit are forgotten (their bytes stay unreferenced in
+    /// `chunks.dat`): the caller adds them again. A reader that fails to reload is logged and reloaded at
+    /// the next commit; what was committed stays committed.
     pub(super) fn commit(&mut self) -> Result<(), Error> {
-        if !self.dirty {
-            return Ok(());
+        if self.dirty {
+            if let Err(error) = self.write_commit() {
+                self.writer = None;
+                self.flushed = self.committed.clone();
+                self.dirty = false;
+                return Err(error);
+            }
+            self.committed = self.flushed.clone();
+            self.dirty = false;
+            self.stale_reader = true;
         }
+        if self.stale_reader {
+            match self.reader.reload() {
+                Ok(()) => self.stale_reader = false,
+                Err(error) => tracing::warn!(dir = %self.dir.display(), %error, "log partition reader not reloaded"),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_commit(&mut self) -> Result<(), Error> {
         self.chunks.sync_data().map_err(|e| Error::io(self.dir.join(CHUNKS_FILE), e))?;
         let payload: HashMap<String, u64> = self.flushed.iter().map(|(k, v)| (format!("{k:016x}"), *v)).collect();
         let payload = serde_json::to_string(&payload).expect("a map serializes");
@@ -172,8 +199,6 @@ impl Partition {
         let mut prepared = writer.prepare_commit().map_err(|e| tantivy_error(&dir, e))?;
         prepared.set_payload(&payload);
         prepared.commit().map_err(|e| tantivy_error(&dir, e))?;
-        self.reader.reload().map_err(|e| tantivy_error(&self.dir, e))?;
-        self.dirty = false;
         Ok(())
     }
 

@@ -455,5 +455,45 @@ fn a_full_disk_fails_the_commit_and_the_records_stay_readable() {
     in_child("logs::tests::a_full_disk_fails_the_commit_and_the_records_stay_readable", dir.path());
     let store = LogIndex::open(dir.path()).unwrap();
     assert_eq!(batches(&store), ["batch 0", "batch 1", "batch 2"]);
-    assert_eq!(store.state.lock().heads.len(), 0, "all sealed into chunks before the child stopped");
+    let state = store.state.lock();
+    assert!(state.heads.is_empty() && state.sealing.is_empty(), "all sealed into chunks before the child stopped");
+}
+
+#[test]
+fn queries_see_each_record_once_while_commits_seal_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions { chunk_bytes: 512, ..LogOptions::default() };
+    let store = LogIndex::open_with(dir.path(), options).unwrap();
+    let appended = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let ordering = std::sync::atomic::Ordering::SeqCst;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for round in 0..300 {
+                let batch: Vec<LogRecord> = (0..10)
+                    .map(|i| record(round * 10 + i, ["a", "b", "c"][i as usize % 3], &format!("line {round}-{i}")))
+                    .collect();
+                store.append(&batch).unwrap();
+                appended.fetch_add(batch.len(), ordering);
+            }
+            done.store(true, ordering);
+        });
+        scope.spawn(|| {
+            while !done.load(ordering) {
+                store.commit().unwrap();
+            }
+        });
+        let mut queries = 0;
+        while !done.load(ordering) || queries == 0 {
+            let before = appended.load(ordering);
+            let found = lines(&store, &all(&[]));
+            let after = appended.load(ordering);
+            let distinct: std::collections::HashSet<&String> = found.iter().collect();
+            assert_eq!(distinct.len(), found.len(), "a record seen twice");
+            assert!(before <= found.len() && found.len() <= after + 10, "{before} <= {} <= {after} + 10", found.len());
+            queries += 1;
+        }
+    });
+    store.flush().unwrap();
+    assert_eq!(lines(&store, &all(&[])).len(), 3000);
 }
