@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use tantivy::Term;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery};
@@ -159,6 +159,8 @@ pub struct LogOptions {
     pub chunk_bytes: usize,
     /// A head opened this long ago is sealed at the next commit, however small.
     pub chunk_max_age: Duration,
+    /// The write-ahead log is rewritten to hold only the heads once it is this large and twice their size.
+    pub wal_rewrite_bytes: u64,
 }
 
 impl Default for LogOptions {
@@ -169,6 +171,7 @@ impl Default for LogOptions {
             max_bytes: None,
             chunk_bytes: 2 * 1024 * 1024,
             chunk_max_age: Duration::from_secs(300),
+            wal_rewrite_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -180,12 +183,26 @@ pub struct LogIndex {
     fields: Fields,
     options: LogOptions,
     state: Mutex<State>,
-    /// The zstd context chunks are sealed with; held through a commit, so commits take turns.
-    sealer: Mutex<zstd::stream::raw::Encoder<'static>>,
+    /// What writes chunks, held through a commit (so commits take turns); taken before `state` when both
+    /// are.
+    writer: Mutex<Writer>,
+    /// Signalled when a head is set aside: the commit loop seals it without waiting for its interval.
+    wake_sealer: Condvar,
+    /// Signalled when set-aside heads are sealed: appends held back by a long backlog go on.
+    room: Condvar,
+    /// Whether a commit loop runs (only then do appends wait for a backlog to be sealed).
+    sealing_in_background: std::sync::atomic::AtomicBool,
+}
+
+/// The zstd context chunks are sealed with, and each partition's chunk file and index writer.
+struct Writer {
+    encoder: zstd::stream::raw::Encoder<'static>,
+    partitions: BTreeMap<i64, Partition>,
 }
 
 struct State {
-    partitions: BTreeMap<i64, Partition>,
+    /// What queries read of each partition: its chunks as of its last commit.
+    published: BTreeMap<i64, Snapshot>,
     /// Unsealed records, per partition and stream.
     heads: HashMap<i64, HashMap<StreamLabels, Head, foldhash::fast::RandomState>>,
     wal: wal::Wal,
@@ -196,17 +213,47 @@ struct State {
     replays: replays::Replays,
     /// Heads taken out of `heads` to be sealed, which queries still read until their chunks are committed.
     sealing: Vec<SetAside>,
+    /// Bytes of line text in `sealing`.
+    sealing_bytes: usize,
 }
 
 /// A head being sealed into a chunk, outside the lock.
 struct SetAside {
     start: i64,
     head: Arc<Head>,
-    /// Whether its chunk is written to the partition, waiting for the partition's commit.
-    added: bool,
 }
 
 impl State {
+    fn set_aside(&mut self, start: i64, head: Head) {
+        self.sealing_bytes += head.text_bytes();
+        self.sealing.push(SetAside { start, head: Arc::new(head) });
+    }
+
+    /// Sets aside every head `due` says is due for sealing.
+    fn set_aside_due(&mut self, due: impl Fn(&Head) -> bool) {
+        let mut taken = Vec::new();
+        for (start, heads) in self.heads.iter_mut() {
+            let labels: Vec<StreamLabels> =
+                heads.iter().filter(|(_, head)| due(head)).map(|(labels, _)| labels.clone()).collect();
+            taken.extend(labels.iter().map(|labels| (*start, heads.remove(labels).expect("listed above"))));
+        }
+        self.heads.retain(|_, heads| !heads.is_empty());
+        for (start, head) in taken {
+            self.set_aside(start, head);
+        }
+    }
+
+    /// Drops the set-aside heads `done` holds (their chunks are committed).
+    fn sealed(&mut self, done: &[Arc<Head>]) {
+        let mut freed = 0;
+        self.sealing.retain(|s| {
+            let sealed = done.iter().any(|head| Arc::ptr_eq(head, &s.head));
+            freed += if sealed { s.head.text_bytes() } else { 0 };
+            !sealed
+        });
+        self.sealing_bytes -= freed;
+    }
+
     /// Every head that still holds records no committed chunk holds, with its partition's start.
     fn held(&self) -> impl Iterator<Item = (i64, &Head)> {
         let open = self.heads.iter().flat_map(|(start, heads)| heads.values().map(move |head| (*start, head)));
@@ -226,10 +273,12 @@ const WAL_FILE: &str = "wal.bin";
 const PARTITIONS_DIR: &str = "chunks";
 const STREAMS_FILE: &str = "streams.json";
 const REPLAYS_FILE: &str = "positions.json";
+/// Set-aside heads, in chunks, past which appends wait for sealing to catch up.
+const SEALING_BACKLOG_CHUNKS: usize = 32;
+/// The longest an append waits for that.
+const BACKLOG_PATIENCE: Duration = Duration::from_secs(10);
 /// zstd level of sealed chunks: fast to write, and the columns of one stream compress well anyway.
 const CHUNK_LEVEL: i32 = 3;
-/// The write-ahead log is rewritten to hold only the heads once it is this large and twice their size.
-const WAL_REWRITE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl LogIndex {
     /// Opens (or creates) the store under `dir` with default options, replaying the write-ahead log.
@@ -254,7 +303,7 @@ impl LogIndex {
         let highest = frames.iter().map(|(seq, _)| *seq).chain(partitions.values().map(Partition::highest_flushed));
         let next_seq = highest.max().unwrap_or(0) + 1;
         let state = State {
-            partitions,
+            published: partitions.iter().map(|(start, p)| (*start, p.snapshot())).collect(),
             heads: HashMap::new(),
             wal,
             next_seq,
@@ -262,6 +311,7 @@ impl LogIndex {
             streams_changed: false,
             replays: replays::Replays::read(&dir.join(REPLAYS_FILE)),
             sealing: Vec::new(),
+            sealing_bytes: 0,
         };
         let encoder = zstd::stream::raw::Encoder::new(CHUNK_LEVEL).map_err(|e| Error::io(dir, e))?;
         let store = LogIndex {
@@ -269,7 +319,10 @@ impl LogIndex {
             fields: partition::schema().1,
             options,
             state: Mutex::new(state),
-            sealer: Mutex::new(encoder),
+            writer: Mutex::new(Writer { encoder, partitions }),
+            wake_sealer: Condvar::new(),
+            room: Condvar::new(),
+            sealing_in_background: std::sync::atomic::AtomicBool::new(false),
         };
         store.replay(frames);
         legacy::migrate(&store, dir)?;
@@ -279,16 +332,17 @@ impl LogIndex {
     /// Puts the write-ahead log's records back into heads, except those committed chunks hold. They were
     /// acknowledged, so they are not sifted for replays again; the replay marks move past them.
     fn replay(&self, frames: Vec<wal::Frame>) {
+        let writer = self.writer.lock();
         let mut state = self.state.lock();
         let mut replayed = 0;
         for (seq, records) in &frames {
             for record in records {
                 let start = self.partition_start(record.ts_ns);
-                let flushed = state.partitions.get(&start).map_or(0, |p| p.flushed(stream_key(&record.labels)));
+                let flushed = writer.partitions.get(&start).map_or(0, |p| p.flushed(stream_key(&record.labels)));
                 if *seq <= flushed {
                     continue;
                 }
-                Self::push(&mut state, start, record, *seq);
+                self.push(&mut state, start, record, *seq);
                 replayed += 1;
             }
             state.replays.note(records);
@@ -303,16 +357,28 @@ impl LogIndex {
     }
 
     /// Adds a record to its head and the stream registry.
-    fn push(state: &mut State, start: i64, record: &LogRecord, seq: u64) {
+    /// Adds a record to its stream's head; a head that fills up is set aside for the next commit to seal,
+    /// and the stream starts a new one.
+    fn push(&self, state: &mut State, start: i64, record: &LogRecord, seq: u64) {
         let heads = state.heads.entry(start).or_default();
-        match heads.get_mut(&record.labels) {
-            Some(head) => head.push(record, seq),
+        let full = match heads.get_mut(&record.labels) {
+            Some(head) => {
+                head.push(record, seq);
+                head.text_bytes() >= self.options.chunk_bytes
+            }
             None => {
                 let labels: StreamLabels = Arc::new(record.labels.clone());
                 let mut head = Head::new(labels.clone());
                 head.push(record, seq);
+                let full = head.text_bytes() >= self.options.chunk_bytes;
                 heads.insert(labels, head);
+                full
             }
+        };
+        if full {
+            let head = heads.remove(&record.labels).expect("pushed to above");
+            state.set_aside(start, head);
+            self.wake_sealer.notify_one();
         }
     }
 
@@ -346,81 +412,72 @@ impl LogIndex {
         self.seal(true)
     }
 
-    /// Sets the due heads aside (queries still read them), seals them into chunks without holding the lock
-    /// (appends and queries go on meanwhile), then writes and commits the chunks, drops the heads and
-    /// shrinks the log under the lock, so that a query sees each record once: in a head or in a chunk.
+    /// Sets the due heads aside (queries still read them); seals them into chunks, writes and commits them
+    /// without holding the lock (appends and queries go on meanwhile); then, under the lock, publishes the
+    /// partitions' new chunks and drops those heads at once, so that a query sees each record once: in a
+    /// head or in a chunk. Last, the log shrinks.
     fn seal(&self, all: bool) -> Result<(), Error> {
-        let mut encoder = self.sealer.lock();
-        let pending: Vec<Arc<Head>> = {
+        let mut writer = self.writer.lock();
+        let pending: Vec<(i64, Arc<Head>)> = {
             let mut state = self.state.lock();
             Self::register_heads(&mut state);
-            self.set_aside(&mut state, all)?;
-            state.sealing.iter().filter(|s| !s.added).map(|s| s.head.clone()).collect()
+            state.set_aside_due(|head: &Head| {
+                all || head.text_bytes() >= self.options.chunk_bytes
+                    || head.opened.elapsed() >= self.options.chunk_max_age
+            });
+            state.sealing.iter().map(|s| (s.start, s.head.clone())).collect()
         };
-        let mut sealed = Vec::with_capacity(pending.len());
-        for head in pending {
-            sealed.push((head.seal(&mut encoder)?, head));
+        let mut failure = None;
+        let mut written: BTreeMap<i64, Vec<Arc<Head>>> = BTreeMap::new();
+        for (start, head) in pending {
+            // Heads are written oldest first, and none after one that fails: a stream's later chunk must not
+            // be committed before an earlier one, whose records a replay would then skip.
+            if let Err(error) = self.write_chunk(&mut writer, start, &head) {
+                failure = Some(error);
+                break;
+            }
+            written.entry(start).or_default().push(head);
         }
-        let mut state = self.state.lock();
-        let state = &mut *state;
-        for (chunk, head) in sealed {
-            let Some(entry) = state.sealing.iter_mut().find(|s| Arc::ptr_eq(&s.head, &head)) else { continue };
-            // A partition retention dropped meanwhile takes its heads along.
-            let Some(partition) = state.partitions.get_mut(&entry.start) else { continue };
-            partition.add(&self.fields, chunk)?;
-            entry.added = true;
-        }
-        let mut failed = None;
-        for (start, partition) in state.partitions.iter_mut() {
-            match partition.commit() {
-                Ok(()) => state.sealing.retain(|s| !(s.start == *start && s.added)),
-                Err(error) => {
-                    // The partition forgot its uncommitted chunks: they are written again next time.
-                    state.sealing.iter_mut().filter(|s| s.start == *start).for_each(|s| s.added = false);
-                    failed = Some(error);
-                }
+        // A partition that fails to commit forgets its new chunks; their heads stay set aside for the next
+        // commit.
+        let mut committed = Vec::new();
+        for (start, heads) in written {
+            match writer.partitions.get_mut(&start).expect("written to").commit() {
+                Ok(()) => committed.push((start, heads)),
+                Err(error) => failure = Some(error),
             }
         }
-        if let Some(error) = failed {
+        let mut state = self.state.lock();
+        for (start, heads) in committed {
+            state.published.insert(start, writer.partitions[&start].snapshot());
+            state.sealed(&heads);
+        }
+        self.room.notify_all();
+        if let Some(error) = failure {
             return Err(error);
         }
         // The registry and the replay marks are saved before the log shrinks: a crash in between replays
         // into them again.
-        self.save_streams(state)?;
+        self.save_streams(&mut state)?;
         state.replays.save(&self.dir.join(REPLAYS_FILE))?;
         self.shrink_wal(state)
     }
 
-    /// Moves the heads due for sealing (all of them with `all`) to `state.sealing`, opening the partitions
-    /// they go to.
-    fn set_aside(&self, state: &mut State, all: bool) -> Result<(), Error> {
-        for (start, heads) in state.heads.iter_mut() {
-            let due: Vec<StreamLabels> = heads
-                .iter()
-                .filter(|(_, head)| {
-                    all || head.text_bytes() >= self.options.chunk_bytes
-                        || head.opened.elapsed() >= self.options.chunk_max_age
-                })
-                .map(|(labels, _)| labels.clone())
-                .collect();
-            if due.is_empty() {
-                continue;
+    /// Seals a head into a chunk and adds it to its partition (opened if new), uncommitted.
+    fn write_chunk(&self, writer: &mut Writer, start: i64, head: &Head) -> Result<(), Error> {
+        let partition = match writer.partitions.entry(start) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(Partition::open(&self.dir.join(PARTITIONS_DIR).join(start.to_string()))?)
             }
-            if let std::collections::btree_map::Entry::Vacant(entry) = state.partitions.entry(*start) {
-                entry.insert(Partition::open(&self.dir.join(PARTITIONS_DIR).join(start.to_string()))?);
-            }
-            for labels in due {
-                let head = Arc::new(heads.remove(&labels).expect("listed above"));
-                state.sealing.push(SetAside { start: *start, head, added: false });
-            }
-        }
-        state.heads.retain(|_, heads| !heads.is_empty());
-        Ok(())
+        };
+        partition.add(&self.fields, head.seal(&mut writer.encoder)?)
     }
 
     /// Empties the write-ahead log when no head is left, or rewrites it to hold only the heads once it has
-    /// grown well past them.
-    fn shrink_wal(&self, state: &mut State) -> Result<(), Error> {
+    /// grown well past them: the heads' frames are taken under the lock, written beside the log without
+    /// it, and swapped in under it again with what was appended meanwhile.
+    fn shrink_wal(&self, mut state: parking_lot::MutexGuard<'_, State>) -> Result<(), Error> {
         if state.held().next().is_none() {
             if state.wal.len() > 0 {
                 state.wal.rewrite(Vec::new())?;
@@ -428,11 +485,14 @@ impl LogIndex {
             return Ok(());
         }
         let held: u64 = state.held().map(|(_, head)| head.text_bytes() as u64).sum();
-        if state.wal.len() < WAL_REWRITE_BYTES || state.wal.len() < 2 * held {
+        if state.wal.len() < self.options.wal_rewrite_bytes || state.wal.len() < 2 * held {
             return Ok(());
         }
-        let frames = state.held().map(|(_, head)| head.frame()).collect();
-        state.wal.rewrite(frames)
+        let frames: Vec<Vec<u8>> = state.held().map(|(_, head)| head.frame()).collect();
+        let (path, from) = (state.wal.path().to_owned(), state.wal.len());
+        drop(state);
+        let replacement = wal::Replacement::write(&path, frames, from)?;
+        self.state.lock().wal.replace(replacement)
     }
 
     fn save_streams(&self, state: &mut State) -> Result<(), Error> {
@@ -461,10 +521,11 @@ impl LogIndex {
     /// oldest while the rest take more than the size limit (the newest is always kept). Returns the starts
     /// of the dropped partitions.
     pub fn apply_retention(&self, now_ns: i64) -> Result<Vec<i64>, Error> {
+        let mut writer = self.writer.lock();
         let mut state = self.state.lock();
         let span = self.options.partition_ns;
         let mut starts: Vec<i64> =
-            state.held().map(|(start, _)| start).chain(state.partitions.keys().copied()).collect();
+            state.held().map(|(start, _)| start).chain(writer.partitions.keys().copied()).collect();
         starts.sort_unstable();
         starts.dedup();
         let mut dropped: Vec<i64> = match self.options.retention_ns {
@@ -472,7 +533,7 @@ impl LogIndex {
             None => Vec::new(),
         };
         if let Some(max_bytes) = self.options.max_bytes {
-            let mut sizes: Vec<(i64, u64)> = state
+            let mut sizes: Vec<(i64, u64)> = writer
                 .partitions
                 .iter()
                 .filter(|(start, _)| !dropped.contains(start))
@@ -500,10 +561,13 @@ impl LogIndex {
             }
             state.streams_changed = true;
         }
-        state.sealing.retain(|s| !dropped.contains(&s.start));
+        let gone: Vec<Arc<Head>> =
+            state.sealing.iter().filter(|s| dropped.contains(&s.start)).map(|s| s.head.clone()).collect();
+        state.sealed(&gone);
         for start in &dropped {
             state.heads.remove(start);
-            if let Some(partition) = state.partitions.remove(start) {
+            state.published.remove(start);
+            if let Some(partition) = writer.partitions.remove(start) {
                 let dir = partition.dir.clone();
                 drop(partition);
                 std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -517,8 +581,7 @@ impl LogIndex {
     /// on disk the store settles at once ingestion pauses (benchmarks measure it).
     pub fn settle(&self) -> Result<(), Error> {
         self.flush()?;
-        let mut state = self.state.lock();
-        for partition in state.partitions.values_mut() {
+        for partition in self.writer.lock().partitions.values_mut() {
             partition.settle()?;
         }
         Ok(())
@@ -526,19 +589,30 @@ impl LogIndex {
 
     /// Bytes the partitions take on disk.
     pub fn size_bytes(&self) -> u64 {
-        self.state.lock().partitions.values().map(|p| dir_size(&p.dir)).sum()
+        self.state.lock().published.values().map(|p| dir_size(&p.dir)).sum()
     }
 
-    /// Commits every `interval`, and applies retention every minute, until `stop` returns true; then seals
-    /// every head, so the next start has nothing to replay. Run on a thread of its own.
+    /// Commits every `interval` (and whenever a head fills up), and applies retention every minute, until
+    /// `stop` returns true; then seals every head, so the next start has nothing to replay. Run on a thread
+    /// of its own.
     pub fn commit_loop(self: Arc<Self>, interval: Duration, stop: impl Fn() -> bool) {
         let mut last_retention = std::time::Instant::now();
         metrics::gauge!("vigil_logs_disk_bytes").set(self.size_bytes() as f64);
+        self.sealing_in_background.store(true, std::sync::atomic::Ordering::Release);
+        let mut failed = false;
         while !stop() {
-            std::thread::sleep(interval);
-            if let Err(error) = self.commit() {
-                tracing::error!(%error, "log commit failed; records stay in the write-ahead log");
+            // Woken early when a head fills up, unless the last commit failed.
+            let mut state = self.state.lock();
+            if (failed || state.sealing.is_empty()) && !stop() {
+                self.wake_sealer.wait_for(&mut state, interval);
             }
+            drop(state);
+            failed = self
+                .commit()
+                .inspect_err(|error| {
+                    tracing::error!(%error, "log commit failed; records stay in the write-ahead log");
+                })
+                .is_err();
             if last_retention.elapsed() >= Duration::from_secs(60) {
                 last_retention = std::time::Instant::now();
                 let now = std::time::SystemTime::now()
@@ -550,6 +624,8 @@ impl LogIndex {
                 metrics::gauge!("vigil_logs_disk_bytes").set(self.size_bytes() as f64);
             }
         }
+        self.sealing_in_background.store(false, std::sync::atomic::Ordering::Release);
+        self.room.notify_all();
         if let Err(error) = self.flush() {
             tracing::error!(%error, "log flush at shutdown failed; records stay in the write-ahead log");
         }
@@ -565,8 +641,7 @@ impl LogIndex {
         for (_, head) in state.held().filter(|(start, head)| overlaps(*start) && head.selected(&query.matchers)) {
             head.matching(query.start_ns, query.end_ns, &query.contains, &mut records);
         }
-        let snapshots =
-            state.partitions.iter().filter(|(start, _)| overlaps(**start)).map(|(_, p)| p.snapshot()).collect();
+        let snapshots = state.published.iter().filter(|(start, _)| overlaps(**start)).map(|(_, p)| p.clone()).collect();
         (records, snapshots)
     }
 
@@ -808,6 +883,14 @@ impl LogStore for LogIndex {
             return Ok(());
         }
         let mut state = self.state.lock();
+        // A backlog of set-aside heads holds appends back (for a while: records are never refused for it).
+        let patience = std::time::Instant::now() + BACKLOG_PATIENCE;
+        let backlog = SEALING_BACKLOG_CHUNKS * self.options.chunk_bytes;
+        while state.sealing_bytes > backlog && self.sealing_in_background.load(std::sync::atomic::Ordering::Acquire) {
+            if self.room.wait_until(&mut state, patience).timed_out() {
+                break;
+            }
+        }
         let (keep, advance) = state.replays.sift(records);
         let replayed = keep.iter().filter(|keep| !**keep).count();
         let records: Cow<'_, [LogRecord]> = if replayed == 0 {
@@ -824,7 +907,7 @@ impl LogStore for LogIndex {
         state.wal.append(seq, records.iter().map(wal::WalRecord::from))?;
         for record in records.iter() {
             let start = self.partition_start(record.ts_ns);
-            Self::push(&mut state, start, record, seq);
+            self.push(&mut state, start, record, seq);
         }
         state.replays.apply(advance);
         Ok(())

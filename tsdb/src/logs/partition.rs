@@ -66,7 +66,8 @@ pub(super) struct Partition {
     stale_reader: bool,
 }
 
-/// What a query reads a partition through, without the store's lock.
+/// What a query reads a partition through, without the store's lock: its chunks as of a commit.
+#[derive(Clone)]
 pub(super) struct Snapshot {
     pub dir: PathBuf,
     pub searcher: Searcher,

@@ -157,11 +157,11 @@ fn a_crash_between_sealing_and_shrinking_the_log_replays_nothing_twice() {
 #[test]
 fn the_log_is_rewritten_to_what_the_heads_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let options = LogOptions { chunk_bytes: 1024, ..LogOptions::default() };
+    let options = LogOptions { chunk_bytes: 1024, wal_rewrite_bytes: 1 << 20, ..LogOptions::default() };
     let store = LogIndex::open_with(dir.path(), options.clone()).unwrap();
     let big = "x".repeat(2048);
     // Enough for the log to pass the rewrite threshold; each batch fills a head, sealed at the commit.
-    let batches = (WAL_REWRITE_BYTES as usize / 2048) + 1;
+    let batches = (options.wal_rewrite_bytes as usize / 2048) + 1;
     for i in 0..batches {
         store.append(&[record(i as i64, "bulk", &big)]).unwrap();
     }
@@ -460,10 +460,11 @@ fn a_full_disk_fails_the_commit_and_the_records_stay_readable() {
 }
 
 #[test]
-fn queries_see_each_record_once_while_commits_seal_heads() {
+fn queries_see_each_record_once_while_commits_seal_heads_and_rewrite_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let options = LogOptions { chunk_bytes: 512, ..LogOptions::default() };
-    let store = LogIndex::open_with(dir.path(), options).unwrap();
+    // Small chunks and a small log: commits seal and rewrite the log all the time.
+    let options = LogOptions { chunk_bytes: 512, wal_rewrite_bytes: 4096, ..LogOptions::default() };
+    let store = LogIndex::open_with(dir.path(), options.clone()).unwrap();
     let appended = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::atomic::AtomicBool::new(false);
     let ordering = std::sync::atomic::Ordering::SeqCst;
@@ -494,6 +495,41 @@ fn queries_see_each_record_once_while_commits_seal_heads() {
             queries += 1;
         }
     });
-    store.flush().unwrap();
-    assert_eq!(lines(&store, &all(&[])).len(), 3000);
+    // Reopened as after a crash: the chunks and the log hold every record once.
+    drop(store);
+    let store = LogIndex::open_with(dir.path(), options).unwrap();
+    let found = lines(&store, &all(&[]));
+    assert_eq!(found.iter().collect::<std::collections::HashSet<_>>().len(), 3000);
+    assert_eq!(found.len(), 3000);
+}
+
+#[test]
+fn a_full_head_is_sealed_at_once_by_the_commit_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions { chunk_bytes: 1024, ..LogOptions::default() };
+    let store = Arc::new(LogIndex::open_with(dir.path(), options).unwrap());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let committer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        // An interval far longer than the test: only the head filling up wakes the loop.
+        std::thread::spawn(move || {
+            store.commit_loop(Duration::from_secs(600), move || stop.load(std::sync::atomic::Ordering::Acquire))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    store.append(&[record(1, "api", &"x".repeat(2000)), record(2, "web", "small")]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while store.size_bytes() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(store.size_bytes() > 0, "the full head was sealed without waiting for the interval");
+    assert_eq!(store.state.lock().heads.values().map(HashMap::len).sum::<usize>(), 1, "the small head waits");
+    assert_eq!(lines(&store, &all(&[])).len(), 2);
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    {
+        let _state = store.state.lock();
+        store.wake_sealer.notify_all();
+    }
+    committer.join().unwrap();
+    assert!(store.state.lock().heads.is_empty(), "the loop seals every head as it stops");
 }

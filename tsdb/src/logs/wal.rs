@@ -105,27 +105,65 @@ impl Wal {
         self.len
     }
 
+    /// Where the log is.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Replaces the log by `frames` (through a synced temporary file renamed over it).
     pub(super) fn rewrite(&mut self, frames: Vec<Vec<u8>>) -> Result<(), Error> {
-        let temporary = self.path.with_extension("tmp");
-        let mut file = File::create(&temporary).map_err(|e| Error::io(&temporary, e))?;
-        let mut len = 0;
-        for frame in &frames {
-            file.write_all(frame).map_err(|e| Error::io(&temporary, e))?;
-            len += frame.len() as u64;
-        }
-        file.sync_data().map_err(|e| Error::io(&temporary, e))?;
+        let replacement = Replacement::write(&self.path, frames, self.len)?;
+        self.replace(replacement)
+    }
+
+    /// Replaces the log by `replacement`, whose frames stand for the first `replacement.from` bytes of
+    /// the log, followed by what was appended since.
+    pub(super) fn replace(&mut self, mut replacement: Replacement) -> Result<(), Error> {
+        let temporary = replacement.path.clone();
+        let mut tail = vec![0u8; (self.len - replacement.from) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut tail, replacement.from)
+            .map_err(|e| Error::io(&self.path, e))?;
+        replacement.file.write_all(&tail).map_err(|e| Error::io(&temporary, e))?;
+        replacement.file.sync_data().map_err(|e| Error::io(&temporary, e))?;
+        let len = replacement.len + tail.len() as u64;
         std::fs::rename(&temporary, &self.path).map_err(|e| Error::io(&self.path, e))?;
         if let Some(dir) = self.path.parent() {
             File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
         }
-        self.file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
-            .map_err(|e| Error::io(&self.path, e))?;
+        self.file = replacement.file;
         self.len = len;
         self.seek_end()
+    }
+}
+
+/// A shorter log being written beside the log (to `wal.tmp`), without the store's lock: frames that stand
+/// for the log's first `from` bytes. [`Wal::replace`] adds what was appended meanwhile and swaps it in.
+pub(super) struct Replacement {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    /// The length of the log the frames stand for.
+    from: u64,
+}
+
+impl Replacement {
+    /// Writes and syncs `frames`, which stand for the first `from` bytes of the log at `log_path`.
+    pub(super) fn write(log_path: &Path, frames: Vec<Vec<u8>>, from: u64) -> Result<Replacement, Error> {
+        let path = log_path.with_extension("tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let mut len = 0;
+        for frame in &frames {
+            file.write_all(frame).map_err(|e| Error::io(&path, e))?;
+            len += frame.len() as u64;
+        }
+        file.sync_data().map_err(|e| Error::io(&path, e))?;
+        Ok(Replacement { path, file, len, from })
     }
 }
 
@@ -237,5 +275,24 @@ mod tests {
         drop(wal);
         let (_, frames) = Wal::open(&path).unwrap();
         assert_eq!(frames, vec![(4, vec![record(5, "three", None)])]);
+    }
+
+    #[test]
+    fn a_replacement_keeps_what_was_appended_while_it_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.bin");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append(1, [record(1, "flushed", None)].iter().map(WalRecord::from)).unwrap();
+        wal.append(2, [record(2, "held", None)].iter().map(WalRecord::from)).unwrap();
+        // The frames of what is still held stand for the log so far; appends go on meanwhile.
+        let held = frame(2, [record(2, "held", None)].iter().map(WalRecord::from));
+        let replacement = Replacement::write(&path, vec![held], wal.len()).unwrap();
+        wal.append(3, [record(3, "meanwhile", None)].iter().map(WalRecord::from)).unwrap();
+        wal.replace(replacement).unwrap();
+        wal.append(4, [record(4, "after", None)].iter().map(WalRecord::from)).unwrap();
+        drop(wal);
+        let (_, frames) = Wal::open(&path).unwrap();
+        let lines: Vec<(u64, &str)> = frames.iter().map(|(seq, records)| (*seq, records[0].line.as_str())).collect();
+        assert_eq!(lines, [(2, "held"), (3, "meanwhile"), (4, "after")]);
     }
 }
