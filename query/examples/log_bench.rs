@@ -107,6 +107,7 @@ fn main() {
     let mut random = Random(0x9e37_79b9_7f4a_7c15);
     let (mut raw_bytes, mut records, mut ts_ns) = (0u64, 0u64, START_NS);
     let (mut checkout_records, mut checkout_bytes) = (0u64, 0u64);
+    let mut trace = String::new();
     // A rare term: one line in about a million carries it.
     let rare = "rare-needle-7f3a9c";
     let started = Instant::now();
@@ -138,6 +139,11 @@ fn main() {
             if kind == 1 {
                 checkout_records += 1;
                 checkout_bytes += text.len() as u64;
+                // A trace id from the middle of the data, searched below.
+                if trace.is_empty() && records > 3_000_000 {
+                    let at = text.find("\"trace_id\":\"").expect("JSON lines carry a trace id") + 12;
+                    trace = text[at..at + 32].to_owned();
+                }
             }
             let labels = BTreeMap::from([
                 ("app".to_owned(), ["nginx", "checkout", "kubelet"][kind as usize].to_owned()),
@@ -197,6 +203,22 @@ fn main() {
     println!(
         "rare-term search over everything ({{}} |= \"{rare}\"): p50 {:.1} ms",
         median(search_times).as_secs_f64() * 1000.0
+    );
+
+    // An identifier: one trace id, through the chunks' Bloom filters.
+    let by_trace = parse(&format!(r#"{{}} |= "{trace}""#)).unwrap();
+    let trace_times: Vec<Duration> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            let logql::Expr::Log(query) = &by_trace else { unreachable!() };
+            let found = engine.logs(query, START_NS, end_ns, 100, true).unwrap();
+            assert_eq!(found.iter().map(|s| s.entries.len()).sum::<usize>(), 1, "the trace's one line");
+            t.elapsed()
+        })
+        .collect();
+    println!(
+        "trace-id search over everything ({{}} |= \"{trace}\"): p50 {:.1} ms",
+        median(trace_times).as_secs_f64() * 1000.0
     );
 
     // What Grafana's logs panel asks: the newest 1,000 lines of a selector over the whole range.

@@ -33,9 +33,10 @@ pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
     hash ^ (hash >> 31)
 }
 
-/// Bits per key and probes: about a 1% false-positive rate.
-const BLOOM_BITS_PER_KEY: usize = 10;
-const BLOOM_PROBES: u64 = 7;
+/// Bits per key and probes: about a 2% false-positive rate (a chunk read for nothing now and then, against
+/// a filter that is a tenth of the store at 10 bits).
+const BLOOM_BITS_PER_KEY: usize = 8;
+const BLOOM_PROBES: u64 = 6;
 
 /// The bit positions a key's hash sets in a filter of `bits` bits (double hashing).
 fn probes(hash: u64, bits: u64) -> impl Iterator<Item = u64> {
@@ -282,7 +283,7 @@ mod tests {
         assert!(keys.iter().all(|&k| bloom_may_contain(&filter, k)));
         let false_positives =
             (0..10_000u64).filter(|i| bloom_may_contain(&filter, stable_hash(format!("other-{i}").as_bytes()))).count();
-        assert!(false_positives < 300, "{false_positives} false positives in 10,000");
+        assert!(false_positives < 350, "{false_positives} false positives in 10,000");
         assert!(!bloom_may_contain(&bloom(&[]), keys[0]));
     }
 
