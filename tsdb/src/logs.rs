@@ -32,7 +32,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use tantivy::Term;
-use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, QueryClone, RangeQuery, RegexQuery, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption};
 
 use head::{Head, StreamLabels, stream_key};
@@ -646,8 +646,8 @@ impl LogIndex {
     }
 
     /// The tantivy query for a selector, a time range and the line substrings, with the hashes of the
-    /// identifiers a chunk's Bloom filter must hold.
-    fn build_query(&self, query: &LogQuery) -> (BooleanQuery, Vec<u64>) {
+    /// identifiers a chunk's Bloom filter must hold, and the identifiers at the edges of the substrings.
+    fn build_query(&self, query: &LogQuery) -> (BooleanQuery, Vec<u64>, Vec<EdgeIdentifier>) {
         let overlapping = [
             (self.fields.min_ts, Bound::Unbounded, Bound::Excluded(query.end_ns)),
             (self.fields.max_ts, Bound::Included(query.start_ns), Bound::Unbounded),
@@ -667,13 +667,14 @@ impl LogIndex {
             let term = Term::from_field_text(self.fields.label, &format!("{}={}", matcher.name, matcher.value));
             clauses.push((Occur::Must, Box::new(TermQuery::new(term, IndexRecordOption::Basic))));
         }
-        let mut identifiers = Vec::new();
+        let (mut identifiers, mut edges) = (Vec::new(), Vec::new());
         for text in &query.contains {
-            let (text_clauses, hashes) = line_clauses(self.fields.body, text);
-            clauses.extend(text_clauses.into_iter().map(|clause| (Occur::Must, clause)));
-            identifiers.extend(hashes);
+            let narrowing = line_clauses(&self.fields, text);
+            clauses.extend(narrowing.clauses.into_iter().map(|clause| (Occur::Must, clause)));
+            identifiers.extend(narrowing.identifiers);
+            edges.extend(narrowing.edges);
         }
-        (BooleanQuery::new(clauses), identifiers)
+        (BooleanQuery::new(clauses), identifiers, edges)
     }
 }
 
@@ -821,29 +822,47 @@ fn dir_size(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Index clauses a line containing `text` must satisfy, and identifier hashes its chunk's Bloom filter
-/// must hold. A token inside `text` is a whole token of the line: an exact dictionary term, or an
-/// identifier for the filter. One at an edge may be a longer token's end or start: a regex over the term
-/// dictionary, complete only when the token has a character no identifier has (otherwise it gives no
-/// clause).
-fn line_clauses(field: Field, text: &str) -> (Vec<Box<dyn Query>>, Vec<u64>) {
+/// How the index narrows the chunks for a line substring.
+struct Narrowing {
+    /// Clauses every chunk holding such a line matches.
+    clauses: Vec<Box<dyn Query>>,
+    /// Hashes of identifiers the chunk's Bloom filter must hold.
+    identifiers: Vec<u64>,
+    /// Identifiers at the substring's edges.
+    edges: Vec<EdgeIdentifier>,
+}
+
+/// An identifier at an edge of a line substring: a line holds it as a whole token (then its chunk's Bloom
+/// filter holds it), or inside a longer one: a longer identifier or a dictionary term. `widen` matches the
+/// chunks where the latter may be; the others are read only if their filter holds `hash`.
+struct EdgeIdentifier {
+    hash: u64,
+    widen: Box<dyn Query>,
+}
+
+/// What a line containing `text` implies for its chunk. A token inside `text` is a whole token of the
+/// line: an exact dictionary term, or an identifier for the filter. One at an edge may be a longer
+/// token's end or start: a regex over the term dictionary, complete only when the token has a character
+/// no identifier has; an identifier there is an [`EdgeIdentifier`]; other hex tokens give nothing.
+fn line_clauses(fields: &Fields, text: &str) -> Narrowing {
     let found = tokens(text);
     let interior = |t: &TokenSpan| t.from > 0 && t.to < text.len();
     // Whole tokens are cheap and selective; the regexes scan the term dictionary, so they are used only when
     // the text has no whole token.
     let has_interior = found.iter().any(interior);
-    let (mut clauses, mut identifiers): (Vec<Box<dyn Query>>, Vec<u64>) = (Vec::new(), Vec::new());
+    let mut narrowing = Narrowing { clauses: Vec::new(), identifiers: Vec::new(), edges: Vec::new() };
     for token in &found {
+        let high_cardinality = tokenizer::is_high_cardinality(&token.text);
         if interior(token) {
-            if tokenizer::is_high_cardinality(&token.text) {
-                identifiers.push(chunk::stable_hash(token.text.as_bytes()));
+            if high_cardinality {
+                narrowing.identifiers.push(chunk::stable_hash(token.text.as_bytes()));
             } else {
-                let term = Term::from_field_text(field, &token.text);
-                clauses.push(Box::new(TermQuery::new(term, IndexRecordOption::Basic)));
+                let term = Term::from_field_text(fields.body, &token.text);
+                narrowing.clauses.push(Box::new(TermQuery::new(term, IndexRecordOption::Basic)));
             }
             continue;
         }
-        if has_interior || tokenizer::is_hex(&token.text) {
+        if has_interior || (tokenizer::is_hex(&token.text) && !high_cardinality) {
             continue;
         }
         let escaped = regex::escape(&token.text);
@@ -852,11 +871,21 @@ fn line_clauses(field: Field, text: &str) -> (Vec<Box<dyn Query>>, Vec<u64>) {
             (true, false) => format!(".*{escaped}"),
             _ => format!("{escaped}.*"),
         };
-        if let Ok(query) = RegexQuery::from_pattern(&pattern, field) {
-            clauses.push(Box::new(query));
+        let Ok(regex) = RegexQuery::from_pattern(&pattern, fields.body) else { continue };
+        if !high_cardinality {
+            narrowing.clauses.push(Box::new(regex));
+            continue;
         }
+        let longer = RangeQuery::new(
+            Bound::Excluded(Term::from_field_u64(fields.longest_identifier, token.text.len() as u64)),
+            Bound::Included(Term::from_field_u64(fields.longest_identifier, u64::MAX)),
+        );
+        let widen = BooleanQuery::new(vec![(Occur::Should, Box::new(regex)), (Occur::Should, Box::new(longer))]);
+        narrowing
+            .edges
+            .push(EdgeIdentifier { hash: chunk::stable_hash(token.text.as_bytes()), widen: Box::new(widen) });
     }
-    (clauses, identifiers)
+    narrowing
 }
 
 /// The stream registry saved at the last commit; missing or unreadable means empty (it refills as records
@@ -968,16 +997,26 @@ impl LogStore for LogIndex {
                 Ok(())
             }));
         }
-        let (tantivy_query, identifiers) = self.build_query(query);
-        let (query, identifiers) = (Arc::new(query.clone()), Arc::new(identifiers));
+        let (tantivy_query, identifiers, edges) = self.build_query(query);
+        let query = Arc::new(query.clone());
         for snapshot in snapshots {
             let chunks = snapshot.chunks(&tantivy_query)?;
+            // Per edge identifier, the chunks that may hold it inside a longer token.
+            let mut widened = Vec::with_capacity(edges.len());
+            for edge in &edges {
+                let clauses = vec![(Occur::Must, tantivy_query.box_clone()), (Occur::Must, edge.widen.box_clone())];
+                let offsets = snapshot.chunks(&BooleanQuery::new(clauses))?.into_iter().map(|c| c.offset);
+                widened.push(offsets.collect::<std::collections::HashSet<u64>>());
+            }
             let snapshot = Arc::new(snapshot);
             for chunk in chunks {
-                let (snapshot, query, identifiers) = (snapshot.clone(), query.clone(), identifiers.clone());
+                let mut required = identifiers.clone();
+                let whole_only = edges.iter().zip(&widened).filter(|(_, widened)| !widened.contains(&chunk.offset));
+                required.extend(whole_only.map(|(edge, _)| edge.hash));
+                let (snapshot, query) = (snapshot.clone(), query.clone());
                 parts.push(ScanPart::new(chunk.min_ns, chunk.max_ns, move |start_ns, end_ns, visit| {
                     let window = start_ns.max(query.start_ns)..=end_ns.min(query.end_ns - 1);
-                    read_chunk(&snapshot, chunk.offset, &query, window, &identifiers, visit)
+                    read_chunk(&snapshot, chunk.offset, &query, window, &required, visit)
                 }));
             }
         }

@@ -50,6 +50,8 @@ pub(super) struct Sealed {
     pub max_seq: u64,
     /// The chunk's distinct dictionary tokens.
     pub terms: Vec<String>,
+    /// The length of its longest identifier (0 without any).
+    pub longest_identifier: usize,
     /// The framed entry for `chunks.dat`.
     pub entry: Vec<u8>,
 }
@@ -134,7 +136,7 @@ impl Head {
         columns.bytes.reserve(self.text.len() + records.len() * 4);
         encode_columns(&records, &shaped, &mut columns);
         let compressed = compress(encoder, &columns).map_err(|e| Error::Io { path: "log chunk".into(), source: e })?;
-        let (terms, hashes) = distinct_tokens(&shaped);
+        let (terms, hashes, longest_identifier) = distinct_tokens(&shaped);
         let mut labels = Vec::with_capacity(64);
         put_pairs(&mut labels, &self.labels);
         Ok(Sealed {
@@ -145,14 +147,15 @@ impl Head {
             max_ns: self.max_ns,
             max_seq: self.max_seq,
             terms,
+            longest_identifier,
         })
     }
 }
 
-/// The distinct tokens of the shaped lines: dictionary tokens, and the hashes of identifiers (for the
-/// Bloom filter). A line's tokens are its shape's runs and its variables (each one whole run), so each
+/// The distinct tokens of the shaped lines: dictionary tokens, the hashes of identifiers (for the Bloom
+/// filter), and the length of the longest identifier. A line's tokens are its shape's runs and its variables (each one whole run), so each
 /// shape is tokenized once and each distinct value once.
-fn distinct_tokens(shaped: &Shaped<'_>) -> (Vec<String>, Vec<u64>) {
+fn distinct_tokens(shaped: &Shaped<'_>) -> (Vec<String>, Vec<u64>, usize) {
     let mut borrowed: HashSet<&str, foldhash::fast::FixedState> = HashSet::default();
     let mut owned: HashSet<String, foldhash::fast::FixedState> = HashSet::default();
     for shape in &shaped.shapes {
@@ -172,13 +175,14 @@ fn distinct_tokens(shaped: &Shaped<'_>) -> (Vec<String>, Vec<u64>) {
     }
     let all: HashSet<&str, foldhash::fast::FixedState> =
         borrowed.into_iter().chain(owned.iter().map(String::as_str)).collect();
-    let (mut terms, mut hashes) = (Vec::new(), Vec::new());
+    let (mut terms, mut hashes, mut longest) = (Vec::new(), Vec::new(), 0);
     for token in all {
         if is_high_cardinality(token) {
             hashes.push(stable_hash(token.as_bytes()));
+            longest = longest.max(token.len());
         } else {
             terms.push(token.to_owned());
         }
     }
-    (terms, hashes)
+    (terms, hashes, longest)
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tantivy::collector::DocSetCollector;
 use tantivy::query::Query;
-use tantivy::schema::{FAST, Field, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions};
+use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions};
 use tantivy::store::Compressor;
 use tantivy::tokenizer::{PreTokenizedString, Token};
 use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher, TantivyDocument};
@@ -31,6 +31,8 @@ pub(super) struct Fields {
     pub min_ts: Field,
     pub max_ts: Field,
     pub offset: Field,
+    /// The length of the chunk's longest identifier.
+    pub longest_identifier: Field,
 }
 
 pub(super) fn schema() -> (Schema, Fields) {
@@ -42,7 +44,8 @@ pub(super) fn schema() -> (Schema, Fields) {
     let min_ts = builder.add_i64_field("min_ts", FAST);
     let max_ts = builder.add_i64_field("max_ts", FAST);
     let offset = builder.add_u64_field("offset", FAST);
-    (builder.build(), Fields { label, body, min_ts, max_ts, offset })
+    let longest_identifier = builder.add_u64_field("longest_identifier", INDEXED);
+    (builder.build(), Fields { label, body, min_ts, max_ts, offset, longest_identifier })
 }
 
 pub(super) fn tantivy_error(dir: &Path, error: impl std::fmt::Display) -> Error {
@@ -158,6 +161,7 @@ impl Partition {
         doc.add_i64(fields.min_ts, sealed.min_ns);
         doc.add_i64(fields.max_ts, sealed.max_ns);
         doc.add_u64(fields.offset, offset);
+        doc.add_u64(fields.longest_identifier, sealed.longest_identifier as u64);
         let dir = self.dir.clone();
         self.writer()?.add_document(doc).map_err(|e| tantivy_error(&dir, e))?;
         let flushed = self.flushed.entry(sealed.stream_key).or_default();

@@ -80,14 +80,47 @@ fn identifiers_are_found_through_the_bloom_filters() {
             record(3, "web", &format!("upstream {trace}ff status=200")),
         ])
         .unwrap();
-    let (clauses, identifiers) = line_clauses(partition::schema().1.body, &format!("={trace} "));
-    assert!(clauses.is_empty(), "an identifier is not looked up in the term dictionary");
-    assert_eq!(identifiers, [chunk::stable_hash(trace.as_bytes())]);
+    let narrowing = line_clauses(&partition::schema().1, &format!("={trace} "));
+    assert!(narrowing.clauses.is_empty(), "an identifier is not looked up in the term dictionary");
+    assert_eq!(narrowing.identifiers, [chunk::stable_hash(trace.as_bytes())]);
     in_heads_and_chunks(&store, |store| {
         assert_eq!(lines(store, &all(&[&format!("={trace} ")])), [format!("done trace_id={trace} status=200")]);
         assert_eq!(lines(store, &all(&[trace])).len(), 2, "at the filter's edges it may be part of a longer token");
         assert!(lines(store, &all(&[" 4bf92f3577b34da6a3ce929d0e0e4737 "])).is_empty());
     });
+}
+
+#[test]
+fn an_identifier_at_a_filter_edge_reads_only_chunks_that_may_hold_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogIndex::open(dir.path()).unwrap();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    store
+        .append(&[
+            record(1, "whole", &format!("done trace_id={trace} status=200")),
+            record(2, "longer", &format!("upstream {trace}ff status=200")),
+            record(3, "term", &format!("id x{trace} here")),
+            record(4, "other", "done trace_id=00f067aa0ba902b7aaaaaaaaaaaaaaaa status=200"),
+        ])
+        .unwrap();
+    store.flush().unwrap();
+    let found: Vec<String> =
+        store.select(&all(&[trace])).unwrap().into_iter().map(|r| r.labels["app"].clone()).collect();
+    assert_eq!(found, ["whole", "longer", "term"], "the filter is a substring: inside longer tokens too");
+    // Which chunks are read without their Bloom filter's say: those with a longer identifier, or a term
+    // holding it.
+    let (query, identifiers, edges) = store.build_query(&all(&[trace]));
+    assert!(identifiers.is_empty());
+    assert_eq!(edges.len(), 1);
+    let snapshot = store.state.lock().published.values().next().unwrap().clone();
+    let app_at = |offset: u64| {
+        let entry = snapshot.entry(offset).unwrap();
+        chunk::pairs(chunk::decode_entry(&entry).unwrap().labels, &mut 0).unwrap()["app"].clone()
+    };
+    let widened = BooleanQuery::new(vec![(Occur::Must, query.box_clone()), (Occur::Must, edges[0].widen.box_clone())]);
+    let mut apps: Vec<String> = snapshot.chunks(&widened).unwrap().into_iter().map(|c| app_at(c.offset)).collect();
+    apps.sort();
+    assert_eq!(apps, ["longer", "term"]);
 }
 
 #[test]
