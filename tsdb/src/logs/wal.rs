@@ -127,12 +127,14 @@ impl Wal {
         replacement.file.sync_data().map_err(|e| Error::io(&temporary, e))?;
         let len = replacement.len + tail.len() as u64;
         std::fs::rename(&temporary, &self.path).map_err(|e| Error::io(&self.path, e))?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
-        }
+        // The renamed file is the log from here on, whatever happens next.
         self.file = replacement.file;
         self.len = len;
-        self.seek_end()
+        self.seek_end()?;
+        match self.path.parent() {
+            Some(dir) => File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e)),
+            None => Ok(()),
+        }
     }
 }
 
