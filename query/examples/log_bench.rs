@@ -92,9 +92,17 @@ fn line(random: &mut Random, kind: u64, ts_ns: i64, sequence: u64) -> (String, &
     (text, level)
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+/// The median over seven runs of `run`, in milliseconds.
+fn p50_ms(mut run: impl FnMut()) -> f64 {
+    let mut samples: Vec<Duration> = (0..7)
+        .map(|_| {
+            let started = Instant::now();
+            run();
+            started.elapsed()
+        })
+        .collect();
     samples.sort();
-    samples[samples.len() / 2]
+    samples[samples.len() / 2].as_secs_f64() * 1000.0
 }
 
 fn main() {
@@ -190,87 +198,45 @@ fn main() {
 
     let engine = LogqlEngine::new(store.clone() as Arc<dyn LogStore>);
     let end_ns = ts_ns + 1;
-    let search = parse(&format!(r#"{{}} |= "{rare}""#)).unwrap();
-    let search_times: Vec<Duration> = (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            let logql::Expr::Log(query) = &search else { unreachable!() };
-            let found = engine.logs(query, START_NS, end_ns, 100, true).unwrap();
-            assert!(!found.is_empty(), "the rare term is found");
-            t.elapsed()
-        })
-        .collect();
-    println!(
-        "rare-term search over everything ({{}} |= \"{rare}\"): p50 {:.1} ms",
-        median(search_times).as_secs_f64() * 1000.0
-    );
+    let end_ms = end_ns / 1_000_000;
+    // Entries a log query returns over everything, newest first.
+    let entries = |query: &str, limit: usize| {
+        let logql::Expr::Log(query) = parse(query).unwrap() else { unreachable!() };
+        let streams = engine.logs(&query, START_NS, end_ns, limit, true).unwrap();
+        streams.iter().map(|s| s.entries.len()).sum::<usize>()
+    };
+
+    let rare_search = format!(r#"{{}} |= "{rare}""#);
+    let p50 = p50_ms(|| assert!(entries(&rare_search, 100) > 0, "the rare term is found"));
+    println!("rare-term search over everything ({rare_search}): p50 {p50:.1} ms");
 
     // An identifier: one trace id, through the chunks' Bloom filters.
-    let by_trace = parse(&format!(r#"{{}} |= "{trace}""#)).unwrap();
-    let trace_times: Vec<Duration> = (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            let logql::Expr::Log(query) = &by_trace else { unreachable!() };
-            let found = engine.logs(query, START_NS, end_ns, 100, true).unwrap();
-            assert_eq!(found.iter().map(|s| s.entries.len()).sum::<usize>(), 1, "the trace's one line");
-            t.elapsed()
-        })
-        .collect();
-    println!(
-        "trace-id search over everything ({{}} |= \"{trace}\"): p50 {:.1} ms",
-        median(trace_times).as_secs_f64() * 1000.0
-    );
+    let trace_search = format!(r#"{{}} |= "{trace}""#);
+    let p50 = p50_ms(|| assert_eq!(entries(&trace_search, 100), 1, "the trace's one line"));
+    println!("trace-id search over everything ({trace_search}): p50 {p50:.1} ms");
 
     // What Grafana's logs panel asks: the newest 1,000 lines of a selector over the whole range.
-    let newest = parse(r#"{app="nginx"}"#).unwrap();
-    let newest_times: Vec<Duration> = (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            let logql::Expr::Log(query) = &newest else { unreachable!() };
-            let found = engine.logs(query, START_NS, end_ns, 1000, true).unwrap();
-            assert_eq!(found.iter().map(|s| s.entries.len()).sum::<usize>(), 1000);
-            t.elapsed()
-        })
-        .collect();
-    println!(
-        "newest 1,000 lines of {{app=\"nginx\"}} over everything: p50 {:.1} ms",
-        median(newest_times).as_secs_f64() * 1000.0
-    );
+    let p50 = p50_ms(|| assert_eq!(entries(r#"{app="nginx"}"#, 1000), 1000));
+    println!("newest 1,000 lines of {{app=\"nginx\"}} over everything: p50 {p50:.1} ms");
 
     let volume = parse(r#"sum by (level) (count_over_time({app="checkout"} | json [5m]))"#).unwrap();
     let logql::Expr::Metric(volume) = volume else { unreachable!() };
-    let end_ms = end_ns / 1_000_000;
-    let times: Vec<Duration> = (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            let result = engine.instant(&volume, end_ms).unwrap();
-            assert!(!result.is_empty());
-            t.elapsed()
-        })
-        .collect();
-    println!(
-        "sum by (level) (count_over_time({{app=\"checkout\"}} | json [5m])): p50 {:.0} ms",
-        median(times).as_secs_f64() * 1000.0
-    );
+    let p50 = p50_ms(|| assert!(!engine.instant(&volume, end_ms).unwrap().is_empty()));
+    println!("sum by (level) (count_over_time({{app=\"checkout\"}} | json [5m])): p50 {p50:.0} ms");
 
     // Grafana's log-volume histogram: the same query as a range over all the log time, a step a minute,
     // which reads every record of the stream.
     let whole = parse(r#"sum by (level) (count_over_time({app="checkout"} | json [1m]))"#).unwrap();
     let logql::Expr::Metric(whole) = whole else { unreachable!() };
     let start_ms = START_NS / 1_000_000 + 60_000;
-    let times: Vec<Duration> = (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            let series = engine.range(&whole, start_ms, end_ms + 60_000, 60_000).unwrap();
-            let counted: f64 = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).sum();
-            assert_eq!(counted as u64, checkout_records, "every checkout record is counted once");
-            t.elapsed()
-        })
-        .collect();
+    let p50 = p50_ms(|| {
+        let series = engine.range(&whole, start_ms, end_ms + 60_000, 60_000).unwrap();
+        let counted: f64 = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).sum();
+        assert_eq!(counted as u64, checkout_records, "every checkout record is counted once");
+    });
     println!(
-        "the same, [1m] each minute over all {:.0} MB of checkout logs: p50 {:.0} ms",
-        checkout_bytes as f64 / 1e6,
-        median(times).as_secs_f64() * 1000.0
+        "the same, [1m] each minute over all {:.0} MB of checkout logs: p50 {p50:.0} ms",
+        checkout_bytes as f64 / 1e6
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
