@@ -1,7 +1,8 @@
 //! The log store over generated, realistic logs (nginx access lines, JSON application logs, kubelet-style
-//! text) across 60 streams: ingest + index throughput, storage against the raw size, and median latencies
-//! of a rare-term search, of the newest 1,000 lines of a stream, and of
-//! `sum by (level) (count_over_time(...))` (an instant `[5m]`, and a range over all the log time).
+//! text) across 60 streams: ingest + index throughput (commits on their own thread, as in the server),
+//! append latencies, storage against the raw size, and median latencies of a rare-term search, a trace-id
+//! search, the newest 1,000 lines of a stream, and `sum by (level) (count_over_time(...))` (an instant
+//! `[5m]`, and a range over all the log time).
 //!
 //! usage: cargo run --release -p vigil-query --example log_bench -- [MEGABYTES] [DIR]   (default 1024 MB)
 
