@@ -136,6 +136,16 @@ fn pushed_lines_are_served_as_grafana_asks() {
     assert_eq!(series["data"], json!([{"app": "worker", "env": "dev"}]));
     let stats = get_json(&vigil, "/loki/api/v1/index/stats", &[("query", r#"{env="prod"}"#)]);
     assert_eq!((stats["streams"].as_u64(), stats["entries"].as_u64()), (Some(2), Some(3)));
+    // The labels Grafana's logs drilldown detects, and the build it reads the Loki version from.
+    let detected = get_json(&vigil, "/loki/api/v1/detected_labels", &[("query", r#"{env="prod"}"#)]);
+    assert_eq!(
+        detected["detectedLabels"],
+        json!([{"label": "app", "cardinality": 2}, {"label": "env", "cardinality": 1}])
+    );
+    let all = get_json(&vigil, "/loki/api/v1/detected_labels", &[]);
+    assert_eq!(all["detectedLabels"][0], json!({"label": "app", "cardinality": 3}));
+    let build = get_json(&vigil, "/loki/api/v1/status/buildinfo", &[]);
+    assert!(build["version"].as_str().is_some_and(|v| !v.is_empty()), "{build}");
     // The log volume query Grafana sends, over a range: a matrix by level.
     let volume = get_json(
         &vigil,

@@ -349,11 +349,15 @@ async fn index_stats(State(state): State<LokiState>, RawQuery(raw): RawQuery) ->
     .await
 }
 
+/// `GET /loki/api/v1/detected_labels`: each label of the streams `query` selects (all without one), with
+/// its number of values.
 async fn detected_labels(State(state): State<LokiState>, RawQuery(raw): RawQuery) -> Result<Response, LokiError> {
     let params = Params::parse(raw.as_deref(), &[]);
     let (start, end) = range(&params)?;
+    let selector = params.get("query").filter(|q| !q.trim().is_empty()).map(str::to_owned);
     blocking(move || {
-        let streams = state.store.streams(&[], start, end)?;
+        let matchers = selector.as_deref().map(selector_matchers).transpose()?.unwrap_or_default();
+        let streams = state.store.streams(&matchers, start, end)?;
         let mut cardinality: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
         for stream in streams {
             for (name, value) in stream {
