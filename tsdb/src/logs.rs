@@ -3,9 +3,9 @@
 //!
 //! - Appends go to a write-ahead log ([`wal`], fsynced before they are acknowledged) and to the stream's
 //!   head ([`head`]), which queries read at once.
-//! - A commit seals heads that hold [`LogOptions::chunk_bytes`] of text, or are older than
-//!   [`LogOptions::chunk_max_age`], into chunks ([`chunk`]: columns in one zstd frame, part by part) appended to
-//!   the partition's `chunks.dat`, with one tantivy document per chunk ([`partition`]): stream labels as
+//! - A head that reaches [`LogOptions::chunk_bytes`] of text is set aside, and a commit seals it (and
+//!   any head older than [`LogOptions::chunk_max_age`]) into a chunk ([`chunk`]: columns in one zstd
+//!   frame, part by part) appended to the partition's `chunks.dat`, with one tantivy document per chunk ([`partition`]): stream labels as
 //!   `name=value` terms, the chunk's distinct tokens ([`tokenizer`]), its time span as fast fields.
 //!   Identifier-like tokens go to a per-chunk Bloom filter instead of the term dictionary.
 //! - A search narrows the chunks through the index and the filters, then checks every line exactly.
@@ -213,8 +213,6 @@ struct State {
     replays: replays::Replays,
     /// Heads taken out of `heads` to be sealed, which queries still read until their chunks are committed.
     sealing: Vec<SetAside>,
-    /// Bytes of line text in `sealing`.
-    sealing_bytes: usize,
 }
 
 /// A head being sealed into a chunk, outside the lock.
@@ -225,8 +223,12 @@ struct SetAside {
 
 impl State {
     fn set_aside(&mut self, start: i64, head: Head) {
-        self.sealing_bytes += head.text_bytes();
         self.sealing.push(SetAside { start, head: Arc::new(head) });
+    }
+
+    /// Bytes of line text waiting in set-aside heads.
+    fn sealing_bytes(&self) -> usize {
+        self.sealing.iter().map(|s| s.head.text_bytes()).sum()
     }
 
     /// Sets aside every head `due` says is due for sealing.
@@ -245,13 +247,7 @@ impl State {
 
     /// Drops the set-aside heads `done` holds (their chunks are committed).
     fn sealed(&mut self, done: &[Arc<Head>]) {
-        let mut freed = 0;
-        self.sealing.retain(|s| {
-            let sealed = done.iter().any(|head| Arc::ptr_eq(head, &s.head));
-            freed += if sealed { s.head.text_bytes() } else { 0 };
-            !sealed
-        });
-        self.sealing_bytes -= freed;
+        self.sealing.retain(|s| !done.iter().any(|head| Arc::ptr_eq(head, &s.head)));
     }
 
     /// Every head that still holds records no committed chunk holds, with its partition's start.
@@ -311,7 +307,6 @@ impl LogIndex {
             streams_changed: false,
             replays: replays::Replays::read(&dir.join(REPLAYS_FILE)),
             sealing: Vec::new(),
-            sealing_bytes: 0,
         };
         let encoder = zstd::stream::raw::Encoder::new(CHUNK_LEVEL).map_err(|e| Error::io(dir, e))?;
         let store = LogIndex {
@@ -356,7 +351,6 @@ impl LogIndex {
         ts_ns.div_euclid(self.options.partition_ns) * self.options.partition_ns
     }
 
-    /// Adds a record to its head and the stream registry.
     /// Adds a record to its stream's head; a head that fills up is set aside for the next commit to seal,
     /// and the stream starts a new one.
     fn push(&self, state: &mut State, start: i64, record: &LogRecord, seq: u64) {
@@ -915,7 +909,7 @@ impl LogStore for LogIndex {
         // A backlog of set-aside heads holds appends back (for a while: records are never refused for it).
         let patience = std::time::Instant::now() + BACKLOG_PATIENCE;
         let backlog = SEALING_BACKLOG_CHUNKS * self.options.chunk_bytes;
-        while state.sealing_bytes > backlog && self.sealing_in_background.load(std::sync::atomic::Ordering::Acquire) {
+        while state.sealing_bytes() > backlog && self.sealing_in_background.load(std::sync::atomic::Ordering::Acquire) {
             if self.room.wait_until(&mut state, patience).timed_out() {
                 break;
             }

@@ -153,8 +153,8 @@ impl Head {
 }
 
 /// The distinct tokens of the shaped lines: dictionary tokens, the hashes of identifiers (for the Bloom
-/// filter), and the length of the longest identifier. A line's tokens are its shape's runs and its variables (each one whole run), so each
-/// shape is tokenized once and each distinct value once.
+/// filter), and the length of the longest identifier. A line's tokens are its shape's runs and its
+/// variables (each one whole run), so each shape is tokenized once and each distinct value once.
 fn distinct_tokens(shaped: &Shaped<'_>) -> (Vec<String>, Vec<u64>, usize) {
     let mut borrowed: HashSet<&str, foldhash::fast::FixedState> = HashSet::default();
     let mut owned: HashSet<String, foldhash::fast::FixedState> = HashSet::default();

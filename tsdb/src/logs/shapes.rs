@@ -185,16 +185,22 @@ pub(crate) fn put_numbers(numbers: &[u64], times: Option<&[u64]>, out: &mut Part
     let cost = |values: &[u64]| (width_of(values), values.iter().max().copied().unwrap_or(0));
     let steps: Vec<u64> = numbers.windows(2).map(|w| zigzag(w[1].wrapping_sub(w[0]) as i64)).collect();
     let mut best = (cost(numbers), AS_VALUES, 0u8);
-    if cost(&steps) < best.0 {
-        best = (cost(&steps), AS_STEPS, 0);
+    let steps_cost = cost(&steps);
+    if steps_cost < best.0 {
+        best = (steps_cost, AS_STEPS, 0);
     }
     let mut differences = Vec::new();
-    for (unit, &divisor) in TIME_UNITS.iter().enumerate().filter(|_| times.is_some()) {
-        let times = times.expect("filtered");
-        let candidate: Vec<u64> =
-            numbers.iter().zip(times).map(|(n, t)| zigzag(n.wrapping_sub(t / divisor) as i64)).collect();
-        if cost(&candidate) < best.0 {
-            best = (cost(&candidate), FROM_RECORD_TIME, unit as u8);
+    for (unit, &divisor) in TIME_UNITS.iter().enumerate() {
+        let Some(times) = times else { break };
+        let difference = |(n, t): (&u64, &u64)| zigzag(n.wrapping_sub(t / divisor) as i64);
+        // A column whose first value is already too far from its record time is no time in this unit.
+        if numbers.iter().zip(times).next().is_none_or(|first| width_of(&[difference(first)]) > best.0.0) {
+            continue;
+        }
+        let candidate: Vec<u64> = numbers.iter().zip(times).map(difference).collect();
+        let candidate_cost = cost(&candidate);
+        if candidate_cost < best.0 {
+            best = (candidate_cost, FROM_RECORD_TIME, unit as u8);
             differences = candidate;
         }
     }

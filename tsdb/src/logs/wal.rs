@@ -121,10 +121,13 @@ impl Wal {
     pub(super) fn replace(&mut self, mut replacement: Replacement) -> Result<(), Error> {
         let temporary = replacement.path.clone();
         let mut tail = vec![0u8; (self.len - replacement.from) as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut tail, replacement.from)
-            .map_err(|e| Error::io(&self.path, e))?;
-        replacement.file.write_all(&tail).map_err(|e| Error::io(&temporary, e))?;
-        replacement.file.sync_data().map_err(|e| Error::io(&temporary, e))?;
+        // The frames are synced already; only a tail appended meanwhile needs writing and syncing.
+        if !tail.is_empty() {
+            std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut tail, replacement.from)
+                .map_err(|e| Error::io(&self.path, e))?;
+            replacement.file.write_all(&tail).map_err(|e| Error::io(&temporary, e))?;
+            replacement.file.sync_data().map_err(|e| Error::io(&temporary, e))?;
+        }
         let len = replacement.len + tail.len() as u64;
         std::fs::rename(&temporary, &self.path).map_err(|e| Error::io(&self.path, e))?;
         // The renamed file is the log from here on, whatever happens next.
